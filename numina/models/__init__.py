@@ -1,0 +1,21 @@
+"""Wan pipelines: loading real checkpoints, building tiny offline ones, and their token geometry."""
+
+from numina.models.geometry import Geometry
+from numina.models.loading import identify_variant, load_pipeline, resolve_model, set_attention_backend
+from numina.models.tiny import build_tiny_pipeline, tiny_pipeline
+from numina.models.tokenizer import build_tiny_tokenizer
+from numina.models.variants import VARIANTS, WanVariant, get_variant
+
+__all__ = [
+    "VARIANTS",
+    "Geometry",
+    "WanVariant",
+    "build_tiny_pipeline",
+    "build_tiny_tokenizer",
+    "get_variant",
+    "identify_variant",
+    "load_pipeline",
+    "resolve_model",
+    "set_attention_backend",
+    "tiny_pipeline",
+]

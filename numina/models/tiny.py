@@ -1,0 +1,74 @@
+"""Tiny Wan text-to-video pipelines built and saved locally, loadable like the real models.
+
+No weights can be downloaded where this project is built and tested, so tests and the README's main
+job use a small pipeline of the same classes (WanTransformer3DModel, AutoencoderKLWan, UMT5 encoder,
+a `tokenizers` tokenizer, the flow-matching UniPC scheduler), written with `save_pretrained` and read
+back with `WanPipeline.from_pretrained(folder)`: the same path as a real checkpoint. Weights are random
+but seeded, so a folder built twice is identical. May import numina.models.variants/tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from transformers import UMT5Config, UMT5EncoderModel
+
+from numina.models.tokenizer import build_tiny_tokenizer
+from numina.models.variants import get_variant
+
+TINY_TEXT_ENCODER = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+# The release's sampler: flow-matching UniPC with shift 5.0 (METHOD.md, "Setting").
+SCHEDULER = dict(
+    prediction_type="flow_prediction",
+    use_flow_sigmas=True,
+    num_train_timesteps=1000,
+    flow_shift=5.0,
+    solver_order=2,
+)
+_MARKER = "numina_tiny.json"
+
+
+def build_tiny_pipeline(folder: str | Path, variant: str = "wan2.1-1.3b", seed: int = 0) -> Path:
+    """Write a complete tiny pipeline of `variant` into `folder` and return the folder.
+
+    The folder is a diffusers `WanPipeline` checkpoint; reuse it when it was already built for the
+    same variant and seed (a marker file records both).
+    """
+    folder = Path(folder)
+    spec = get_variant(variant)
+    marker = folder / _MARKER
+    wanted = {"variant": variant, "seed": seed}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return folder
+
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TINY_TEXT_ENCODER)).eval()
+    transformer = WanTransformer3DModel(**spec.tiny_transformer)
+    z_dim = spec.tiny_vae["z_dim"]
+    vae = AutoencoderKLWan(**spec.tiny_vae, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
+    pipeline = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=UniPCMultistepScheduler(**SCHEDULER),
+        transformer=transformer,
+        expand_timesteps=spec.expand_timesteps,
+    )
+    pipeline.save_pretrained(folder)
+    marker.write_text(json.dumps(wanted))
+    return folder
+
+
+def default_tiny_folder(variant: str = "wan2.1-1.3b") -> Path:
+    """Where the built-in tiny pipeline of `variant` is kept between runs (under the user's cache)."""
+    return Path.home() / ".cache" / "numina" / "tiny" / variant
+
+
+def tiny_pipeline(variant: str = "wan2.1-1.3b", folder: str | Path | None = None) -> WanPipeline:
+    """Build (once) and load the tiny pipeline of `variant` through `WanPipeline.from_pretrained`."""
+    path = build_tiny_pipeline(folder or default_tiny_folder(variant), variant)
+    return WanPipeline.from_pretrained(path)
