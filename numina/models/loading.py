@@ -66,15 +66,17 @@ def load_pipeline(
     """
     source = resolve_model(model)
     try:
-        vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
-        pipeline = WanPipeline.from_pretrained(source, vae=vae, torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", dtype=torch.float32)
+        pipeline = WanPipeline.from_pretrained(source, vae=vae, dtype=dtype)
     except OSError as error:
         raise OSError(
             f"Could not load the Wan pipeline {source!r}: {error}. Without network access, download the "
             "checkpoint elsewhere and pass its local folder, or use the built-in 'tiny' model."
         ) from error
     if flow_shift is not None:
-        pipeline.scheduler = UniPCMultistepScheduler.from_config(pipeline.scheduler.config, flow_shift=flow_shift)
+        pipeline.scheduler = UniPCMultistepScheduler.from_config(
+            pipeline.scheduler.config, flow_shift=flow_shift
+        )
     if attention_backend is not None:
         set_attention_backend(pipeline, attention_backend)
     pipeline.set_progress_bar_config(disable=True)

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerFast
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 
 # Whole words the tiny tokenizer keeps as one piece; every other word is split into pieces.
-WHOLE_WORDS = (
+_WHOLE_WORDS_TEXT = (
     "a an one two three four five six seven eight nine ten single lone pair couple dozen "
     "red blue green yellow black white grey gray orange purple pink brown golden silver "
     "small large big tiny little tall short huge "
@@ -24,7 +24,8 @@ WHOLE_WORDS = (
     "circle square triangle star child children fish sofa table floor grass street sky field room "
     "the of on in at with and through across over under near by is are sitting walking running "
     "flying floating standing water park night day"
-).split()
+)
+WHOLE_WORDS = tuple(_WHOLE_WORDS_TEXT.split())
 # Sub-word pieces (with and without the word-start mark) so that other words get realistic splits.
 _PIECES = "s es ing ed er ly un re in on an en or ar al le st tr ch sh th ou ow ea oo ee ight tion ment"
 
@@ -56,7 +57,9 @@ def _vocabulary() -> list[tuple[str, float]]:
 def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     """Build the tiny T5-style tokenizer (deterministic: a fixed vocabulary, no training)."""
     tokenizer = Tokenizer(models.Unigram(_vocabulary(), unk_id=2, byte_fallback=False))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -1,0 +1,221 @@
+"""Capture overhead at full size: a plain transformer step against one with the default NUMINA capture.
+
+Builds a Wan transformer of a real shape with random weights on the GPU (no checkpoint needed), runs
+one denoising step at the release's reference step 20 inside the pipeline's cache context, and times,
+side by side in one process (alternating, CUDA events, median):
+
+- plain:          the transformer forward, no hooks;
+- capture-memory: the same forward with the default NUMINA capture (self-attention reduced at the
+                  reference layer, the chosen tokens' cross-attention at every layer) into memory;
+- capture-hdf5:   the same into the HDF5 store through its background writer;
+- hooks-idle:     capture installed, at a step it does not capture (the cost on the other 49 steps).
+
+It also checks that the outputs are bit-identical, times each reduction on its own, reports peak GPU
+memory and the HDF5 write throughput. Results go to a JSON file and a printed table.
+
+    python benchmarks/capture_overhead.py --variant wan2.1-1.3b \
+        --out benchmarks/results/capture_overhead_wan2.1-1.3b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from diffusers import WanTransformer3DModel
+
+from numina.capture import AttentionCapture, MemorySink, numina_spec, open_capture_store, reductions
+from numina.metrics import top_components
+from numina.models import Geometry, get_variant
+from numina.store import measure_write_throughput
+
+NUM_STEPS, PROMPT_LENGTH, TOKENS = 50, 16, (2, 3)  # a numeral and a noun among 16 prompt positions
+
+
+def build_model(variant: str) -> WanTransformer3DModel:
+    config = get_variant(variant).transformer
+    with torch.device("cuda"):
+        model = WanTransformer3DModel(**config)
+    return model.to(torch.bfloat16).eval()
+
+
+def make_inputs(geometry: Geometry, channels: int, text_dim: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator("cuda").manual_seed(seed)
+    latent_shape = (1, channels, geometry.frames, geometry.height * 2, geometry.width * 2)
+    text = torch.randn(1, geometry.text_length, text_dim, generator=generator, device="cuda")
+    text[:, PROMPT_LENGTH:] = 0  # the pipeline zero-pads the prompt embedding to 512 positions
+    return {
+        "hidden_states": torch.randn(latent_shape, generator=generator, device="cuda").to(torch.bfloat16),
+        "timestep": torch.tensor([600.0], device="cuda"),
+        "encoder_hidden_states": text.to(torch.bfloat16),
+    }
+
+
+def forward(model: WanTransformer3DModel, inputs: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+    with torch.no_grad(), model.cache_context("cond", step_index=step):
+        return model(**inputs, return_dict=False)[0]
+
+
+def time_call(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, float]:
+    """Median ms of each reduction alone on random bf16 queries and keys of the real shape."""
+    heads, dim = geometry.heads, geometry.head_dim
+    q = torch.randn(geometry.tokens, heads, dim, device="cuda", dtype=torch.bfloat16)
+    k_text = torch.randn(geometry.text_length, heads, dim, device="cuda", dtype=torch.bfloat16)
+    k_text[PROMPT_LENGTH:] = k_text[PROMPT_LENGTH]  # zero-padded prompts give one padding key
+    tokens = torch.tensor(TOKENS, device="cuda")
+    part = spec.self_attention
+
+    def self_maps():
+        return reductions.frame_local_attention(q, q, geometry.frames)
+
+    def self_all():
+        maps = self_maps()
+        return reductions.reduce_self_attention(
+            maps,
+            geometry.height,
+            geometry.width,
+            part.components,
+            part.iterations,
+            part.oversample,
+            0,
+            "official",
+        )
+
+    maps_once = self_maps()
+
+    def self_components():
+        return top_components(maps_once, part.components, part.oversample, part.iterations, 0)
+
+    def cross_one_layer():
+        probs, mass = reductions.cross_attention_probabilities(q, k_text, tokens, PROMPT_LENGTH, True)
+        return reductions.reduce_cross_attention(
+            probs, mass, geometry.frames, geometry.height, geometry.width, spec.cross_attention.stats
+        )
+
+    results = {}
+    for name, fn in [
+        ("self_maps", self_maps),
+        ("self_components", self_components),
+        ("self_total", self_all),
+        ("cross_one_layer", cross_one_layer),
+    ]:
+        time_call(fn, 2)
+        results[name] = statistics.median(time_call(fn, repeats))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", default="wan2.1-1.3b")
+    parser.add_argument("--frames", type=int, default=81)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    model = build_model(args.variant)
+    variant = get_variant(args.variant)
+    geometry = Geometry.from_configs(
+        model.config, 4, variant.vae["scale_factor_spatial"], args.frames, args.height, args.width
+    )
+    spec = numina_spec(geometry, TOKENS, PROMPT_LENGTH, NUM_STEPS).resolved(geometry, NUM_STEPS)
+    step = spec.steps[0]
+    inputs = make_inputs(geometry, model.config.in_channels, model.config.text_dim)
+    tmp = Path(tempfile.mkdtemp())
+
+    plain_out = forward(model, inputs, step)
+    memory_sink = MemorySink()
+    with AttentionCapture(model, spec, geometry, memory_sink):
+        capture_out = forward(model, inputs, step)
+    identical = bool(torch.equal(plain_out, capture_out))
+    del plain_out, capture_out, memory_sink
+
+    def plain():
+        forward(model, inputs, step)
+
+    def capture_memory():
+        with AttentionCapture(model, spec, geometry, MemorySink()):
+            forward(model, inputs, step)
+
+    writers = []
+
+    def capture_hdf5():
+        writer = open_capture_store(tmp / f"run{len(writers)}.h5", spec, geometry, {"benchmark": True})
+        with AttentionCapture(model, spec, geometry, writer):
+            forward(model, inputs, step)
+        writers.append(writer)
+
+    def hooks_idle():
+        with AttentionCapture(model, spec, geometry, MemorySink()):
+            forward(model, inputs, step + 1)
+
+    variants = {
+        "plain": plain,
+        "capture-memory": capture_memory,
+        "capture-hdf5": capture_hdf5,
+        "hooks-idle": hooks_idle,
+    }
+    peak = {}
+    for name, fn in variants.items():  # warm-up, and peak memory of each variant on its own
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        peak[name] = torch.cuda.max_memory_allocated() / 2**30
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):  # alternate, so drift hits every variant alike
+        for name, fn in variants.items():
+            times[name] += time_call(fn, 1)
+    flush_start = time.perf_counter()
+    for writer in writers:
+        writer.close()
+    flush_seconds = time.perf_counter() - flush_start
+    store_bytes = sum(path.stat().st_size for path in tmp.glob("run*.h5"))
+
+    median = {name: statistics.median(values) for name, values in times.items()}
+    result = {
+        "variant": args.variant,
+        "geometry": geometry.to_dict(),
+        "tokens": geometry.tokens,
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+        "identical_output": identical,
+        "median_ms": median,
+        "ratio_to_plain": {name: value / median["plain"] for name, value in median.items()},
+        "all_ms": times,
+        "peak_memory_gib": peak,
+        "reduction_ms": reduction_breakdown(geometry, spec, args.repeats),
+        "store_mb_per_run": store_bytes / len(writers) / 2**20,
+        "store_close_seconds_total": flush_seconds,
+        "hdf5_write_throughput": measure_write_throughput(tmp / "throughput.h5"),
+    }
+    print(json.dumps(result, indent=1))
+    print(f"\n{'variant':<16}{'median ms':>12}{'x plain':>10}{'peak GiB':>10}")
+    for name in variants:
+        print(f"{name:<16}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{peak[name]:>10.1f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The hook layer: capture per-head, per-step attention reductions from a Wan transformer."""
+
+from numina.capture.hooks import AttentionCapture, Sink
+from numina.capture.sinks import MemorySink
+from numina.capture.spec import (
+    CaptureSpec,
+    CrossAttentionCapture,
+    SelfAttentionCapture,
+    numina_spec,
+    release_reference_layer,
+    release_reference_step,
+    store_layout,
+)
+from numina.capture.storage import open_capture_store
+
+__all__ = [
+    "AttentionCapture",
+    "CaptureSpec",
+    "CrossAttentionCapture",
+    "MemorySink",
+    "SelfAttentionCapture",
+    "Sink",
+    "numina_spec",
+    "open_capture_store",
+    "release_reference_layer",
+    "release_reference_step",
+    "store_layout",
+]

@@ -1,0 +1,271 @@
+"""The hook layer: diffusers hooks that capture attention reductions without changing the model.
+
+`AttentionCapture(transformer, spec, geometry, sink)` installs, through diffusers' `HookRegistry`:
+
+- one stateful hook on the transformer that reads the pipeline's cache context (diffusers' Wan
+  pipelines run each branch inside `transformer.cache_context("cond" | "uncond", step_index=i)`), so
+  every capture knows its step and branch, and the timestep of each captured call is recorded;
+- on each captured block: hooks on the attention's `norm_q` / `norm_k` that keep a reference to the
+  query and key the block computed anyway, and a hook on the attention module that takes RoPE's
+  angles on the way in and, on the way out, computes the maps of `numina.capture.reductions` and
+  hands them to the sink (the HDF5 writer's background thread, or memory).
+
+Nothing the model computes is replaced or modified: hooks only read inputs and outputs and return them
+untouched, so capturing never changes the output (tested to the bit). Outside the captured steps and
+branches the hooks return at once. May import diffusers, torch and numina.capture/metrics/models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
+
+from numina.capture import reductions
+from numina.capture.spec import CaptureSpec, cross_attention_point, self_attention_point
+from numina.models.geometry import Geometry
+
+HOOK_PREFIX = "numina.capture"
+
+
+class Sink(Protocol):
+    """Where captured tensors go: `numina.store.AttentionStoreWriter` or `MemorySink`."""
+
+    def write(self, name: str, index: dict[str, Any], data: Any) -> None: ...
+
+
+class _NoState(BaseState):
+    def reset(self) -> None:
+        pass
+
+
+class _CallState:
+    """Shared between the hooks of one capture: where the denoising loop is and the tensors in flight."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.uniform_padding = False
+        self.step: int | None = None
+        self.branch: str | None = None
+        self.tensors: dict[str, torch.Tensor] = {}
+
+
+class _StepContextHook(ModelHook):
+    """On the transformer: learns step and branch from the pipeline's cache context."""
+
+    _is_stateful = True
+
+    def __init__(self, state: _CallState, spec: CaptureSpec, sink: Sink) -> None:
+        super().__init__()
+        self.context_manager = StateManager(_NoState)  # diffusers sets the cache context on it
+        self.state, self.spec, self.sink = state, spec, sink
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        try:
+            context = self.context_manager.context
+        except ValueError:
+            raise RuntimeError(
+                "Attention capture needs the denoising step and guidance branch. Call the transformer "
+                "inside `transformer.cache_context('cond' or 'uncond', step_index=i)`, as diffusers' Wan "
+                "pipelines do."
+            ) from None
+        if context.step_index is None or context.name not in ("cond", "uncond"):
+            raise RuntimeError(
+                f"Cache context {context.name!r} (step_index={context.step_index}) does not say the "
+                "branch ('cond'/'uncond') and step index the capture needs."
+            )
+        state = self.state
+        state.step, state.branch = context.step_index, context.name
+        state.active = self.spec.captures(state.step, state.branch)
+        state.tensors.clear()
+        if state.active and self.spec.cross_attention is not None:
+            # One host sync per captured forward (not per head or layer): decides the exact shortcut of
+            # reductions.cross_attention_probabilities for zero-padded prompts.
+            context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+            prompt_length = self.spec.cross_attention.prompt_length
+            state.uniform_padding = bool(
+                reductions.padding_is_uniform(context[self.spec.batch_index], prompt_length)
+            )
+        if state.active:
+            timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+            if timestep is not None:
+                value = timestep.reshape(-1)[self.spec.batch_index].float()
+                self.sink.write("capture/timestep", {"step": state.step, "branch": state.branch}, value)
+        return args, kwargs
+
+    def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
+        self.state.active = False
+        self.state.tensors.clear()
+        return output
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.state.active = False
+        self.state.tensors.clear()
+        return module
+
+
+class _KeepOutputHook(ModelHook):
+    """On `norm_q` / `norm_k`: keeps a reference to the output for the attention hook."""
+
+    def __init__(self, state: _CallState, slot: str, batch_index: int) -> None:
+        super().__init__()
+        self.state, self.slot, self.batch_index = state, slot, batch_index
+
+    def post_forward(self, module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+        if self.state.active:
+            self.state.tensors[self.slot] = output[self.batch_index]
+        return output
+
+
+class _AttentionHook(ModelHook):
+    """On `attn1` / `attn2`: keeps RoPE's angles on the way in, computes the reductions on the way out."""
+
+    def __init__(self, capture: AttentionCapture, layer: int, kind: str) -> None:
+        super().__init__()
+        self.capture, self.layer, self.kind = capture, layer, kind
+        self.q_slot, self.k_slot = f"{kind}.{layer}.q", f"{kind}.{layer}.k"
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        state = self.capture.state
+        if state.active and self.kind == "self":
+            state.tensors["rotary"] = kwargs.get("rotary_emb", args[3] if len(args) > 3 else None)
+        return args, kwargs
+
+    def post_forward(self, module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+        state = self.capture.state
+        if state.active:
+            query, key = state.tensors.pop(self.q_slot), state.tensors.pop(self.k_slot)
+            with torch.no_grad():
+                if self.kind == "self":
+                    self.capture.record_self_attention(
+                        self.layer, module.heads, query, key, state.tensors["rotary"]
+                    )
+                else:
+                    self.capture.record_cross_attention(self.layer, module.heads, query, key)
+        return output
+
+
+class AttentionCapture:
+    """Installs capture hooks on a WanTransformer3DModel for a resolved `CaptureSpec`.
+
+    Use as a context manager around the pipeline call (the hooks are removed on exit):
+
+        spec = CaptureSpec(...).resolved(geometry, num_steps)
+        with AttentionCapture(pipeline.transformer, spec, geometry, sink):
+            pipeline(prompt, ...)
+    """
+
+    def __init__(
+        self, transformer: torch.nn.Module, spec: CaptureSpec, geometry: Geometry, sink: Sink
+    ) -> None:
+        if spec.steps is None or spec.heads is None:
+            raise ValueError(
+                "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
+            )
+        self.transformer, self.spec, self.geometry, self.sink = transformer, spec, geometry, sink
+        self.state = _CallState()
+        self._installed: list[tuple[torch.nn.Module, str]] = []
+        all_heads = tuple(spec.heads) == tuple(range(geometry.heads))
+        self._head_index = None if all_heads else torch.tensor(spec.heads)
+        self._token_index = (
+            torch.tensor(spec.cross_attention.tokens) if spec.cross_attention is not None else None
+        )
+
+    def __enter__(self) -> AttentionCapture:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def install(self) -> None:
+        """Register the hooks (named `numina.capture.*`) on the transformer and the captured blocks."""
+        if self._installed:
+            raise RuntimeError("This capture is already installed.")
+        self._register(self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink))
+        points = []
+        if self.spec.self_attention:
+            points += [("self", layer) for layer in self.spec.self_attention.layers]
+        if self.spec.cross_attention:
+            points += [("cross", layer) for layer in self.spec.cross_attention.layers]
+        for kind, layer in points:
+            block = self.transformer.blocks[layer]
+            attention = block.attn1 if kind == "self" else block.attn2
+            name = self_attention_point(layer) if kind == "self" else cross_attention_point(layer)
+            hook = _AttentionHook(self, layer, kind)
+            self._register(
+                attention.norm_q, f"{name}.q", _KeepOutputHook(self.state, hook.q_slot, self.spec.batch_index)
+            )
+            self._register(
+                attention.norm_k, f"{name}.k", _KeepOutputHook(self.state, hook.k_slot, self.spec.batch_index)
+            )
+            self._register(attention, name, hook)
+
+    def remove(self) -> None:
+        """Remove every hook this capture installed; the model is as before."""
+        for module, name in reversed(self._installed):
+            HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
+        self._installed.clear()
+
+    def _register(self, module: torch.nn.Module, name: str, hook: ModelHook) -> None:
+        full_name = f"{HOOK_PREFIX}.{name}"
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, full_name)
+        self._installed.append((module, full_name))
+
+    def _index(self, layer: int) -> dict[str, Any]:
+        return {"step": self.state.step, "branch": self.state.branch, "layer": layer}
+
+    def _heads(self, device: torch.device) -> torch.Tensor | None:
+        if self._head_index is not None and self._head_index.device != device:
+            self._head_index = self._head_index.to(device)
+        return self._head_index
+
+    def record_self_attention(
+        self, layer: int, heads: int, query: torch.Tensor, key: torch.Tensor, rotary: Any
+    ) -> None:
+        """Frame-local self-attention of one block, reduced, written to the sink."""
+        part, geometry = self.spec.self_attention, self.geometry
+        head_index = self._heads(query.device)
+        q = reductions.apply_rotary(reductions.split_heads(query, heads, head_index), rotary)
+        k = reductions.apply_rotary(reductions.split_heads(key, heads, head_index), rotary)
+        maps = reductions.frame_local_attention(q, k, geometry.frames)
+        index = self._index(layer)
+        if part.maps:
+            self.sink.write("self_attention/maps", index, maps.to(torch.float16))
+        reduced = reductions.reduce_self_attention(
+            maps,
+            geometry.height,
+            geometry.width,
+            part.components,
+            part.iterations,
+            part.oversample,
+            part.seed,
+            part.score_variant if part.scores else None,
+        )
+        self.sink.write("self_attention/components", index, reduced["components"].to(torch.float16))
+        self.sink.write("self_attention/singular_values", index, reduced["singular_values"])
+        if "scores" in reduced:
+            self.sink.write("self_attention/scores", index, reduced["scores"])
+
+    def record_cross_attention(self, layer: int, heads: int, query: torch.Tensor, key: torch.Tensor) -> None:
+        """Cross-attention probabilities of one block at the chosen tokens, written to the sink."""
+        part, geometry = self.spec.cross_attention, self.geometry
+        head_index = self._heads(query.device)
+        if self._token_index.device != query.device:
+            self._token_index = self._token_index.to(query.device)
+        q = reductions.split_heads(query, heads, head_index)
+        k = reductions.split_heads(key, heads, head_index)
+        probs, text_mass = reductions.cross_attention_probabilities(
+            q, k, self._token_index, part.prompt_length
+        )
+        reduced = reductions.reduce_cross_attention(
+            probs, text_mass, geometry.frames, geometry.height, geometry.width, part.stats
+        )
+        index = self._index(layer)
+        self.sink.write("cross_attention/text_mass", index, reduced["text_mass"])
+        if part.maps:
+            self.sink.write("cross_attention/probs", index, reduced["probs"].to(torch.float16))
+        if part.stats:
+            self.sink.write("cross_attention/stats", index, reduced["stats"])

@@ -1,0 +1,156 @@
+"""The attention maps the capture layer computes on the side, batched over heads and frames.
+
+The model's own attention runs through fused kernels that never form the probabilities, so capture
+recomputes them from the query and key the block produced (after the RMS norms; self-attention also
+after RoPE), in float32, and reduces them on the device before anything leaves it. Every function is
+pure (tensors in, tensors out), with no Python loop over heads or frames and no host sync, so the
+capture hooks stay thin and the numbers can be checked against a float64 reference.
+May import torch and numina.metrics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from numina.metrics.concentration import concentration_stats
+from numina.metrics.lowrank import top_components
+from numina.metrics.separability import separability
+
+
+def scores_f32(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """q k^T / sqrt(d) in float32 for (..., n, d) x (..., m, d): (..., n, m).
+
+    Half-precision inputs on a GPU use a matrix product with float32 output (exact products, float32
+    accumulation: the release's float32 softmax input) instead of upcasting copies.
+    """
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16):
+        batch = query.shape[:-2]
+        logits = torch.bmm(
+            query.reshape(-1, *query.shape[-2:]),
+            key.reshape(-1, *key.shape[-2:]).transpose(-1, -2),
+            out_dtype=torch.float32,
+        ).reshape(*batch, query.shape[-2], key.shape[-2])
+        return logits.mul_(scale)
+    return (query.float() @ key.float().transpose(-1, -2)).mul_(scale)
+
+
+def apply_rotary(tokens: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Wan's RoPE on (L, heads, d): channel pairs (2i, 2i+1) rotated by the position's angle.
+
+    `rotary` is the (cos, sin) pair diffusers' WanRotaryPosEmbed gives, each (1, L, 1, d) with every
+    angle repeated for both channels of its pair. Computed as a complex product in float32, returned
+    in the input dtype (as the model rounds it).
+    """
+    cos, sin = (part[0, :, :, 0::2].float() for part in rotary)  # (L, 1, d/2)
+    pairs = torch.view_as_complex(tokens.float().unflatten(-1, (-1, 2)).contiguous())
+    rotated = torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2)
+    return rotated.to(tokens.dtype)
+
+
+def split_heads(projected: torch.Tensor, heads: int, head_index: torch.Tensor | None) -> torch.Tensor:
+    """(L, heads*d) -> (L, chosen heads, d)."""
+    per_head = projected.unflatten(-1, (heads, -1))
+    return per_head if head_index is None else per_head.index_select(1, head_index)
+
+
+def frame_local_attention(query: torch.Tensor, key: torch.Tensor, frames: int) -> torch.Tensor:
+    """softmax(q_f k_f^T / sqrt(d)) over each frame's own tokens: (L, h, d) x2 -> (h, F, tpf, tpf)."""
+    q = query.transpose(0, 1).unflatten(1, (frames, -1))  # (h, F, tpf, d)
+    k = key.transpose(0, 1).unflatten(1, (frames, -1))
+    return torch.softmax(scores_f32(q, k), dim=-1)
+
+
+def reduce_self_attention(
+    maps: torch.Tensor,
+    height: int,
+    width: int,
+    components: int,
+    iterations: int,
+    oversample: int,
+    seed: int,
+    score_variant: str | None,
+) -> dict[str, torch.Tensor]:
+    """Top components (h, F, y, x, k), singular values (h, F, k) and, optionally, scores (h, F, 4)."""
+    scores, singular = top_components(maps, components, oversample, iterations, seed)
+    out = {"components": scores.unflatten(-2, (height, width)), "singular_values": singular}
+    if score_variant is not None:
+        out["scores"] = separability(scores, height, width, score_variant)
+    return out
+
+
+def log_normaliser(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """log sum_j exp(q k_j^T / sqrt(d)) for (h, L, d) queries over (h, T, d) keys: (h, L), float32.
+
+    On a GPU with half-precision inputs this is the log-sum-exp that PyTorch's flash-attention kernel
+    returns (float32 accumulation of exact products, as `scores_f32`), which never writes the
+    h x L x T logits; elsewhere it is computed from `scores_f32`.
+    """
+    if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16):
+        q, k = query.unsqueeze(0), key.unsqueeze(0)
+        return torch.ops.aten._scaled_dot_product_flash_attention(q, k, k)[1][0, :, : query.shape[-2]]
+    return torch.logsumexp(scores_f32(query, key), dim=-1)
+
+
+def padding_is_uniform(context: torch.Tensor, prompt_length: int) -> torch.Tensor:
+    """True when every text position from `prompt_length` on holds the same vector (a 0-d bool tensor).
+
+    diffusers' Wan pipelines zero-pad the prompt embedding to 512 positions; the text projection and
+    the key projection act on each position alone, so all padding keys are then one vector.
+    """
+    padding = context[..., prompt_length:, :]
+    return (padding == padding[..., :1, :]).all()
+
+
+def cross_attention_probabilities(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    tokens: torch.Tensor,
+    prompt_length: int,
+    uniform_padding: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over all text positions, kept at the chosen tokens.
+
+    With `uniform_padding` (all keys from `prompt_length` on are equal, see `padding_is_uniform`) the
+    softmax needs only the prompt's keys and one padding key counted T - prompt_length times:
+    exactly the same probabilities, without the h x L x T logits.
+
+    Args:
+        query: (L, h, d) video queries; key: (T, h, d) text keys (all T positions, padding included).
+        tokens: positions to keep; prompt_length: positions from here on are padding.
+
+    Returns:
+        probs (h, tokens, L) and text mass (h, L, 2): the probability on prompt positions and on padding.
+    """
+    q, k = query.transpose(0, 1), key.transpose(0, 1)  # (h, L, d), (h, T, d)
+    text_length = k.shape[1]
+    # Logits are laid out text-major, (h, keys, L): few rows of length L keep the products aligned
+    # and fast on GPUs, where (h, L, few) would have an odd leading dimension.
+    if uniform_padding and prompt_length < text_length:
+        distinct = scores_f32(k[:, : prompt_length + 1], q)  # prompt keys and the one padding key
+        multiplicity = torch.zeros(prompt_length + 1, 1, device=q.device)
+        multiplicity[-1] = math.log(text_length - prompt_length)
+        normaliser = torch.logsumexp(distinct + multiplicity, dim=1, keepdim=True)
+        token_logits = distinct.index_select(1, tokens.clamp_max(prompt_length))
+        prompt_logits = distinct[:, :prompt_length]
+    else:
+        normaliser = log_normaliser(q, k).unsqueeze(1)
+        token_logits = scores_f32(k.index_select(1, tokens), q)
+        prompt_logits = scores_f32(k[:, :prompt_length], q)
+    probs = torch.exp(token_logits - normaliser)
+    prompt_mass = torch.exp(prompt_logits - normaliser).sum(dim=1)
+    text_mass = torch.stack([prompt_mass, 1.0 - prompt_mass], dim=-1)
+    return probs, text_mass
+
+
+def reduce_cross_attention(
+    probs: torch.Tensor, text_mass: torch.Tensor, frames: int, height: int, width: int, stats: bool
+) -> dict[str, torch.Tensor]:
+    """Maps (h, tokens, F, y, x), per-frame text mass (h, F, 2) and optional statistics (h, tokens, F, s)."""
+    maps = probs.unflatten(-1, (frames, height, width))
+    out = {"probs": maps, "text_mass": text_mass.unflatten(1, (frames, -1)).mean(dim=2)}
+    if stats:
+        out["stats"] = concentration_stats(maps)
+    return out

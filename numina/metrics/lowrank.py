@@ -1,0 +1,118 @@
+"""Top principal components of many square attention maps at once, on the device.
+
+NUMINA scores a self-attention head by the top 3 components of its frame-local map A (column-centred,
+C = U S). A full SVD of every (head, frame) map is far too slow at full size (252 maps of 1560 x 1560 at
+Wan2.1-1.3B), so this module runs a seeded randomised subspace iteration (the algorithm of scikit-learn's
+`randomized_svd`: oversampled Gaussian range, power iterations with re-orthonormalisation, small exact
+SVD) batched over all leading dimensions, with matrix products only. Signs follow scikit-learn's
+`svd_flip` convention (largest-magnitude entry of each left singular vector positive), so a converged
+result equals `randomized_svd`'s up to rounding. May import torch only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+_SHIFT = {torch.float32: 1e-6, torch.float64: 1e-13}
+
+
+def orthonormalize(matrix: torch.Tensor, passes: int = 2) -> torch.Tensor:
+    """Orthonormal basis of the columns of `matrix` (..., n, p), p small: shifted Cholesky-QR.
+
+    Batched QR and SVD of tall matrices are slow on GPUs (cuSOLVER); the Gram matrix route needs only
+    matrix products, a p x p Cholesky and a triangular inverse. The small diagonal shift keeps
+    rank-deficient inputs (maps of rank < p) factorisable; a second pass restores orthogonality to
+    rounding (one pass suffices between power iterations, which only need a well-conditioned basis).
+    """
+    for _ in range(passes):
+        gram = matrix.transpose(-1, -2) @ matrix
+        trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+        shift = _SHIFT[gram.dtype] * trace + torch.finfo(gram.dtype).tiny ** 0.5  # > 0 even for zero maps
+        identity = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+        factor = torch.linalg.cholesky(gram + shift[..., None, None] * identity)
+        inverse = torch.linalg.solve_triangular(factor, identity.expand_as(factor), upper=False)
+        matrix = matrix @ inverse.transpose(-1, -2)
+    return matrix
+
+
+@contextlib.contextmanager
+def tensor_core_products(enabled: bool) -> Iterator[None]:
+    """Let CUDA float32 matrix products use TF32 tensor cores inside the block (PyTorch's global flag).
+
+    The power iterations read every map ~16 times with a 13-column right-hand side; cuBLAS's plain
+    float32 kernels are compute-bound on such skinny products, TF32 ones run at memory speed. TF32 rounds
+    the inputs to 10 mantissa bits and accumulates in float32: errors of ~1e-4 relative in the
+    components, below what the iterations themselves leave on maps with a flat spectrum.
+    """
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    matmul.fp32_precision = "tf32" if enabled else previous
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = previous
+
+
+def top_components(
+    maps: torch.Tensor,
+    k: int = 3,
+    oversample: int = 10,
+    iterations: int = 7,
+    seed: int = 0,
+    centre: bool = True,
+    tf32: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Principal component scores C = U[:, :k] S[:k] of each (optionally column-centred) map.
+
+    Args:
+        maps: (..., n, m) float tensor; leading dimensions are processed as one batch.
+        k: number of components.
+        oversample: extra random directions (scikit-learn's `n_oversamples`, default 10); k + oversample
+            is rounded up to a multiple of 8, which keeps GPU products aligned (and only adds accuracy).
+        iterations: power iterations (scikit-learn's `n_iter='auto'` gives 7 for k=3 at this size).
+        seed: seed of the Gaussian test matrix, shared by every map in the batch (reproducible).
+        centre: subtract each column's mean first (NUMINA centres A by its column mean).
+        tf32: on CUDA, run the float32 products on TF32 tensor cores (see `tensor_core_products`).
+
+    Returns:
+        (scores, singular_values): (..., n, k) and (..., k), in the dtype of `maps` (float32 or wider).
+    """
+    if maps.dtype not in (torch.float32, torch.float64):
+        maps = maps.float()
+    n, m = maps.shape[-2:]
+    if k > min(n, m):
+        raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
+    # Centring stays implicit (A_c = A - 1 mean^T enters each product as a rank-1 correction), so the
+    # maps are never copied: at full size they are gigabytes.
+    mean = maps.mean(dim=-2, keepdim=True) if centre else None  # (..., 1, m)
+
+    def times(right: torch.Tensor) -> torch.Tensor:  # A_c @ right
+        product = maps @ right
+        return product if mean is None else product - mean @ right
+
+    def transposed_times(left: torch.Tensor) -> torch.Tensor:  # A_c^T @ left
+        product = maps.transpose(-1, -2) @ left
+        return product if mean is None else product - mean.transpose(-1, -2) * left.sum(dim=-2, keepdim=True)
+
+    with tensor_core_products(tf32 and maps.is_cuda):
+        width = min(-(-(k + oversample) // 8) * 8, n, m)
+        generator = torch.Generator(device=maps.device).manual_seed(seed)
+        probe = torch.randn(m, width, generator=generator, device=maps.device, dtype=maps.dtype)
+        basis = orthonormalize(times(probe), passes=1)
+        for _ in range(iterations):
+            basis = orthonormalize(times(orthonormalize(transposed_times(basis), passes=1)), passes=1)
+        basis = orthonormalize(basis)
+        small = transposed_times(basis).transpose(-1, -2)  # Q^T A_c: (..., width, m)
+    # SVD of the small factor through the eigen-decomposition of its width x width Gram matrix
+    # (batched eigh of tiny matrices is fast on GPUs; a batched SVD of width x m is not).
+    eigenvalues, eigenvectors = torch.linalg.eigh(small @ small.transpose(-1, -2))
+    top = eigenvectors.flip(-1)[..., :k]
+    singular = eigenvalues.flip(-1)[..., :k].clamp_min(0).sqrt()
+    left = basis @ top
+    largest = left.abs().argmax(dim=-2, keepdim=True)
+    signs = torch.sign(torch.gather(left, -2, largest))
+    left = left * torch.where(signs == 0, torch.ones_like(signs), signs)
+    return left * singular.unsqueeze(-2), singular

@@ -1,0 +1,260 @@
+"""numina.capture: capturing never changes the output, and the captured maps equal a float64 reference."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers.hooks import HookRegistry
+
+from numina.capture import (
+    AttentionCapture,
+    CaptureSpec,
+    CrossAttentionCapture,
+    MemorySink,
+    SelfAttentionCapture,
+    numina_spec,
+    open_capture_store,
+)
+from numina.metrics import separability, top_components
+from numina.models import Geometry
+from numina.store import open_store
+
+PROMPT = "three red cats on a sofa"
+FRAMES, SIZE, STEPS, STEP, LAYER = 9, 128, 4, 2, 1
+
+
+@pytest.fixture(scope="module")
+def geometry(tiny_pipe) -> Geometry:
+    return Geometry.from_pipeline(tiny_pipe, FRAMES, SIZE, SIZE)
+
+
+def _generate(pipe, **kwargs) -> torch.Tensor:
+    arguments = dict(
+        num_frames=FRAMES,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=STEPS,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+    )
+    arguments.update(kwargs)
+    if "prompt_embeds" not in arguments:
+        arguments["prompt"] = PROMPT
+    return pipe(**arguments).frames
+
+
+def _spec(geometry: Geometry, prompt_length: int = 8) -> CaptureSpec:
+    return CaptureSpec(
+        steps=(1, STEP),
+        branches=("cond", "uncond"),
+        self_attention=SelfAttentionCapture(layers=(LAYER, 3), maps=True),
+        cross_attention=CrossAttentionCapture(
+            layers=(0, LAYER), tokens=(0, 2, 3, 40), prompt_length=prompt_length
+        ),
+    ).resolved(geometry, STEPS)
+
+
+class _Inputs:
+    """Records what enters one block's attention modules at the captured call (a plain torch hook)."""
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        self.calls: list[dict[str, torch.Tensor]] = []
+        self.handles = [
+            block.attn1.register_forward_pre_hook(self._self, with_kwargs=True),
+            block.attn2.register_forward_pre_hook(self._cross, with_kwargs=True),
+        ]
+
+    def _self(self, module, args, kwargs):
+        self.calls.append({"kind": "self", "hidden": args[0].clone(), "rotary": args[3]})
+
+    def _cross(self, module, args, kwargs):
+        self.calls.append({"kind": "cross", "hidden": args[0].clone(), "context": args[1].clone()})
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _reference_rotary(x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Textbook interleaved RoPE in float64: (x_2i, x_2i+1) -> (x_2i c - x_2i+1 s, x_2i s + x_2i+1 c)."""
+    cos, sin = (part[0].double() for part in rotary)  # (L, 1, d)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = even * cos[..., 0::2] - odd * sin[..., 0::2]
+    out[..., 1::2] = even * sin[..., 1::2] + odd * cos[..., 1::2]
+    return out
+
+
+def _reference_qk(attention: torch.nn.Module, hidden: torch.Tensor, context: torch.Tensor | None):
+    module = copy.deepcopy(attention).double()
+    source = hidden if context is None else context
+    q = module.norm_q(module.to_q(hidden[0].double())).unflatten(-1, (module.heads, -1))
+    k = module.norm_k(module.to_k(source[0].double())).unflatten(-1, (module.heads, -1))
+    return q.transpose(0, 1), k.transpose(0, 1)  # (heads, tokens, d)
+
+
+def test_capture_never_changes_the_output(tiny_pipe, geometry: Geometry) -> None:
+    plain = _generate(tiny_pipe)
+    with AttentionCapture(tiny_pipe.transformer, _spec(geometry), geometry, MemorySink()):
+        captured = _generate(tiny_pipe)
+    after = _generate(tiny_pipe)
+    assert torch.equal(plain, captured)
+    assert torch.equal(plain, after)
+    leftover = [
+        name
+        for module in tiny_pipe.transformer.modules()
+        if hasattr(module, "_diffusers_hook")
+        for name in module._diffusers_hook.hooks
+        if name.startswith("numina")
+    ]
+    assert leftover == []
+
+
+def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry) -> None:
+    block = tiny_pipe.transformer.blocks[LAYER]
+    recorder = _Inputs(block)
+    sink = MemorySink()
+    spec = _spec(geometry)
+    # Inputs are recorded at every call; the captured call is the 2 * STEP-th pair (cond first).
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink):
+        _generate(tiny_pipe)
+    recorder.remove()
+    calls = [call for call in recorder.calls if call["kind"] == "self"]
+    crosses = [call for call in recorder.calls if call["kind"] == "cross"]
+    for branch, offset in (("cond", 0), ("uncond", 1)):
+        index = {"step": STEP, "branch": branch, "layer": LAYER}
+        self_call, cross_call = calls[2 * STEP + offset], crosses[2 * STEP + offset]
+
+        q, k = _reference_qk(block.attn1, self_call["hidden"], None)
+        q, k = (_reference_rotary(x.transpose(0, 1), self_call["rotary"]).transpose(0, 1) for x in (q, k))
+        q, k = (x.unflatten(1, (geometry.frames, -1)) for x in (q, k))
+        maps = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (h, F, tpf, tpf)
+        torch.testing.assert_close(
+            sink.get("self_attention/maps", **index).double(), maps, atol=2e-4, rtol=2e-3
+        )
+        components, singular = top_components(maps, 3)
+        torch.testing.assert_close(
+            sink.get("self_attention/components", **index).double(),
+            components.unflatten(-2, (geometry.height, geometry.width)),
+            atol=2e-3,
+            rtol=2e-3,
+        )
+        torch.testing.assert_close(
+            sink.get("self_attention/singular_values", **index).double(), singular, rtol=1e-4, atol=1e-6
+        )
+        torch.testing.assert_close(
+            sink.get("self_attention/scores", **index).double(),
+            separability(components, geometry.height, geometry.width),
+            rtol=1e-3,
+            atol=1e-4,
+        )
+
+        q, k = _reference_qk(block.attn2, cross_call["hidden"], cross_call["context"])
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (h, L, 512)
+        expected = (
+            probs[..., [0, 2, 3, 40]]
+            .transpose(-1, -2)
+            .unflatten(-1, (geometry.frames, geometry.height, geometry.width))
+        )
+        torch.testing.assert_close(
+            sink.get("cross_attention/probs", **index).double(), expected, rtol=2e-3, atol=1e-6
+        )
+        prompt_mass = probs[..., :8].sum(-1).unflatten(-1, (geometry.frames, -1)).mean(-1)
+        torch.testing.assert_close(
+            sink.get("cross_attention/text_mass", **index)[..., 0].double(), prompt_mass, rtol=1e-5, atol=1e-6
+        )
+
+
+def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometry) -> None:
+    """Prompt embeddings whose padding differs per position: the exact shortcut must not be used."""
+    generator = torch.Generator().manual_seed(3)
+    embeds = torch.randn(1, 512, tiny_pipe.text_encoder.config.d_model, generator=generator)
+    negative = torch.zeros_like(embeds)
+    spec = _spec(geometry, prompt_length=6)
+    block = tiny_pipe.transformer.blocks[LAYER]
+    recorder = _Inputs(block)
+    sink = MemorySink()
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink) as capture:
+        _generate(tiny_pipe, prompt_embeds=embeds, negative_prompt_embeds=negative)
+    recorder.remove()
+    assert capture.state.uniform_padding is True  # the last captured call is the zero-padded uncond one
+    cross_call = [call for call in recorder.calls if call["kind"] == "cross"][2 * STEP]
+    q, k = _reference_qk(block.attn2, cross_call["hidden"], cross_call["context"])
+    probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    expected = (
+        probs[..., [0, 2, 3, 40]]
+        .transpose(-1, -2)
+        .unflatten(-1, (geometry.frames, geometry.height, geometry.width))
+    )
+    got = sink.get("cross_attention/probs", step=STEP, branch="cond", layer=LAYER).double()
+    torch.testing.assert_close(got, expected, rtol=2e-3, atol=1e-6)
+
+
+def test_capture_without_cache_context_explains_itself(tiny_pipe, geometry: Geometry) -> None:
+    transformer = tiny_pipe.transformer
+    inputs = dict(
+        hidden_states=torch.randn(1, 16, geometry.frames, SIZE // 8, SIZE // 8),
+        timestep=torch.tensor([500.0]),
+        encoder_hidden_states=torch.zeros(1, 512, tiny_pipe.text_encoder.config.d_model),
+    )
+    with (
+        AttentionCapture(transformer, _spec(geometry), geometry, MemorySink()),
+        pytest.raises(RuntimeError, match="cache_context"),
+    ):
+        transformer(**inputs)
+    sink = MemorySink()
+    with (
+        AttentionCapture(transformer, _spec(geometry), geometry, sink),
+        transformer.cache_context("cond", step_index=1),
+    ):
+        transformer(**inputs)
+    assert sink.get("capture/timestep", step=1, branch="cond").item() == 500.0
+    assert HookRegistry.check_if_exists_or_initialize(transformer).get_hook("numina.capture.step") is None
+
+
+def test_spec_validation_and_round_trip(geometry: Geometry) -> None:
+    spec = numina_spec(geometry, tokens=(1, 2), prompt_length=7, num_steps=50)
+    assert spec.steps == (20,) and spec.self_attention.layers == (2,)  # tiny model: middle block
+    assert spec.cross_attention.layers == tuple(range(geometry.layers))
+    assert "blocks.2.attn1" in spec.points() and "blocks.3.attn2" in spec.points()
+    assert CaptureSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match=r"layer index \[9\] out of range"):
+        CaptureSpec(self_attention=SelfAttentionCapture(layers=(9,))).resolved(geometry, 10)
+    with pytest.raises(ValueError, match=r"step index \[12\]"):
+        CaptureSpec(steps=(12,), self_attention=SelfAttentionCapture(layers=(1,))).resolved(geometry, 10)
+    with pytest.raises(ValueError, match="captures nothing"):
+        CaptureSpec().resolved(geometry, 10)
+    with pytest.raises(ValueError, match="guidance branch"):
+        CaptureSpec(branches=("both",), self_attention=SelfAttentionCapture(layers=(1,))).resolved(
+            geometry, 10
+        )
+
+
+def test_capture_into_the_store_has_named_dimensions(tiny_pipe, geometry: Geometry, tmp_path: Path) -> None:
+    spec = _spec(geometry)
+    writer = open_capture_store(tmp_path / "attention.h5", spec, geometry, {"prompt": PROMPT, "seed": 0})
+    sink = MemorySink()
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, writer):
+        _generate(tiny_pipe)
+    writer.close()
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink):
+        _generate(tiny_pipe)
+    with open_store(tmp_path / "attention.h5") as store:
+        assert store.attrs["prompt"] == PROMPT
+        assert Geometry.from_dict(store.attrs["geometry"]) == geometry
+        assert CaptureSpec.from_dict(store.attrs["capture_spec"]) == spec
+        probs = store["cross_attention/probs"]
+        assert probs.dims == ("step", "branch", "layer", "head", "token", "frame", "y", "x")
+        assert list(probs.coords["token"]) == [0, 2, 3, 40]
+        one = probs.sel(step=STEP, branch="uncond", layer=LAYER, token=3).values
+        expected = sink.get("cross_attention/probs", step=STEP, branch="uncond", layer=LAYER)[:, 2]
+        assert one.shape == (geometry.heads, geometry.frames, geometry.height, geometry.width)
+        torch.testing.assert_close(torch.from_numpy(one), expected)
+        scores = store["self_attention/scores"].sel(step=1, branch="cond", layer=3).values
+        torch.testing.assert_close(
+            torch.from_numpy(scores), sink.get("self_attention/scores", step=1, branch="cond", layer=3)
+        )

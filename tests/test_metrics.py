@@ -1,0 +1,114 @@
+"""numina.metrics: S1/S2/S3 on hand-computed cases, the low-rank step, concentration measures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.utils.extmath import randomized_svd
+
+from numina.metrics import concentration_stats, separability, top_components
+from numina.metrics.separability import block_size, grey_image
+
+# A 16 x 16 grid, ones on the 4 x 4 square rows 4-7, cols 4-7, zeros elsewhere (all three components
+# equal to it, so the grey image IS the square: 0.299 + 0.587 + 0.114 = 1). By hand:
+#   S1 = sample std over 256 values with 16 ones: var = 16 (15/16)^2 + 240 (1/16)^2 / 255 = 1/17.
+#   S2: blocks of (16//8) x (16//8) = 2 x 2, 64 blocks; 4 blocks sum to 4, 60 to 0; mean 1/4;
+#       sample var = (4 * 3.75^2 + 60 * 0.25^2) / 63 = 60/63. Normalised (block means): that / 16.
+#   S3: Sobel responses live in rows/cols 3..8; with the smoothed edge profile p = (1, 3, 4, 4, 3, 1)
+#       over 3..8 and edge rows/cols E = {3, 4, 7, 8}: corners E x E give sqrt(p_i^2 + p_j^2) summing
+#       to 16 sqrt 2 + 8 sqrt 10, the 16 edge-but-not-corner cells give 4 each (64). Mean over 256.
+SQUARE_S1 = 1 / math.sqrt(17)
+SQUARE_S2 = 60 / 63
+SQUARE_S3 = (64 + 16 * math.sqrt(2) + 8 * math.sqrt(10)) / 256
+
+
+def _square_components() -> torch.Tensor:
+    image = torch.zeros(16, 16, dtype=torch.float64)
+    image[4:8, 4:8] = 1
+    return image.flatten()[:, None].repeat(1, 3)
+
+
+def test_official_scores_match_hand_computation() -> None:
+    s1, s2, s3, total = separability(_square_components(), 16, 16, "official").tolist()
+    assert s1 == pytest.approx(SQUARE_S1, rel=1e-12)
+    assert s2 == pytest.approx(SQUARE_S2, rel=1e-12)
+    assert s3 == pytest.approx(SQUARE_S3, rel=1e-12)
+    assert total == pytest.approx(SQUARE_S1 + SQUARE_S2 + 0.1 * SQUARE_S3, rel=1e-12)
+
+
+def test_normalised_scores_use_block_means() -> None:
+    s1, s2, s3, _ = separability(_square_components(), 16, 16, "normalised").tolist()
+    assert (s1, s3) == (pytest.approx(SQUARE_S1), pytest.approx(SQUARE_S3))
+    assert s2 == pytest.approx(SQUARE_S2 / 16, rel=1e-12)
+
+
+def test_release_block_size_and_flat_components() -> None:
+    assert block_size(30, 52) == (3, 6)  # 10 x 8 blocks of 3 x 6 at 832 x 480
+    components = torch.zeros(4 * 4, 3)
+    components[:, 0] = torch.arange(16.0)  # c0 spans [0, 15]; c1 and c2 flat -> 0.5
+    grey = grey_image(components, 4, 4)
+    expected = 0.299 * torch.arange(16.0) / 15 + (0.587 + 0.114) * 0.5
+    torch.testing.assert_close(grey.flatten(), expected)
+
+
+def test_scores_are_batched_over_leading_dims() -> None:
+    components = torch.randn(3, 5, 64, 3, dtype=torch.float64)
+    batched = separability(components, 8, 8)
+    one = separability(components[2, 4], 8, 8)
+    assert batched.shape == (3, 5, 4)
+    torch.testing.assert_close(batched[2, 4], one)
+
+
+def test_top_components_equal_exact_svd_with_clear_gaps() -> None:
+    generator = torch.Generator().manual_seed(0)
+    left = torch.linalg.qr(torch.randn(4, 60, 6, generator=generator, dtype=torch.float64)).Q
+    right = torch.linalg.qr(torch.randn(4, 60, 6, generator=generator, dtype=torch.float64)).Q
+    spectrum = torch.tensor([8.0, 4.0, 2.0, 0.5, 0.2, 0.1], dtype=torch.float64)
+    maps = left @ torch.diag(spectrum) @ right.transpose(-1, -2)
+    scores, singular = top_components(maps, k=3, centre=False)
+    u, s, _ = torch.linalg.svd(maps)
+    exact = u[..., :3] * s[..., None, :3]
+    exact = exact * torch.sign(torch.gather(exact, -2, exact.abs().argmax(-2, keepdim=True)))
+    torch.testing.assert_close(singular, s[..., :3], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(scores, exact, rtol=1e-8, atol=1e-10)
+
+
+def test_top_components_agree_with_scikit_learn_on_attention_maps() -> None:
+    generator = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 2, 48, 8, generator=generator).unbind(0)
+    maps = torch.softmax(q @ k.transpose(-1, -2), dim=-1).double()
+    scores, _ = top_components(maps, k=3)
+    for index in range(2):
+        matrix = maps[index].numpy()
+        u, s, _ = randomized_svd(matrix - matrix.mean(axis=0, keepdims=True), 3, random_state=0)
+        np.testing.assert_allclose(scores[index].numpy(), u * s, atol=2e-4)
+
+
+def test_top_components_survive_rank_deficient_and_flat_maps() -> None:
+    blocks = torch.zeros(64, 64)
+    blocks[:32, :32], blocks[32:, 32:] = 1 / 32, 1 / 32  # rank 2, one non-zero centred component
+    scores, singular = top_components(torch.stack([blocks, torch.full((64, 64), 1 / 64)]), k=3)
+    assert torch.isfinite(scores).all()
+    assert singular[0, 0] == pytest.approx(1.0, rel=1e-5) and singular[0, 1:].abs().max() < 1e-3
+    assert singular[1].abs().max() < 1e-6  # a uniform map has nothing left after centring
+
+
+def test_concentration_extremes_and_ordering() -> None:
+    uniform = torch.ones(8, 8)
+    one_hot = torch.zeros(8, 8)
+    one_hot[2, 5] = 3.0
+    blob = torch.zeros(8, 8)
+    blob[2:5, 3:6] = 1.0
+    stats = concentration_stats(torch.stack([uniform, blob, one_hot]))
+    mean, entropy, top, peak, spread, gini = stats.T
+    torch.testing.assert_close(mean, torch.tensor([1.0, 9 / 64, 3 / 64]))
+    torch.testing.assert_close(entropy, torch.tensor([1.0, math.log(9) / math.log(64), 0.0]))
+    torch.testing.assert_close(peak, torch.tensor([1.0, 64 / 9, 64.0]))
+    torch.testing.assert_close(top, torch.tensor([4 / 64, 4 / 9, 1.0]))  # ceil(5% of 64) = 4 positions
+    torch.testing.assert_close(gini, torch.tensor([0.0, 55 / 64, 63 / 64]))
+    # The blob's spread about its centre: 2 of 3 rows/cols are one grid step (1/7) away.
+    torch.testing.assert_close(spread, torch.tensor([spread[0].item(), 2 * (2 / 3) / 49, 0.0]))
+    assert spread[0] > spread[1] > spread[2]
