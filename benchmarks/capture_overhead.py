@@ -121,6 +121,57 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
     return results
 
 
+def accuracy_check(geometry: Geometry, spec) -> dict[str, float]:
+    """The device path (bf16 inputs, float32/TF32 products) against float64 references.
+
+    Self-attention: queries/keys with planted structure (each frame's positions fall in 4 quadrant
+    groups sharing a direction, plus noise), so the top 3 components are well separated; the
+    components of 2 heads x 3 frames are compared with a float64 SVD. Cross-attention: the
+    zero-padding shortcut against a float64 softmax over all 512 keys.
+    """
+    generator = torch.Generator("cuda").manual_seed(2)
+    heads, dim, frames = 2, geometry.head_dim, 3
+    rows = torch.arange(geometry.height, device="cuda")[:, None] * 2 >= geometry.height
+    cols = torch.arange(geometry.width, device="cuda")[None, :] * 2 >= geometry.width
+    group = (rows.long() * 2 + cols.long()).flatten()  # quadrant of each position
+    directions = torch.randn(4, dim, device="cuda", generator=generator) * 0.6
+    noise = torch.randn(frames * geometry.tokens_per_frame, heads, dim, device="cuda", generator=generator)
+    q = (directions[group].repeat(frames, 1)[:, None, :] + 0.5 * noise).to(torch.bfloat16)
+    maps = reductions.frame_local_attention(q, q, frames)
+    part = spec.self_attention
+    components, _ = top_components(maps, part.components, part.oversample, part.iterations, 0)
+    reference_maps = torch.softmax(
+        (
+            q.double().transpose(0, 1).unflatten(1, (frames, -1))
+            @ q.double().transpose(0, 1).unflatten(1, (frames, -1)).transpose(-1, -2)
+        )
+        / dim**0.5,
+        dim=-1,
+    )
+    centred = reference_maps - reference_maps.mean(-2, keepdim=True)
+    u, s, _ = torch.linalg.svd(centred)
+    exact = u[..., :3] * s[..., None, :3]
+    exact = exact * torch.sign(torch.gather(exact, -2, exact.abs().argmax(-2, keepdim=True)))
+    component_error = ((components.double() - exact).norm(dim=(-2, -1)) / exact.norm(dim=(-2, -1))).max()
+    map_error = (maps.double() - reference_maps).abs().max() / reference_maps.abs().max()
+
+    k = torch.randn(geometry.text_length, geometry.heads, dim, device="cuda", generator=generator)
+    k[PROMPT_LENGTH:] = k[PROMPT_LENGTH]
+    k = k.to(torch.bfloat16)
+    query = torch.randn(4096, geometry.heads, dim, device="cuda", generator=generator).to(torch.bfloat16)
+    tokens = torch.tensor(TOKENS, device="cuda")
+    probs, _ = reductions.cross_attention_probabilities(query, k, tokens, PROMPT_LENGTH, True)
+    logits = query.double().transpose(0, 1) @ k.double().transpose(0, 1).transpose(-1, -2) / dim**0.5
+    reference = torch.softmax(logits, dim=-1)[..., list(TOKENS)].transpose(-1, -2)
+    cross_error = (probs.double() - reference).abs().max() / reference.abs().max()
+    return {
+        "self_maps_max_rel_error": map_error.item(),
+        "self_components_max_rel_error": component_error.item(),
+        "self_singular_value_gap": (s[..., 2] / s[..., 3]).min().item(),
+        "cross_probs_max_rel_error": cross_error.item(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="wan2.1-1.3b")
@@ -204,6 +255,7 @@ def main() -> None:
         "all_ms": times,
         "peak_memory_gib": peak,
         "reduction_ms": reduction_breakdown(geometry, spec, args.repeats),
+        "accuracy": accuracy_check(geometry, spec),
         "store_mb_per_run": store_bytes / len(writers) / 2**20,
         "store_close_seconds_total": flush_seconds,
         "hdf5_write_throughput": measure_write_throughput(tmp / "throughput.h5"),

@@ -1,7 +1,15 @@
 """Wan pipelines: loading real checkpoints, building tiny offline ones, and their token geometry."""
 
 from numina.models.geometry import Geometry
-from numina.models.loading import identify_variant, load_pipeline, resolve_model, set_attention_backend
+from numina.models.loading import (
+    geometry_of,
+    identify_variant,
+    is_tiny_model,
+    load_pipeline,
+    load_tokenizer,
+    resolve_model,
+    set_attention_backend,
+)
 from numina.models.tiny import build_tiny_pipeline, tiny_pipeline
 from numina.models.tokenizer import build_tiny_tokenizer
 from numina.models.variants import VARIANTS, WanVariant, get_variant
@@ -13,7 +21,10 @@ __all__ = [
     "build_tiny_pipeline",
     "build_tiny_tokenizer",
     "get_variant",
+    "geometry_of",
     "identify_variant",
+    "load_tokenizer",
+    "is_tiny_model",
     "load_pipeline",
     "resolve_model",
     "set_attention_backend",

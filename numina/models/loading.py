@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import torch
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from transformers import AutoTokenizer
 
+from numina.models.geometry import Geometry
 from numina.models.tiny import build_tiny_pipeline, default_tiny_folder
 from numina.models.variants import VARIANTS, WanVariant, get_variant, variant_names
 
@@ -109,3 +113,18 @@ def identify_variant(pipeline: WanPipeline) -> WanVariant | None:
         ):
             return variant
     return None
+
+
+def load_tokenizer(source: str) -> Any:
+    """Only the pipeline's tokenizer (cheap): prompts can be checked before any weights are loaded."""
+    return AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+
+
+def geometry_of(source: str, num_frames: int, height: int, width: int) -> Geometry:
+    """The geometry of a generation from the pipeline's config files alone (no weights loaded), so
+    impossible sizes fail before any model work."""
+    transformer = SimpleNamespace(**WanTransformer3DModel.load_config(source, subfolder="transformer"))
+    vae = AutoencoderKLWan.load_config(source, subfolder="vae")
+    return Geometry.from_configs(
+        transformer, vae["scale_factor_temporal"], vae["scale_factor_spatial"], num_frames, height, width
+    )

@@ -1,0 +1,64 @@
+"""The run folder: one per run, holding its config, attention store, video, figures and W&B files.
+
+Names sort by time and say what ran (`20261125-153012-three-cats-on-a-sofa`); files are written
+atomically (temporary file, then rename), so a crash never leaves a half-written file under its
+final name. Imports nothing from the project.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def slug(text: str, max_length: int = 48) -> str:
+    """Lower-case words joined by hyphens, for folder names."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return "-".join(words)[:max_length].strip("-") or "run"
+
+
+def new_run_folder(root: str | Path, name: str) -> Path:
+    """Create and return `root/<time>-<slug(name)>`, never reusing an existing folder."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{slug(name)}"
+    for attempt in range(1000):
+        folder = root / (stem if attempt == 0 else f"{stem}-{attempt + 1}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"Could not create a new run folder under {root}")
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented JSON, atomically."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(data, file, indent=2, default=str)
+            file.write("\n")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_video(frames: Any, path: str | Path, fps: int = 16) -> Path:
+    """Write (frames, H, W, 3) floats in [0, 1] as an mp4 (through diffusers/imageio), atomically."""
+    from diffusers.utils import export_to_video
+
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    export_to_video(list(frames), str(temporary), fps=fps)
+    os.replace(temporary, path)
+    return path

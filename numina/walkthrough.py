@@ -1,0 +1,89 @@
+"""A pipeline run with attention capture written to an HDF5 store: NUMINA's walk-through and more.
+
+`capture_generation` runs a diffusers Wan pipeline with an `AttentionCapture` installed and the
+store writer as its sink, records what the store needs to stand alone (prompt, token table,
+geometry, steps and timesteps, model, config, code version, seed), and leaves a complete store only
+when the run finished (an interrupted run leaves `<store>.partial`, which readers refuse).
+Used by `experiments/generate.py`; the method's phase 1 and the diagnosis experiment build on it.
+May import torch, numina.capture, numina.models, numina.prompts and numina.version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from numina.capture import AttentionCapture, CaptureSpec, open_capture_store
+from numina.models import Geometry
+from numina.prompts import PromptTokens
+from numina.version import code_version
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The sampler call: video size, steps, guidance, seed (noise drawn on the CPU: same on any device)."""
+
+    num_frames: int
+    height: int
+    width: int
+    steps: int = 50
+    guidance: float = 5.0
+    seed: int = 0
+    negative_prompt: str = ""
+    fps: int = 16
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def capture_generation(
+    pipeline: Any,
+    tokens: PromptTokens,
+    spec: CaptureSpec,
+    settings: GenerationSettings,
+    store_path: str | Path,
+    attrs: dict[str, Any] | None = None,
+    output_type: str = "np",
+) -> np.ndarray | torch.Tensor:
+    """Generate `tokens.prompt` with `spec` captured into a store at `store_path`; return the video.
+
+    The video is (frames, height, width, 3) in [0, 1] for `output_type="np"`, or the final latents
+    for "latent". `attrs` adds root attributes (e.g. the run's full config and model id).
+    """
+    geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
+    spec = spec.resolved(geometry, settings.steps)
+    root = {
+        "prompt": tokens.prompt,
+        "tokens": tokens.to_records(),
+        "targets": tokens.targets,
+        "settings": settings.to_dict(),
+        "seed": settings.seed,
+        "code_version": code_version(),
+        **(attrs or {}),
+    }
+    writer = open_capture_store(store_path, spec, geometry, root)
+    try:
+        with AttentionCapture(pipeline.transformer, spec, geometry, writer):
+            output = pipeline(
+                prompt=tokens.prompt,
+                negative_prompt=settings.negative_prompt,
+                num_frames=settings.num_frames,
+                height=settings.height,
+                width=settings.width,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance,
+                generator=torch.Generator("cpu").manual_seed(settings.seed),
+                output_type=output_type,
+            )
+        writer.set_attrs(
+            steps=list(range(settings.steps)), timesteps=pipeline.scheduler.timesteps.float().tolist()
+        )
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return output.frames[0]

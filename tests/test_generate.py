@@ -1,0 +1,123 @@
+"""experiments/generate.py --capture-only on the tiny pipeline: the run folder holds everything."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from numina.capture import CaptureSpec
+from numina.prompts import PromptTokens
+from numina.store import IncompleteStoreError, open_store
+from numina.tracking import read_transaction_log
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_generate():
+    spec = importlib.util.spec_from_file_location("generate", REPO / "experiments" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["generate"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load_generate()
+
+
+def _args(tiny_folder: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--prompt", "three cats on a sofa", "--capture-only", "--model", str(tiny_folder), "--out", str(out),
+        "--frames", "9", "--height", "64", "--width", "64", "--steps", "5", "--wandb", "offline", *extra,
+    ]  # fmt: skip
+
+
+def test_capture_only_run_writes_the_whole_run_folder(tiny_folder: Path, tmp_path: Path) -> None:
+    run_dir = generate.main(_args(tiny_folder, tmp_path))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["targets"] == {"cats": 3} and config["settings"]["seed"] == 0
+    assert config["geometry"]["frames"] == 3 and config["capture_spec"]["steps"] == [2]  # 20/50 of 5 steps
+
+    with open_store(run_dir / "attention.h5") as store:
+        tokens = PromptTokens.from_records(store.attrs["tokens"])
+        spec = CaptureSpec.from_dict(store.attrs["capture_spec"])
+        numeral, noun = tokens.numeral_for("cats").positions, tokens.noun_spans("cats")[0]
+        assert sorted(spec.cross_attention.tokens) == sorted({*numeral, *noun})
+        assert store.attrs["seed"] == 0 and store.attrs["code_version"].startswith("0.1.0")
+        assert (
+            len(store.attrs["timesteps"]) == 5 and store.attrs["config"]["prompt"] == "three cats on a sofa"
+        )
+        probs = store["cross_attention/probs"].sel(step=2, branch="cond", token=noun[0]).values
+        assert probs.shape == (4, 4, 3, 4, 4) and np.isfinite(probs).all()  # layer, head, frame, y, x
+        scores = store["self_attention/scores"].sel(step=2, branch="cond").values
+        assert np.isfinite(scores).all()
+
+    frames = iio.imread(run_dir / "video.mp4")
+    assert frames.shape[0] == 9 and frames.shape[-1] == 3
+    assert (run_dir / "figures" / "token_maps.png").stat().st_size > 0
+    assert (run_dir / "figures" / "token_maps.pdf").stat().st_size > 0
+
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    records = read_transaction_log(offline)
+    artifacts = [record.artifact for record in records if record.WhichOneof("record_type") == "artifact"]
+    assert [artifact.type for artifact in artifacts] == ["attention-store"]
+    config_record = next(record for record in records if record.WhichOneof("record_type") == "run").run.config
+    assert any(item.key == "prompt" for item in config_record.update)
+    assert list(offline.glob("files/media/images/cross_attention/*.png"))
+
+
+def test_bad_requests_fail_before_model_work(tiny_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="'dogs' is not in the prompt"):
+        generate.main(_args(tiny_folder, tmp_path, "--counts", '{"dogs": 2}'))
+    with pytest.raises(SystemExit, match="Nearest valid values: 9 or 13"):
+        generate.main(_args(tiny_folder, tmp_path, "--frames", "10"))
+    with pytest.raises(SystemExit):
+        generate.main(_args(tiny_folder, tmp_path, "--counts", '{"cats": -1}'))
+    assert not any(tmp_path.iterdir())  # no run folder was started
+
+
+def test_interrupted_run_leaves_no_complete_store(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "save_video", fail)  # interrupt after capture, before the video
+    with pytest.raises(KeyboardInterrupt):
+        generate.main(_args(tiny_folder, tmp_path))
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "attention.h5").exists()  # the capture itself had finished
+    monkeypatch.undo()
+
+    monkeypatch.setattr(generate, "capture_generation", _interrupting_capture(generate.capture_generation))
+    with pytest.raises(KeyboardInterrupt):
+        generate.main(_args(tiny_folder, tmp_path / "second"))
+    (run_dir,) = (tmp_path / "second").iterdir()
+    assert not (run_dir / "attention.h5").exists()
+    with pytest.raises(IncompleteStoreError):
+        open_store(run_dir / "attention.h5.partial")
+
+
+def _interrupting_capture(capture_generation):
+    """Runs the real capture but interrupts the pipeline at its third step."""
+
+    def wrapped(pipeline, *args, **kwargs):
+        original = pipeline.scheduler.step
+        calls = []
+
+        def step(*step_args, **step_kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return original(*step_args, **step_kwargs)
+
+        pipeline.scheduler.step = step
+        try:
+            return capture_generation(pipeline, *args, **kwargs)
+        finally:
+            del pipeline.scheduler.step
+
+    return wrapped
