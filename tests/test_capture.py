@@ -18,6 +18,7 @@ from numina.capture import (
     SelfAttentionCapture,
     numina_spec,
     open_capture_store,
+    reductions,
 )
 from numina.metrics import separability, top_components
 from numina.models import Geometry
@@ -114,7 +115,21 @@ def test_capture_never_changes_the_output(tiny_pipe, geometry: Geometry) -> None
     assert leftover == []
 
 
-def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry) -> None:
+def _count_full_softmax(monkeypatch) -> list[int]:
+    """Counts calls of the full-softmax path (the zero-padding shortcut never calls it)."""
+    calls: list[int] = []
+    full = reductions.log_normaliser
+
+    def counted(*args):
+        calls.append(1)
+        return full(*args)
+
+    monkeypatch.setattr(reductions, "log_normaliser", counted)
+    return calls
+
+
+def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry, monkeypatch) -> None:
+    full_softmax_calls = _count_full_softmax(monkeypatch)
     block = tiny_pipe.transformer.blocks[LAYER]
     recorder = _Inputs(block)
     sink = MemorySink()
@@ -123,6 +138,7 @@ def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry) ->
     with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink):
         _generate(tiny_pipe)
     recorder.remove()
+    assert full_softmax_calls == []  # zero-padded prompts take the exact shortcut
     calls = [call for call in recorder.calls if call["kind"] == "self"]
     crosses = [call for call in recorder.calls if call["kind"] == "cross"]
     for branch, offset in (("cond", 0), ("uncond", 1)):
@@ -169,8 +185,9 @@ def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry) ->
         )
 
 
-def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometry) -> None:
+def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometry, monkeypatch) -> None:
     """Prompt embeddings whose padding differs per position: the exact shortcut must not be used."""
+    full_softmax_calls = _count_full_softmax(monkeypatch)
     generator = torch.Generator().manual_seed(3)
     embeds = torch.randn(1, 512, tiny_pipe.text_encoder.config.d_model, generator=generator)
     negative = torch.zeros_like(embeds)
@@ -178,10 +195,12 @@ def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometr
     block = tiny_pipe.transformer.blocks[LAYER]
     recorder = _Inputs(block)
     sink = MemorySink()
-    with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink) as capture:
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink):
         _generate(tiny_pipe, prompt_embeds=embeds, negative_prompt_embeds=negative)
     recorder.remove()
-    assert capture.state.uniform_padding is True  # the last captured call is the zero-padded uncond one
+    # Per captured call: 2 cond calls (2 layers) with random padding take the full softmax; the
+    # zero-padded uncond calls take the shortcut.
+    assert len(full_softmax_calls) == 2 * len(spec.steps)
     cross_call = [call for call in recorder.calls if call["kind"] == "cross"][2 * STEP]
     q, k = _reference_qk(block.attn2, cross_call["hidden"], cross_call["context"])
     probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)

@@ -258,7 +258,7 @@ class AttentionCapture:
         q = reductions.split_heads(query, heads, head_index)
         k = reductions.split_heads(key, heads, head_index)
         probs, text_mass = reductions.cross_attention_probabilities(
-            q, k, self._token_index, part.prompt_length
+            q, k, self._token_index, part.prompt_length, self.state.uniform_padding
         )
         reduced = reductions.reduce_cross_attention(
             probs, text_mass, geometry.frames, geometry.height, geometry.width, part.stats
