@@ -10,25 +10,21 @@ from pathlib import Path
 
 from numina import __version__
 
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(_ROOT), *args], capture_output=True, text=True, check=True, timeout=5
+    )
+    return result.stdout.strip()
+
 
 def code_version() -> str:
     """`0.1.0+g<commit>[.dirty]` inside a git checkout, `0.1.0` otherwise."""
-    root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=5,
-        ).stdout.strip()
+        commit = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{commit}{'.dirty' if dirty else ''}"

@@ -10,7 +10,7 @@ from numina.models.loading import (
     resolve_model,
     set_attention_backend,
 )
-from numina.models.tiny import build_tiny_pipeline, tiny_pipeline
+from numina.models.tiny import build_tiny_pipeline
 from numina.models.tokenizer import build_tiny_tokenizer
 from numina.models.variants import VARIANTS, WanVariant, get_variant
 
@@ -28,5 +28,4 @@ __all__ = [
     "load_pipeline",
     "resolve_model",
     "set_attention_backend",
-    "tiny_pipeline",
 ]

@@ -66,9 +66,3 @@ def build_tiny_pipeline(folder: str | Path, variant: str = "wan2.1-1.3b", seed: 
 def default_tiny_folder(variant: str = "wan2.1-1.3b") -> Path:
     """Where the built-in tiny pipeline of `variant` is kept between runs (under the user's cache)."""
     return Path.home() / ".cache" / "numina" / "tiny" / variant
-
-
-def tiny_pipeline(variant: str = "wan2.1-1.3b", folder: str | Path | None = None) -> WanPipeline:
-    """Build (once) and load the tiny pipeline of `variant` through `WanPipeline.from_pretrained`."""
-    path = build_tiny_pipeline(folder or default_tiny_folder(variant), variant)
-    return WanPipeline.from_pretrained(path)
