@@ -1,7 +1,8 @@
 """Figure functions over stored runs, in one consistent style, saved as PNG and PDF.
 
-Each function takes an open store (or tables) and returns a matplotlib Figure; `save_figure` writes
-it in both formats. May import matplotlib, numpy and numina.store.
+Each function takes an open store (or tables) and returns a matplotlib Figure (built without pyplot,
+so no global figure registry grows and no display backend is needed); `save_figure` writes it in
+both formats. May import matplotlib, numpy and numina.store.
 """
 
 from __future__ import annotations
@@ -9,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib as mpl
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from numina.store import AttentionStore  # noqa: E402
+from numina.store import AttentionStore
 
 STYLE = {
     "figure.dpi": 110,
@@ -23,17 +22,16 @@ STYLE = {
     "axes.titlesize": 9,
     "axes.labelsize": 9,
     "image.cmap": "magma",
-    "savefig.bbox": "tight",
 }
 
 
-def save_figure(figure: plt.Figure, path_without_suffix: str | Path) -> list[Path]:
+def save_figure(figure: Figure, path_without_suffix: str | Path) -> list[Path]:
     """Write `figure` as `<path>.png` and `<path>.pdf`; return both paths."""
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
     for path in paths:
-        figure.savefig(path)
+        figure.savefig(path, bbox_inches="tight")
     return paths
 
 
@@ -43,7 +41,7 @@ def token_maps_figure(
     step: int,
     branch: str = "cond",
     max_frames: int = 6,
-) -> plt.Figure:
+) -> Figure:
     """Cross-attention of each labelled token over the video's latent frames, at one step.
 
     `tokens` maps a label (e.g. 'noun "cats"') to its text positions; a multi-token word is the mean
@@ -54,10 +52,9 @@ def token_maps_figure(
     positions = [int(p) for p in probs.coords["token"]]
     frames = probs.coords["frame"]
     shown = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
-    with plt.rc_context(STYLE):
-        figure, axes = plt.subplots(
-            len(tokens), len(shown), figsize=(1.6 * len(shown) + 0.8, 1.5 * len(tokens)), squeeze=False
-        )
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(1.6 * len(shown) + 0.8, 1.5 * len(tokens)))
+        axes = figure.subplots(len(tokens), len(shown), squeeze=False)
         for row, (label, span) in enumerate(tokens.items()):
             missing = [p for p in span if p not in positions]
             if missing:

@@ -86,17 +86,7 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
         return reductions.frame_local_attention(q, q, geometry.frames)
 
     def self_all():
-        maps = self_maps()
-        return reductions.reduce_self_attention(
-            maps,
-            geometry.height,
-            geometry.width,
-            part.components,
-            part.iterations,
-            part.oversample,
-            0,
-            "official",
-        )
+        return reductions.reduce_self_attention(self_maps(), geometry.height, geometry.width, part)
 
     maps_once = self_maps()
 

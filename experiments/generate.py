@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> Path:
         "geometry": geometry.to_dict(),
         "capture_spec": spec.to_dict(),
         "code_version": code_version(),
-        "command": sys.argv,
+        "command": ["experiments/generate.py", *(sys.argv[1:] if argv is None else argv)],
     }
     write_json(run_dir / "config.json", config)
     log.info("run folder: %s", run_dir)

@@ -277,3 +277,25 @@ def test_capture_into_the_store_has_named_dimensions(tiny_pipe, geometry: Geomet
         torch.testing.assert_close(
             torch.from_numpy(scores), sink.get("self_attention/scores", step=1, branch="cond", layer=3)
         )
+
+
+def test_capture_on_wan22_records_expanded_timesteps(tmp_path: Path) -> None:
+    """Wan2.2-TI2V passes one timestep per token, (batch, tokens): capture records the step's value."""
+    from numina.models import build_tiny_pipeline, load_pipeline
+
+    pipe = load_pipeline(str(build_tiny_pipeline(tmp_path / "ti2v", "wan2.2-5b")), dtype=torch.float32)
+    geometry = Geometry.from_pipeline(pipe, FRAMES, SIZE, SIZE)
+    spec = _spec(geometry).resolved(geometry, STEPS)
+    plain = _generate(pipe)
+    sink = MemorySink()
+    with AttentionCapture(pipe.transformer, spec, geometry, sink):
+        captured = _generate(pipe)
+    assert torch.equal(plain, captured)
+    for step in spec.steps:
+        recorded = sink.get("capture/timestep", step=step, branch="uncond")
+        assert recorded.item() == pytest.approx(pipe.scheduler.timesteps[step].item())
+    assert sink.get("self_attention/scores", step=STEP, branch="cond", layer=LAYER).shape == (
+        geometry.heads,
+        geometry.frames,
+        4,
+    )

@@ -91,7 +91,8 @@ class _StepContextHook(ModelHook):
         if state.active:
             timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
             if timestep is not None:
-                value = timestep.reshape(-1)[self.spec.batch_index].float()
+                # (batch,) or, with expanded timesteps (Wan2.2), (batch, tokens): the video's first token
+                value = timestep.reshape(timestep.shape[0], -1)[self.spec.batch_index, 0].float()
                 self.sink.write("capture/timestep", {"step": state.step, "branch": state.branch}, value)
         return args, kwargs
 
@@ -234,16 +235,7 @@ class AttentionCapture:
         index = self._index(layer)
         if part.maps:
             self.sink.write("self_attention/maps", index, maps.to(torch.float16))
-        reduced = reductions.reduce_self_attention(
-            maps,
-            geometry.height,
-            geometry.width,
-            part.components,
-            part.iterations,
-            part.oversample,
-            part.seed,
-            part.score_variant if part.scores else None,
-        )
+        reduced = reductions.reduce_self_attention(maps, geometry.height, geometry.width, part)
         self.sink.write("self_attention/components", index, reduced["components"].to(torch.float16))
         self.sink.write("self_attention/singular_values", index, reduced["singular_values"])
         if "scores" in reduced:

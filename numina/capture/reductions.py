@@ -3,20 +3,25 @@
 The model's own attention runs through fused kernels that never form the probabilities, so capture
 recomputes them from the query and key the block produced (after the RMS norms; self-attention also
 after RoPE), in float32, and reduces them on the device before anything leaves it. Every function is
-pure (tensors in, tensors out), with no Python loop over heads or frames and no host sync, so the
-capture hooks stay thin and the numbers can be checked against a float64 reference.
-May import torch and numina.metrics.
+pure (tensors in, tensors out), with no Python loop over heads or frames and no host sync but the
+error check of one small batched eigen-decomposition (`top_components`), so the capture hooks stay
+thin and the numbers can be checked against a float64 reference.
+May import torch and numina.metrics (and numina.capture.spec for type hints).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from numina.metrics.concentration import concentration_stats
 from numina.metrics.lowrank import top_components
 from numina.metrics.separability import separability
+
+if TYPE_CHECKING:
+    from numina.capture.spec import SelfAttentionCapture
 
 
 def scores_f32(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -64,20 +69,13 @@ def frame_local_attention(query: torch.Tensor, key: torch.Tensor, frames: int) -
 
 
 def reduce_self_attention(
-    maps: torch.Tensor,
-    height: int,
-    width: int,
-    components: int,
-    iterations: int,
-    oversample: int,
-    seed: int,
-    score_variant: str | None,
+    maps: torch.Tensor, height: int, width: int, part: SelfAttentionCapture
 ) -> dict[str, torch.Tensor]:
-    """Top components (h, F, y, x, k), singular values (h, F, k) and, optionally, scores (h, F, 4)."""
-    scores, singular = top_components(maps, components, oversample, iterations, seed)
+    """Top components (h, F, y, x, k), singular values (h, F, k) and, if asked, scores (h, F, 4)."""
+    scores, singular = top_components(maps, part.components, part.oversample, part.iterations, part.seed)
     out = {"components": scores.unflatten(-2, (height, width)), "singular_values": singular}
-    if score_variant is not None:
-        out["scores"] = separability(scores, height, width, score_variant)
+    if part.scores:
+        out["scores"] = separability(scores, height, width, part.score_variant)
     return out
 
 

@@ -215,8 +215,6 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
             **grid,
             "component": list(range(part.components)),
             "term": list(TERMS),
-            "query": list(range(geometry.tokens_per_frame)),
-            "key": list(range(geometry.tokens_per_frame)),
         }
         layout.datasets.extend(
             [
@@ -229,6 +227,8 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
                 DatasetDeclaration("self_attention/scores", (*head_frame, "term"), "float32")
             )
         if part.maps:
+            positions = list(range(geometry.tokens_per_frame))
+            layout.coords["self_attention"].update(query=positions, key=positions)
             layout.datasets.append(DatasetDeclaration("self_attention/maps", (*head_frame, "query", "key")))
     if spec.cross_attention:
         part = spec.cross_attention
