@@ -1,8 +1,16 @@
 """Figure functions over stored runs, in one consistent style, saved as PNG and PDF.
 
-Each function takes an open store (or tables) and returns a matplotlib Figure (built without pyplot,
-so no global figure registry grows and no display backend is needed); `save_figure` writes it in
-both formats. May import matplotlib, numpy and numina.store.
+Each function takes an open store (or the tables of `analysis.statistics` / `analysis.separability`)
+and returns a matplotlib Figure, built without pyplot so no global figure registry grows and no
+display backend is needed; `save_figure` writes it in both formats. Token types keep one colour in
+every figure (`TYPE_COLOURS`). May import matplotlib, seaborn, numpy, pandas, torch and numina.
+
+    concentration_by_type_figure   the diagnosis: a measure per token type across layers, with CIs
+    separability_heatmap           layer x head heat map of S (or S1/S2/S3)
+    token_maps_figure              labelled tokens' maps over frames (mean over heads and layers)
+    token_grid_figure              one token's maps over frames (columns) and heads (rows)
+    components_figure              a head's self-attention components and the grey image S scores
+    layout_overlay_figure          instance labels over frames or maps
 """
 
 from __future__ import annotations
@@ -12,8 +20,14 @@ from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from numina.metrics.concentration import renormalise_over_prompt
+from numina.metrics.separability import grey_image
 from numina.store import AttentionStore
 
 STYLE = {
@@ -22,6 +36,24 @@ STYLE = {
     "axes.titlesize": 9,
     "axes.labelsize": 9,
     "image.cmap": "magma",
+}
+TYPE_COLOURS = {
+    "numeral": "#d62728",
+    "noun": "#1f77b4",
+    "adjective": "#2ca02c",
+    "other": "#7f7f7f",
+    "eos": "#9467bd",
+    "special": "#8c564b",
+    "padding": "#bcbd22",
+}
+MEASURE_LABELS = {
+    "mean_attention": "mean attention",
+    "entropy": "normalised entropy (lower = sharper)",
+    "top_mass": "top-5% mass",
+    "peak_to_mean": "peak / mean",
+    "spread": "spatial spread (lower = tighter)",
+    "gini": "Gini coefficient",
+    "padding_mass": "attention on padding",
 }
 
 
@@ -73,4 +105,207 @@ def token_maps_figure(
                     axis.set_ylabel(label)
             figure.colorbar(image, ax=axes[row, :].tolist(), fraction=0.02, pad=0.01, label="probability")
         figure.suptitle(f"Cross-attention at step {step} ({branch}), mean over heads and layers", y=1.04)
+    return figure
+
+
+def concentration_by_type_figure(
+    summary: pd.DataFrame,
+    measures: Sequence[str] = ("entropy", "top_mass", "peak_to_mean", "gini"),
+    x: str = "layer",
+    types: Sequence[str] = ("numeral", "noun", "adjective", "other"),
+    title: str | None = None,
+) -> Figure:
+    """The diagnosis figure: each measure (one panel) per token type across `x`, with its interval.
+
+    `summary` is `analysis.statistics.summarise(table, by=("token_type", x))`; the band is the
+    confidence interval over prompts.
+    """
+    missing = [column for column in ("token_type", x, "measure", "mean") if column not in summary.columns]
+    if missing:
+        raise KeyError(
+            f"summary lacks columns {missing}: make it with summarise(table, by=('token_type', '{x}'))"
+        )
+    measures = [m for m in measures if m in set(summary["measure"])]
+    if not measures:
+        raise ValueError(f"none of the measures are in the summary; it has {sorted(set(summary['measure']))}")
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(3.0 * len(measures), 2.6), layout="constrained")
+        axes = figure.subplots(1, len(measures), squeeze=False)[0]
+        for axis, measure in zip(axes, measures, strict=True):
+            part = summary[summary["measure"] == measure]
+            for kind in types:
+                rows = part[part["token_type"] == kind].sort_values(x)
+                if rows.empty:
+                    continue
+                colour = TYPE_COLOURS.get(kind)
+                axis.plot(rows[x], rows["mean"], marker="o", markersize=3, color=colour, label=kind)
+                if "ci_low" in rows and rows["ci_low"].notna().any():
+                    axis.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.2, lw=0)
+            axis.set_xlabel(x)
+            axis.set_title(MEASURE_LABELS.get(measure, measure))
+        axes[0].legend(title="token type", frameon=False)
+        n_prompts = int(summary["n_prompts"].max()) if "n_prompts" in summary else None
+        figure.suptitle(title or f"Cross-attention concentration by token type ({n_prompts} prompts, 95% CI)")
+    return figure
+
+
+def separability_heatmap(
+    table: pd.DataFrame, term: str = "S", step: int | None = None, annotate: bool | None = None
+) -> Figure:
+    """Layer x head heat map of a separability term, averaged over frames (and steps unless `step`)."""
+    if step is not None:
+        table = table[table["step"] == step]
+    if table.empty:
+        raise ValueError(f"no separability rows{'' if step is None else f' at step {step}'}")
+    grid = table.groupby(["layer", "head"])[term].mean().unstack("head")
+    annotate = grid.size <= 64 if annotate is None else annotate
+    with mpl.rc_context(STYLE):
+        figure = Figure(
+            figsize=(0.45 * grid.shape[1] + 2.0, 0.35 * grid.shape[0] + 1.4), layout="constrained"
+        )
+        axis = figure.subplots()
+        sns.heatmap(grid, ax=axis, cmap="viridis", annot=annotate, fmt=".2g", cbar_kws={"label": term})
+        variant = table["variant"].iloc[0] if "variant" in table else ""
+        steps = "all captured steps" if step is None else f"step {step}"
+        axis.set_title(f"Self-attention separability {term} ({variant}), mean over frames, {steps}")
+    return figure
+
+
+def _frames_shown(count: int, max_frames: int) -> np.ndarray:
+    return np.unique(np.linspace(0, count - 1, min(max_frames, count)).round().astype(int))
+
+
+def token_grid_figure(
+    store: AttentionStore,
+    positions: Sequence[int],
+    step: int,
+    layer: int,
+    heads: Sequence[int] | None = None,
+    max_frames: int = 6,
+    normalisation: str = "all",
+    branch: str = "cond",
+    label: str | None = None,
+) -> Figure:
+    """One token's cross-attention maps: latent frames across, heads down (a word of several tokens is
+    the mean over its `positions`). Each row has its own colour scale, so shapes compare across heads."""
+    index = {"step": step, "branch": branch, "layer": layer}
+    probs = store["cross_attention/probs"].sel(index, token=list(positions))
+    maps = probs.values.astype(np.float32)  # (head, token, frame, y, x)
+    if normalisation == "prompt":
+        mass = store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)
+        maps = renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
+    maps = maps.mean(axis=1)
+    all_heads = [int(h) for h in probs.coords["head"]]
+    heads = all_heads if heads is None else list(heads)
+    shown = _frames_shown(maps.shape[1], max_frames)
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(1.3 * len(shown) + 0.6, 1.2 * len(heads) + 0.6), layout="constrained")
+        axes = figure.subplots(len(heads), len(shown), squeeze=False)
+        for row, head in enumerate(heads):
+            values = maps[all_heads.index(head)]
+            high = float(np.nanmax(values[shown])) or 1.0
+            for column, frame in enumerate(shown):
+                axis = axes[row, column]
+                axis.imshow(values[frame], vmin=0.0, vmax=high)
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if row == 0:
+                    axis.set_title(f"frame {frame}")
+                if column == 0:
+                    axis.set_ylabel(f"head {head}")
+        name = label or f"tokens {list(positions)}"
+        figure.suptitle(f"Cross-attention of {name}, block {layer}, step {step} ({normalisation})")
+    return figure
+
+
+def components_figure(
+    store: AttentionStore, step: int, layer: int, head: int, frame: int, branch: str = "cond"
+) -> Figure:
+    """A head's frame-local self-attention components as images, and the grey image S1/S2/S3 score."""
+    components = store["self_attention/components"].sel(
+        step=step, branch=branch, layer=layer, head=head, frame=frame
+    )
+    values = components.values.astype(np.float32)  # (y, x, component)
+    height, width, count = values.shape
+    grey = grey_image(torch.from_numpy(values).flatten(0, 1), height, width).numpy() if count >= 3 else None
+    panels = [(f"component {k}", values[..., k], "coolwarm") for k in range(count)]
+    if grey is not None:
+        panels.append(("grey image (scored)", grey, "gray"))
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(1.9 * len(panels), 2.1), layout="constrained")
+        axes = figure.subplots(1, len(panels), squeeze=False)[0]
+        for axis, (title, image, cmap) in zip(axes, panels, strict=True):
+            if cmap == "coolwarm":
+                bound = float(np.abs(image).max()) or 1.0
+                axis.imshow(image, cmap=cmap, vmin=-bound, vmax=bound)
+            else:
+                axis.imshow(image, cmap=cmap, vmin=0.0, vmax=1.0)
+            axis.set_title(title)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        figure.suptitle(f"Self-attention components: block {layer}, head {head}, frame {frame}, step {step}")
+    return figure
+
+
+def _label_colours(labels: np.ndarray) -> tuple[np.ndarray, ListedColormap, list[str]]:
+    """Map labels (0 background, -1 removed, 1..99 detected, >= 100 added) to colour indices."""
+    values = sorted(int(v) for v in np.unique(labels) if v != 0)
+    palette = sns.color_palette("tab10", 10)
+    colours, names = [(0, 0, 0, 0)], ["background"]
+    for value in values:
+        if value == -1:
+            colours.append((0.2, 0.2, 0.2, 0.75))
+            names.append("removed")
+        else:
+            rgb = palette[(value - 95 if value >= 100 else value - 1) % 10]  # added: other colours
+            colours.append((*rgb, 0.55 if value < 100 else 0.8))
+            names.append(f"added {value}" if value >= 100 else f"instance {value}")
+    lookup = {value: k + 1 for k, value in enumerate(values)}
+    indices = np.vectorize(lambda v: lookup.get(int(v), 0))(labels) if labels.size else labels
+    return indices, ListedColormap(colours), names
+
+
+def layout_overlay_figure(
+    labels: np.ndarray,
+    background: np.ndarray | None = None,
+    frames: Sequence[int] | None = None,
+    max_frames: int = 6,
+    title: str = "Instance layout",
+) -> Figure:
+    """Instance labels (frame, y, x) over `background`, one panel per frame.
+
+    Labels follow METHOD.md: 0 background, 1..99 detected instances, 100.. added, -1 removed.
+    `background` is (frame, Y, X) maps or (frame, Y, X, 3) images of any size (the labels are
+    stretched over it), e.g. decoded video frames at the latent frames' times.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels[None]
+    if background is not None and len(background) != len(labels):
+        raise ValueError(f"background has {len(background)} frames but the layout has {len(labels)}")
+    shown = _frames_shown(len(labels), max_frames) if frames is None else np.asarray(frames)
+    indices, colours, names = _label_colours(labels)
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(1.8 * len(shown) + 0.4, 2.0), layout="constrained")
+        axes = figure.subplots(1, len(shown), squeeze=False)[0]
+        for axis, frame in zip(axes, shown, strict=True):
+            extent = (0, labels.shape[2], labels.shape[1], 0)
+            if background is not None:
+                axis.imshow(background[frame], extent=extent, cmap="gray" if background.ndim == 3 else None)
+            axis.imshow(
+                indices[frame],
+                cmap=colours,
+                vmin=0,
+                vmax=len(names) - 1,
+                interpolation="nearest",
+                extent=extent,
+            )
+            counted = len({int(v) for v in np.unique(labels[frame]) if v > 0})
+            axis.set_title(f"frame {frame}: {counted} instances")
+            axis.set_xticks([])
+            axis.set_yticks([])
+        handles = [mpl.patches.Patch(color=colours(k), label=name) for k, name in enumerate(names) if k > 0]
+        if handles:
+            figure.legend(handles=handles, loc="outside right center", frameon=False)
+        figure.suptitle(title)
     return figure

@@ -7,11 +7,13 @@ final name. Imports nothing from the project.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +39,36 @@ def new_run_folder(root: str | Path, name: str) -> Path:
     raise FileExistsError(f"Could not create a new run folder under {root}")
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write `data` as indented JSON, atomically."""
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.
+
+    For writers that take a file name (pandas, imageio): the final name appears only complete.
+    """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2, default=str)
-            file.write("\n")
+        yield Path(temporary)
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented JSON, atomically."""
+    with atomic_write(path) as temporary, open(temporary, "w") as file:
+        json.dump(data, file, indent=2, default=str)
+        file.write("\n")
+    return Path(path)
 
 
 def save_video(frames: Any, path: str | Path, fps: int = 16) -> Path:
     """Write (frames, H, W, 3) floats in [0, 1] as an mp4 (through diffusers/imageio), atomically."""
     from diffusers.utils import export_to_video
 
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    export_to_video(list(frames), str(temporary), fps=fps)
-    os.replace(temporary, path)
-    return path
+    with atomic_write(path) as temporary:
+        export_to_video(list(frames), str(temporary), fps=fps)
+    return Path(path)

@@ -183,6 +183,10 @@ def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry, mo
         torch.testing.assert_close(
             sink.get("cross_attention/text_mass", **index)[..., 0].double(), prompt_mass, rtol=1e-5, atol=1e-6
         )
+        per_query = probs[..., :8].sum(-1).unflatten(-1, (geometry.frames, geometry.height, geometry.width))
+        torch.testing.assert_close(
+            sink.get("cross_attention/prompt_mass", **index).double(), per_query, rtol=2e-3, atol=1e-6
+        )
 
 
 def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometry, monkeypatch) -> None:

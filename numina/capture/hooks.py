@@ -259,5 +259,6 @@ class AttentionCapture:
         self.sink.write("cross_attention/text_mass", index, reduced["text_mass"])
         if part.maps:
             self.sink.write("cross_attention/probs", index, reduced["probs"].to(torch.float16))
+            self.sink.write("cross_attention/prompt_mass", index, reduced["prompt_mass"].to(torch.float16))
         if part.stats:
             self.sink.write("cross_attention/stats", index, reduced["stats"])

@@ -146,9 +146,15 @@ def cross_attention_probabilities(
 def reduce_cross_attention(
     probs: torch.Tensor, text_mass: torch.Tensor, frames: int, height: int, width: int, stats: bool
 ) -> dict[str, torch.Tensor]:
-    """Maps (h, tokens, F, y, x), per-frame text mass (h, F, 2) and optional statistics (h, tokens, F, s)."""
+    """Maps (h, tokens, F, y, x), per-frame text mass (h, F, 2), the per-query prompt mass (h, F, y, x)
+    (what renormalising a map over the prompt's own tokens divides by) and optional statistics
+    (h, tokens, F, s)."""
     maps = probs.unflatten(-1, (frames, height, width))
-    out = {"probs": maps, "text_mass": text_mass.unflatten(1, (frames, -1)).mean(dim=2)}
+    out = {
+        "probs": maps,
+        "text_mass": text_mass.unflatten(1, (frames, -1)).mean(dim=2),
+        "prompt_mass": text_mass[..., 0].unflatten(-1, (frames, height, width)),
+    }
     if stats:
         out["stats"] = concentration_stats(maps)
     return out

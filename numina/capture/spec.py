@@ -54,7 +54,8 @@ class CrossAttentionCapture:
 
     Kept: P at the chosen text `tokens` (positions), reshaped to (frame, y, x) maps, their concentration
     statistics per frame, and how much attention goes to the prompt's own tokens versus the padding
-    (positions from `prompt_length` on; the Wan cross-attention has no mask).
+    (positions from `prompt_length` on; the Wan cross-attention has no mask): per frame (`text_mass`)
+    and, with the maps, per video position (`prompt_mass`, to renormalise maps over the prompt).
     """
 
     layers: tuple[int, ...]
@@ -245,12 +246,15 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
             DatasetDeclaration("cross_attention/text_mass", (*head_frame, "part"), "float32")
         )
         if part.maps:
-            layout.datasets.append(
-                DatasetDeclaration(
-                    "cross_attention/probs",
-                    (*by_token, "y", "x"),
-                    chunk_dims=("step", "branch", "layer", "token"),
-                )
+            layout.datasets.extend(
+                [
+                    DatasetDeclaration(
+                        "cross_attention/probs",
+                        (*by_token, "y", "x"),
+                        chunk_dims=("step", "branch", "layer", "token"),
+                    ),
+                    DatasetDeclaration("cross_attention/prompt_mass", (*head_frame, "y", "x")),
+                ]
             )
         if part.stats:
             layout.datasets.append(

@@ -12,7 +12,14 @@ its strength:
     spread            sum_i p_i |r_i - r_bar|^2, r_i in [0, 1]^2   second moment about the centroid
     gini              sum_i (2i - n - 1) p_(i) / n, p sorted up    0 = uniform, (n-1)/n = one position
 
-All but `entropy`, `spread` grow with concentration. May import torch only.
+All but `entropy`, `spread` grow with concentration.
+
+Text padding: Wan pads the prompt to 512 text positions and its cross-attention has no mask, so each
+video position q spreads its attention over the prompt's tokens AND the padding; `prompt_mass(q)` is
+the share that lands on the prompt. `renormalise_over_prompt` gives the map a token would have if the
+padding were masked out, m_i / prompt_mass_i (every token of the prompt then shares each position's
+whole attention). Both views are reported by analysis; the raw map is the default because it is what
+the model computes. May import torch only.
 """
 
 from __future__ import annotations
@@ -69,6 +76,16 @@ def gini(maps: torch.Tensor) -> torch.Tensor:
     n = p.shape[-1]
     ranks = torch.arange(1, n + 1, device=p.device, dtype=p.dtype)
     return ((2 * ranks - n - 1) * p).sum(dim=-1) / n
+
+
+def renormalise_over_prompt(maps: torch.Tensor, prompt_mass: torch.Tensor) -> torch.Tensor:
+    """m_i / prompt_mass_i: each position's attention as a share of what it gives the prompt's tokens.
+
+    `prompt_mass` (..., H, W) broadcasts against `maps` (..., H, W); positions that give the prompt
+    (numerically) nothing get 0.
+    """
+    mass = prompt_mass.to(maps.dtype)
+    return torch.where(mass > _TINY, maps / mass.clamp_min(_TINY), torch.zeros_like(maps))
 
 
 def concentration_stats(maps: torch.Tensor) -> torch.Tensor:
