@@ -21,21 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from analysis.figures import save_figure, token_maps_figure
 from numina.capture import numina_spec
-from numina.models import geometry_of, is_tiny_model, load_pipeline, load_tokenizer, resolve_model
+from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
+from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt, validate_targets
 from numina.run_folder import new_run_folder, save_video, write_json
 from numina.store import open_store
 from numina.tracking import Tracker
 from numina.version import code_version
 from numina.walkthrough import GenerationSettings, capture_generation
-
-TINY_DEFAULTS = {"frames": 17, "height": 128, "width": 128, "steps": 20}
-REAL_DEFAULTS = {"frames": 81, "height": 480, "width": 832, "steps": 50}
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,27 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="targets as JSON, e.g. '{\"cat\": 3}'; parsed from the prompt when absent",
     )
     parser.add_argument(
-        "--model",
-        default=None,
-        help="hub id or local pipeline folder; default: the built-in tiny one ('tiny' or 'tiny:<variant>')",
-    )
-    parser.add_argument(
         "--capture-only",
         action="store_true",
         help="walk-through generation with attention capture (the only mode in this version)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (50; 20 on the tiny model)")
-    parser.add_argument(
-        "--frames", type=int, default=None, help="video frames, 4k+1 (81; 17 on the tiny model)"
-    )
-    parser.add_argument("--height", type=int, default=None, help="pixels (480; 128 on the tiny model)")
-    parser.add_argument("--width", type=int, default=None, help="pixels (832; 128 on the tiny model)")
-    parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
-    parser.add_argument(
-        "--flow-shift", type=float, default=5.0, help="UniPC flow shift (the release uses 5.0)"
-    )
-    parser.add_argument("--negative-prompt", default="")
     parser.add_argument(
         "--reference-step",
         type=int,
@@ -83,34 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="block whose self-attention is reduced (15; the middle block of small models)",
     )
-    parser.add_argument(
-        "--dtype",
-        choices=sorted(DTYPES),
-        default=None,
-        help="transformer dtype (bfloat16 on GPU, float32 on CPU)",
-    )
-    parser.add_argument("--device", default=None, help="cuda when available, else cpu")
-    parser.add_argument(
-        "--attention-backend", default=None, help="diffusers attention backend, e.g. native, flash, xformers"
-    )
     parser.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the run folder")
-    parser.add_argument(
-        "--wandb",
-        choices=["offline", "online", "disabled"],
-        default=None,
-        help="W&B mode (offline unless logged in)",
-    )
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
     if not args.capture_only:
         parser.error("this version runs the walk-through with capture only: pass --capture-only")
-    defaults = TINY_DEFAULTS if is_tiny_model(args.model) else REAL_DEFAULTS
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    if args.steps < 1:
-        parser.error("--steps must be at least 1")
+    resolve_model_arguments(parser, args)
     if args.counts is not None:
         try:
             args.counts = validate_targets(args.counts)

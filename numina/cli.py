@@ -1,0 +1,68 @@
+"""Command-line options shared by the experiment scripts: model, video size, sampler, device, W&B.
+
+Every script in experiments/ takes the same model and sampler options with the same defaults (the
+release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128 and 20 steps on the
+built-in tiny one), so they are declared once here. May import torch and numina.models.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from numina.models import is_tiny_model
+
+TINY_DEFAULTS = {"frames": 17, "height": 128, "width": 128, "steps": 20}
+REAL_DEFAULTS = {"frames": 81, "height": 480, "width": 832, "steps": 50}
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --seed, --steps, --frames, --height, --width, --guidance, --flow-shift, --negative-prompt,
+    --dtype, --device, --attention-backend, --wandb."""
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="hub id or local pipeline folder; default: the built-in tiny one ('tiny' or 'tiny:<variant>')",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (50; 20 on the tiny model)")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="video frames, 4k+1 (81; 17 on the tiny model)"
+    )
+    parser.add_argument("--height", type=int, default=None, help="pixels (480; 128 on the tiny model)")
+    parser.add_argument("--width", type=int, default=None, help="pixels (832; 128 on the tiny model)")
+    parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--flow-shift", type=float, default=5.0, help="UniPC flow shift (the release uses 5.0)"
+    )
+    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="transformer dtype (bfloat16 on GPU, float32 on CPU)",
+    )
+    parser.add_argument("--device", default=None, help="cuda when available, else cpu")
+    parser.add_argument(
+        "--attention-backend", default=None, help="diffusers attention backend, e.g. native, flash, xformers"
+    )
+    parser.add_argument(
+        "--wandb",
+        choices=["offline", "online", "disabled"],
+        default=None,
+        help="W&B mode (offline unless logged in)",
+    )
+
+
+def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill the size, step, device and dtype defaults for the chosen model; reject impossible values."""
+    defaults = TINY_DEFAULTS if is_tiny_model(args.model) else REAL_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
