@@ -20,6 +20,9 @@ from numina.models.tokenizer import build_tiny_tokenizer
 from numina.models.variants import get_variant
 
 TINY_TEXT_ENCODER = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+# Full-size pipelines keep the text encoder small: only its width must match the transformer's text_dim.
+SMALL_WIDE_TEXT_ENCODER = dict(d_kv=64, d_ff=256, num_layers=1, num_heads=4)
+SIZES = ("tiny", "full")
 # The release's sampler: flow-matching UniPC with shift 5.0 (METHOD.md, "Setting").
 SCHEDULER = dict(
     prediction_type="flow_prediction",
@@ -31,25 +34,39 @@ SCHEDULER = dict(
 _MARKER = "numina_tiny.json"
 
 
-def build_tiny_pipeline(folder: str | Path, variant: str = "wan2.1-1.3b", seed: int = 0) -> Path:
-    """Write a complete tiny pipeline of `variant` into `folder` and return the folder.
+def build_tiny_pipeline(
+    folder: str | Path, variant: str = "wan2.1-1.3b", seed: int = 0, size: str = "tiny"
+) -> Path:
+    """Write a complete random-weight pipeline of `variant` into `folder` and return the folder.
 
-    The folder is a diffusers `WanPipeline` checkpoint; reuse it when it was already built for the
-    same variant and seed (a marker file records both).
+    `size="tiny"` is the small offline model; `size="full"` has the real transformer and VAE shapes
+    (for GPU benchmarks of the real models' cost without their weights) with a one-layer text
+    encoder of the real width. The folder is a diffusers `WanPipeline` checkpoint; it is reused when
+    it was already built for the same variant, seed and size (a marker file records them).
     """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     folder = Path(folder)
     spec = get_variant(variant)
     marker = folder / _MARKER
-    wanted = {"variant": variant, "seed": seed}
+    wanted = {"variant": variant, "seed": seed} | ({"size": size} if size != "tiny" else {})
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return folder
 
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer()
-    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TINY_TEXT_ENCODER)).eval()
-    transformer = WanTransformer3DModel(**spec.tiny_transformer)
-    z_dim = spec.tiny_vae["z_dim"]
-    vae = AutoencoderKLWan(**spec.tiny_vae, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
+    transformer_config, vae_config = (
+        (spec.tiny_transformer, spec.tiny_vae) if size == "tiny" else (spec.transformer, spec.vae)
+    )
+    encoder_config = (
+        TINY_TEXT_ENCODER
+        if size == "tiny"
+        else dict(SMALL_WIDE_TEXT_ENCODER, d_model=transformer_config["text_dim"])
+    )
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **encoder_config)).eval()
+    transformer = WanTransformer3DModel(**transformer_config)
+    z_dim = vae_config["z_dim"]
+    vae = AutoencoderKLWan(**vae_config, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
     pipeline = WanPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
