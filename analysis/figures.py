@@ -143,7 +143,8 @@ def concentration_by_type_figure(
                     axis.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.2, lw=0)
             axis.set_xlabel(x)
             axis.set_title(MEASURE_LABELS.get(measure, measure))
-        axes[0].legend(title="token type", frameon=False)
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, title="token type", loc="outside right center", frameon=False)
         n_prompts = int(summary["n_prompts"].max()) if "n_prompts" in summary else None
         figure.suptitle(title or f"Cross-attention concentration by token type ({n_prompts} prompts, 95% CI)")
     return figure

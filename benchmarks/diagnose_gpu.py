@@ -5,7 +5,7 @@
 Builds a full-size random-weight pipeline folder (`build_tiny_pipeline(size="full")`), runs
 `experiments/diagnose_numerals.py` on the first `limit` CountBench prompts at 81 frames, 832x480, then
 runs it again with two more prompts to show that finished prompts are skipped, and writes the timings,
-store sizes and peak GPU memory as JSON (and the run's tables and figures beside it).
+store sizes and peak GPU memory as JSON, with the prompts' status table and the diagnosis figure.
 """
 
 from __future__ import annotations
@@ -81,9 +81,8 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"diagnose_{args.variant}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    for name in ("summary.csv", "type_differences.csv", "head_choices.csv", "prompts.csv"):
-        shutil.copy(out / name, args.results / f"diagnose_{args.variant}_{name}")
-    shutil.copytree(out / "figures", args.results / f"diagnose_{args.variant}_figures", dirs_exist_ok=True)
+    shutil.copy(out / "prompts.csv", args.results / f"diagnose_{args.variant}_prompts.csv")
+    shutil.copy(out / "figures" / "diagnosis.png", args.results / f"diagnose_{args.variant}_diagnosis.png")
     print(json.dumps(result, indent=2))
 
 

@@ -317,9 +317,9 @@ def summarise_run(
     write_table(summary, out / "summary.csv")
     present = set(tokens["token_type"])
     differences = [
-        compare_types(part, "numeral", other, by=("layer",), method=args.ci).assign(
-            normalisation=normalisation, comparison=f"numeral - {other}"
-        )
+        compare_types(part, "numeral", other, by=("layer",), method=args.ci)
+        .rename(columns={"numeral": "numeral_level", other: "compared_level"})
+        .assign(normalisation=normalisation, comparison=f"numeral - {other}")
         for normalisation, part in tokens.groupby("normalisation")
         for other in ("noun", "adjective")
         if {"numeral", other} <= present and {"numeral", other} <= set(part["token_type"])

@@ -189,8 +189,7 @@ def test_renormalise_over_prompt_masks_padding() -> None:
 TOKENIZER = build_tiny_tokenizer()
 TEXT = 16  # text positions (the prompt's tokens, then padding)
 STEP = 7
-CROSS = Geometry(frames=2, height=4, width=6, layers=2, heads=2, head_dim=8, num_frames=5,
-                 pixel_height=32, pixel_width=48, text_length=TEXT)  # fmt: skip
+CROSS = Geometry(2, 4, 6, 2, 2, 8, 5, 32, 48, TEXT)  # frames, y, x, layers, heads, dim, pixels
 
 
 def _np_entropy(maps: np.ndarray) -> np.ndarray:
@@ -267,8 +266,9 @@ def test_token_table_types_entropy_and_padding(cross_stores) -> None:
         each = token_table(store, frames="each")
     assert len(table) == CROSS.layers * CROSS.heads * 9 and (table["step"] == STEP).all()
     types = dict(zip(planted["positions"], planted["types"], strict=True))
-    assert types == dict(enumerate(["numeral", "adjective", "noun", "noun", "other", "other", "other",
-                                    "eos", "padding"]))  # fmt: skip
+    assert types == dict(
+        enumerate(["numeral", "adjective", "noun", "noun", "other", "other", "other", "eos", "padding"])
+    )
     assert (table["token_type"] == table["token"].map(types)).all()
     assert (table["prompt_id"] == "p0").all() and set(table["normalisation"]) == {"all"}
     assert set(table.loc[table["token"] == 2, "token_text"]) == {"▁cat"}
@@ -324,10 +324,15 @@ def test_summarise_counts_each_prompt_once(prompts_table, cross_stores) -> None:
     for kind in ("noun", "numeral"):
         values = _planted_means(cross_stores, kind)
         row = summary[(summary["token_type"] == kind) & (summary["measure"] == "entropy")].iloc[0]
-        low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
+        low, high = scipy_stats.t.interval(
+            0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values)
+        )
         assert row["n_prompts"] == len(PROMPTS)
         assert row["mean"] == pytest.approx(values.mean(), rel=1e-5)
-        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low, rel=1e-4), pytest.approx(high, rel=1e-4))
+        assert (row["ci_low"], row["ci_high"]) == (
+            pytest.approx(low, rel=1e-4),
+            pytest.approx(high, rel=1e-4),
+        )
     # Pooling the rows would weigh "cats" (2 noun tokens) double; the per-prompt mean does not.
     pooled = prompts_table.loc[prompts_table["token_type"] == "noun", "entropy"].mean()
     assert pooled != pytest.approx(_planted_means(cross_stores, "noun").mean(), rel=1e-6)
@@ -345,7 +350,10 @@ def test_compare_types_paired_difference(prompts_table, cross_stores) -> None:
         assert row["mean"] == pytest.approx(difference.mean(), rel=1e-5) and row["mean"] > 0
         assert row["numeral"] == pytest.approx(numeral.mean(), rel=1e-5)
         assert row["noun"] == pytest.approx(noun.mean(), rel=1e-5)
-        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low, rel=1e-4), pytest.approx(high, rel=1e-4))
+        assert (row["ci_low"], row["ci_high"]) == (
+            pytest.approx(low, rel=1e-4),
+            pytest.approx(high, rel=1e-4),
+        )
         assert row["n_prompts"] == len(PROMPTS)
 
 
@@ -353,21 +361,25 @@ def test_confidence_intervals() -> None:
     values = np.array([0.3, 0.9, 0.4, 1.2, 0.8, 0.5, 0.7])
     sem = values.std(ddof=1) / math.sqrt(len(values))
     half = scipy_stats.t.ppf(0.975, len(values) - 1) * sem
-    assert confidence_interval(values) == (pytest.approx(values.mean() - half), pytest.approx(values.mean() + half))
+    assert confidence_interval(values) == (
+        pytest.approx(values.mean() - half),
+        pytest.approx(values.mean() + half),
+    )
     first = confidence_interval(values, method="bootstrap", n_resamples=500)
     assert first == confidence_interval(values, method="bootstrap", n_resamples=500)
-    assert first[0] < values.mean() < first[1] and first != confidence_interval(values, method="bootstrap", seed=1)
+    assert first[0] < values.mean() < first[1]
+    assert first != confidence_interval(values, method="bootstrap", seed=1)
     assert all(math.isnan(v) for v in confidence_interval([1.0]))
 
 
 # -- analysis.separability on a hand-written store -------------------------------------------------------
 
-SELF = Geometry(frames=3, height=16, width=16, layers=2, heads=3, head_dim=8, num_frames=9,
-                pixel_height=128, pixel_width=128, text_length=TEXT)  # fmt: skip
+SELF = Geometry(3, 16, 16, 2, 3, 8, 9, 128, 128, TEXT)  # 3 frames of 16 x 16, 2 layers, 3 heads
 # Planted S per layer (head x frame). Layer 0: per-frame winners 0, 2, 2; best mean head 1 (3.83).
 # Layer 1: head 0 has the best mean of all (4.9), though head 2 wins frame 1 there.
-PLANTED_S = np.array([[[5.0, 1.0, 1.0], [4.0, 4.5, 3.0], [1.0, 5.0, 4.0]],
-                      [[4.9, 4.9, 4.9], [0.0, 0.0, 0.0], [2.0, 6.0, 2.0]]])  # fmt: skip
+PLANTED_S = np.array(
+    [[[5.0, 1.0, 1.0], [4.0, 4.5, 3.0], [1.0, 5.0, 4.0]], [[4.9, 4.9, 4.9], [0.0, 0.0, 0.0], [2.0, 6.0, 2.0]]]
+)
 
 
 @pytest.fixture(scope="module")
@@ -398,9 +410,14 @@ def test_separability_table_reads_and_recomputes(self_store) -> None:
         normalised = separability_table(store, variant="normalised")
         weighted = separability_table(store, weights=(1.0, 1.0, 0.2))
     keys = ["layer", "head", "frame"]
-    np.testing.assert_array_equal(official.sort_values(keys)["S"].to_numpy(), PLANTED_S.astype(np.float32).ravel())
+    np.testing.assert_array_equal(
+        official.sort_values(keys)["S"].to_numpy(), PLANTED_S.astype(np.float32).ravel()
+    )
     flat = torch.from_numpy(components).flatten(3, 4)  # (layer, head, frame, 256, 3)
-    for table, variant, weights in ((normalised, "normalised", (1.0, 1.0, 0.1)), (weighted, "official", (1.0, 1.0, 0.2))):
+    for table, variant, weights in (
+        (normalised, "normalised", (1.0, 1.0, 0.1)),
+        (weighted, "official", (1.0, 1.0, 0.2)),
+    ):
         expected = separability(flat, 16, 16, variant, weights).reshape(-1, 4).numpy()
         got = table.sort_values(keys)[["S1", "S2", "S3", "S"]].to_numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
