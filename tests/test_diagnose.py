@@ -13,6 +13,7 @@ import pytest
 from analysis.statistics import MEASURES
 from numina.evaluation import load_countbench
 from numina.store import open_store
+from numina.tracking import read_transaction_log
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +43,7 @@ def _args(tiny_folder: Path, countbench: Path, out: Path, *extra: str) -> list[s
 @pytest.fixture(scope="module")
 def diagnosis(tiny_folder: Path, countbench_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("diagnosis")
-    return diagnose.main(_args(tiny_folder, countbench_dir, out, "--prompts", PROMPTS))
+    return diagnose.main(_args(tiny_folder, countbench_dir, out, "--prompts", PROMPTS, "--wandb", "offline"))
 
 
 def test_the_diagnosis_writes_tables_with_the_expected_columns_and_token_types(
@@ -101,6 +102,26 @@ def test_the_diagnosis_writes_tables_with_the_expected_columns_and_token_types(
             assert (diagnosis / "figures" / f"{name}{suffix}").stat().st_size > 1000
     config = json.loads((diagnosis / "config.json").read_text())
     assert config["prompts"] == [3, 209] and config["layers"] == [0, 1, 2, 3]
+
+
+def test_the_diagnosis_is_mirrored_to_wandb_with_its_tables_and_figures(diagnosis: Path) -> None:
+    (offline,) = (diagnosis / "wandb").glob("offline-run-*")
+    records = read_transaction_log(offline)
+    logged = {
+        item.nested_key[0] if item.nested_key else item.key
+        for record in records
+        if record.WhichOneof("record_type") == "history"
+        for item in record.history.item
+    }
+    assert {
+        "summary",
+        "type_differences",
+        "prompts",
+        "figures/diagnosis",
+        "figures/separability_heatmap",
+    } <= logged
+    assert list(offline.glob("files/media/table/summary_*.table.json"))
+    assert list(offline.glob("files/media/images/figures/diagnosis_*.png"))
 
 
 def test_a_resumed_run_skips_finished_prompts_and_regenerates_a_cut_off_store(
