@@ -36,7 +36,30 @@ class Sink(Protocol):
     def write(self, name: str, index: dict[str, Any], data: Any) -> None: ...
 
 
-class _NoState(BaseState):
+def denoising_context(context_manager: StateManager, user: str) -> tuple[int, str]:
+    """(step index, "cond" | "uncond") of the transformer call in flight, from diffusers' cache context.
+
+    `context_manager` is the `StateManager` of a stateful hook on the transformer (diffusers sets the
+    context on it); `user` names the caller in the error raised when the call carries no context.
+    """
+    try:
+        context = context_manager.context
+    except ValueError:
+        raise RuntimeError(
+            f"{user} needs the denoising step and guidance branch. Call the transformer inside "
+            "`transformer.cache_context('cond' or 'uncond', step_index=i)`, as diffusers' Wan pipelines do."
+        ) from None
+    if context.step_index is None or context.name not in ("cond", "uncond"):
+        raise RuntimeError(
+            f"Cache context {context.name!r} (step_index={context.step_index}) does not say the "
+            f"branch ('cond'/'uncond') and step index {user} needs."
+        )
+    return context.step_index, context.name
+
+
+class NoState(BaseState):
+    """The empty per-context state of a hook that only reads diffusers' cache context."""
+
     def reset(self) -> None:
         pass
 
@@ -59,25 +82,12 @@ class _StepContextHook(ModelHook):
 
     def __init__(self, state: _CallState, spec: CaptureSpec, sink: Sink) -> None:
         super().__init__()
-        self.context_manager = StateManager(_NoState)  # diffusers sets the cache context on it
+        self.context_manager = StateManager(NoState)  # diffusers sets the cache context on it
         self.state, self.spec, self.sink = state, spec, sink
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
-        try:
-            context = self.context_manager.context
-        except ValueError:
-            raise RuntimeError(
-                "Attention capture needs the denoising step and guidance branch. Call the transformer "
-                "inside `transformer.cache_context('cond' or 'uncond', step_index=i)`, as diffusers' Wan "
-                "pipelines do."
-            ) from None
-        if context.step_index is None or context.name not in ("cond", "uncond"):
-            raise RuntimeError(
-                f"Cache context {context.name!r} (step_index={context.step_index}) does not say the "
-                "branch ('cond'/'uncond') and step index the capture needs."
-            )
         state = self.state
-        state.step, state.branch = context.step_index, context.name
+        state.step, state.branch = denoising_context(self.context_manager, "Attention capture")
         state.active = self.spec.captures(state.step, state.branch)
         state.tensors.clear()
         if state.active and self.spec.cross_attention is not None:

@@ -1,0 +1,1 @@
+"""The NUMINA method: identify, layout, correct, modulate, and the generation loop."""
