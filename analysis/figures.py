@@ -3,7 +3,7 @@
 Each function takes an open store (or the tables of `analysis.statistics` / `analysis.separability`)
 and returns a matplotlib Figure, built without pyplot so no global figure registry grows and no
 display backend is needed; `save_figure` writes it in both formats. Token types keep one colour in
-every figure (`TYPE_COLOURS`). May import matplotlib, seaborn, numpy, pandas, torch and numina.
+every figure (`TYPE_COLOURS`). May import matplotlib, seaborn, numpy, pandas, torch, numina and analysis.maps.
 
     concentration_by_type_figure   the diagnosis: a measure per token type across layers, with CIs
     separability_heatmap           layer x head heat map of S (or S1/S2/S3)
@@ -26,7 +26,7 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from numina.metrics.concentration import renormalise_over_prompt
+from analysis.maps import word_maps
 from numina.metrics.separability import grey_image
 from numina.store import AttentionStore
 
@@ -189,14 +189,8 @@ def token_grid_figure(
 ) -> Figure:
     """One token's cross-attention maps: latent frames across, heads down (a word of several tokens is
     the mean over its `positions`). Each row has its own colour scale, so shapes compare across heads."""
-    index = {"step": step, "branch": branch, "layer": layer}
-    probs = store["cross_attention/probs"].sel(index, token=list(positions))
-    maps = probs.values.astype(np.float32)  # (head, token, frame, y, x)
-    if normalisation == "prompt":
-        mass = store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)
-        maps = renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
-    maps = maps.mean(axis=1)
-    all_heads = [int(h) for h in probs.coords["head"]]
+    maps = word_maps(store, positions, step, layer, normalisation, branch)  # (head, frame, y, x)
+    all_heads = [int(h) for h in store["cross_attention/probs"].coords["head"]]
     heads = all_heads if heads is None else list(heads)
     shown = _frames_shown(maps.shape[1], max_frames)
     with mpl.rc_context(STYLE):

@@ -102,6 +102,10 @@ def test_geometry_of_the_release_setting() -> None:
     ti2v = Geometry.from_configs(_config("wan2.2-5b"), 4, 16, 121, 704, 1280)
     assert (ti2v.frames, ti2v.height, ti2v.width, ti2v.heads) == (31, 22, 40, 24)
     assert Geometry.from_dict(geometry.to_dict()) == geometry
+    # latent frame f stands for video frames 4f-3..4f (frame 0 for itself): 81 frames, none left over
+    covered = [list(geometry.video_frames(f)) for f in range(geometry.frames)]
+    assert covered[0] == [0] and covered[1] == [1, 2, 3, 4] and covered[20] == [77, 78, 79, 80]
+    assert sum(covered, []) == list(range(81))
 
 
 def test_geometry_rejects_sizes_with_nearest_valid_values() -> None:

@@ -40,6 +40,16 @@ class Geometry:
     def tokens(self) -> int:
         return self.frames * self.tokens_per_frame
 
+    def video_frames(self, latent_frame: int) -> range:
+        """The decoded video frames a latent frame stands for: 0 -> [0], f -> [s(f-1)+1 .. s f] with the
+        VAE's temporal stride s (4 for Wan): its first frame is where to overlay that frame's maps."""
+        if not 0 <= latent_frame < self.frames:
+            raise ValueError(f"latent frame {latent_frame} out of range 0..{self.frames - 1}")
+        if latent_frame == 0:
+            return range(0, 1)
+        stride = (self.num_frames - 1) // (self.frames - 1)
+        return range(stride * (latent_frame - 1) + 1, stride * latent_frame + 1)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

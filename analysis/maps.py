@@ -1,0 +1,37 @@
+"""Reading attention maps out of a store in the views analysis needs: a word's cross-attention.
+
+A word of several tokens is the mean of its tokens' maps (as NUMINA averages a noun's subword tokens);
+`normalisation="prompt"` renormalises each map over the prompt's own tokens first (see
+`numina.metrics.concentration.renormalise_over_prompt`). May import numpy, torch and numina.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from numina.metrics.concentration import renormalise_over_prompt
+from numina.store import AttentionStore
+
+
+def word_maps(
+    store: AttentionStore,
+    positions: Sequence[int],
+    step: int,
+    layer: int,
+    normalisation: str = "all",
+    branch: str = "cond",
+) -> np.ndarray:
+    """(head, frame, y, x) cross-attention of the word at token `positions`, at one step and block."""
+    if normalisation not in ("all", "prompt"):
+        raise ValueError(f"normalisation must be 'all' or 'prompt', got {normalisation!r}")
+    index = {"step": step, "branch": branch, "layer": layer}
+    maps = store["cross_attention/probs"].sel(index, token=list(positions)).values.astype(np.float32)
+    if normalisation == "prompt":
+        mass = (
+            store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)
+        )  # (head, frame, y, x)
+        maps = renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
+    return maps.mean(axis=1)
