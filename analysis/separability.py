@@ -2,8 +2,8 @@
 
 `separability_table(store)` gives S1/S2/S3/S (METHOD.md phase 1, step 3) for every captured
 (step, layer, head, frame), `official` or `normalised`, with any weights: the scores the capture
-computed on the device when they match the request, else recomputed from the stored components
-(float16, so agreement is to about 1e-3 relative). `rank_heads` ranks heads within layers and steps;
+computed on the device when they match the request, else recomputed from the stored (float32)
+components. `rank_heads` ranks heads within layers and steps;
 `choose_heads` applies a head-choice rule:
 
     per_frame   the release: the best head of the reference layer, separately for every latent frame

@@ -400,7 +400,7 @@ def self_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, np.ndarra
         writer.write("self_attention/components", index, components[layer])
         writer.write("self_attention/scores", index, terms[layer])
     writer.close()
-    return str(path), components.astype(np.float16).astype(np.float32)
+    return str(path), components.astype(np.float32)  # components are stored in float32
 
 
 def test_separability_table_reads_and_recomputes(self_store) -> None:

@@ -1,7 +1,7 @@
 """The hook layer: capture per-head, per-step attention reductions from a Wan transformer."""
 
 from numina.capture.hooks import AttentionCapture, Sink
-from numina.capture.sinks import MemorySink
+from numina.capture.sinks import MemorySink, TeeSink
 from numina.capture.spec import (
     CaptureSpec,
     CrossAttentionCapture,
@@ -20,6 +20,7 @@ __all__ = [
     "MemorySink",
     "SelfAttentionCapture",
     "Sink",
+    "TeeSink",
     "numina_spec",
     "open_capture_store",
     "release_reference_layer",

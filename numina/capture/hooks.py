@@ -246,7 +246,8 @@ class AttentionCapture:
         if part.maps:
             self.sink.write("self_attention/maps", index, maps.to(torch.float16))
         reduced = reductions.reduce_self_attention(maps, geometry.height, geometry.width, part)
-        self.sink.write("self_attention/components", index, reduced["components"].to(torch.float16))
+        # float32: the layout clusters these values, and they are small (heads x frames x tpf x k)
+        self.sink.write("self_attention/components", index, reduced["components"].float())
         self.sink.write("self_attention/singular_values", index, reduced["singular_values"])
         if "scores" in reduced:
             self.sink.write("self_attention/scores", index, reduced["scores"])

@@ -30,3 +30,14 @@ class MemorySink:
 
     def names(self) -> list[str]:
         return sorted({name for name, _ in self.records})
+
+
+class TeeSink:
+    """Writes every capture to several sinks, e.g. memory (read at once by the method) and the HDF5 store."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def write(self, name: str, index: dict[str, Any], data: torch.Tensor) -> None:
+        for sink in self.sinks:
+            sink.write(name, index, data)

@@ -219,7 +219,9 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
         }
         layout.datasets.extend(
             [
-                DatasetDeclaration("self_attention/components", (*head_frame, "y", "x", "component")),
+                DatasetDeclaration(
+                    "self_attention/components", (*head_frame, "y", "x", "component"), "float32"
+                ),
                 DatasetDeclaration("self_attention/singular_values", (*head_frame, "component"), "float32"),
             ]
         )

@@ -1,0 +1,266 @@
+"""The NUMINA generation loop: walk-through with capture, identify, layout, correct, guided run.
+
+    result = run_numina(pipeline, tokens, settings, preset("official"), "run/attention.h5")
+
+1. Walk-through: the pipeline runs with the same seed and noise as the final video, capturing the
+   reference step (self-attention reductions at the reference block, the nouns' and numerals'
+   cross-attention) into memory and the run's HDF5 store at once.
+2. At the end of the reference step (a diffusers step-end callback) the in-memory capture gives the
+   head choice, the nouns' cross maps and the layout; when every frame's count is right and
+   `early_accept` is on, the walk-through simply goes on to the end and is the video; otherwise it
+   stops there.
+3. The layout is corrected (removals, additions) and the video is generated again from the same noise
+   with the cross-attention modulated toward it. With nothing to correct this is the release's plain
+   second generation, identical to continuing the walk-through.
+
+The layout before and after correction, counts, chosen heads and edits go into the store (`layout/`
+group and attributes), which is complete only when the whole run finished. May import numpy, torch
+and numina (capture, method, models, prompts, store, version, walkthrough).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, open_capture_store
+from numina.capture.spec import CaptureSpec, release_reference_layer, release_reference_step
+from numina.method.correct import Edit, correct_layout
+from numina.method.identify import HeadChoice, Phase1Data, choose_head, noun_cross_maps
+from numina.method.layout import Layout, build_layout
+from numina.method.modulate import CrossAttentionModulation, ModulationPlan, schedule_centre
+from numina.method.presets import NuminaOptions
+from numina.models import Geometry
+from numina.prompts import PromptTokens
+from numina.version import code_version
+from numina.walkthrough import GenerationSettings
+
+STAGES = ("walkthrough", "corrected")
+PATHS = (
+    "guided",
+    "regenerated",
+    "accepted",
+)  # modulated run / plain second run (counts right) / early accept
+
+
+@dataclass
+class NuminaResult:
+    """What a NUMINA run produced and decided."""
+
+    video: Any  # (frames, H, W, 3) in [0, 1] for output_type="np"; latents for "latent"
+    path: str  # one of PATHS
+    head: HeadChoice
+    cross_heads: dict[str, int | None]
+    layout: Layout  # after the walk-through
+    corrected: Layout
+    edits: list[Edit]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def counts(self, stage: str = "walkthrough") -> dict[str, list[int]]:
+        layout = self.layout if stage == "walkthrough" else self.corrected
+        return {noun: layout.counts(noun).tolist() for noun in layout.nouns}
+
+
+def noun_positions(tokens: PromptTokens, all_occurrences: bool = False) -> dict[str, list[int]]:
+    """Each target noun's token positions: its first occurrence (the release) or every occurrence."""
+    positions = {}
+    for noun in tokens.targets:
+        spans = tokens.noun_spans(noun)
+        if not spans:
+            raise ValueError(
+                f"noun {noun!r} has no token positions in {tokens.prompt!r} (cut off by truncation?)"
+            )
+        positions[noun] = sorted({p for span in spans for p in span}) if all_occurrences else spans[0]
+    return positions
+
+
+def method_spec(
+    geometry: Geometry, tokens: PromptTokens, num_steps: int, options: NuminaOptions
+) -> tuple[CaptureSpec, int, int]:
+    """The walk-through's capture (resolved), its reference step and reference block.
+
+    The reference block gives the nouns' cross maps and, except under `per_layer` (which captures every
+    block's self-attention), the self-attention head.
+    """
+    step = release_reference_step(num_steps) if options.reference_step is None else options.reference_step
+    layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
+    nouns = noun_positions(tokens, options.all_occurrences)
+    numerals = [p for noun in tokens.targets if (n := tokens.numeral_for(noun)) for p in n.positions]
+    captured = sorted({*numerals, *(p for span in nouns.values() for p in span)})
+    spec = numina_spec(geometry, tuple(captured), tokens.n_tokens, num_steps, step, layer)
+    layers = tuple(range(geometry.layers)) if options.head_rule == "per_layer" else (layer,)
+    spec = replace(
+        spec, self_attention=replace(spec.self_attention, layers=layers, score_variant=options.score_variant)
+    )
+    return spec.resolved(geometry, num_steps), step, layer
+
+
+def identify_and_layout(
+    data: Phase1Data, tokens: PromptTokens, geometry: Geometry, options: NuminaOptions, reference_layer: int
+) -> tuple[HeadChoice, dict[str, int | None], Layout]:
+    """Phase 1 from captured data: head per frame, the nouns' cross maps, the layout."""
+    head = choose_head(data, options.head_rule, None if options.head_rule == "per_layer" else reference_layer)
+    maps, cross_heads = noun_cross_maps(
+        data,
+        noun_positions(tokens, options.all_occurrences),
+        options.cross_heads,
+        options.concentration_measure,
+    )
+    layout = build_layout(head.components(data), maps, geometry.height, geometry.width, options.layout)
+    return head, cross_heads, layout
+
+
+def counts_are_right(layout: Layout, targets: dict[str, int]) -> bool:
+    return all(bool((layout.counts(noun) == target).all()) for noun, target in targets.items())
+
+
+@torch.no_grad()
+def decode_latents(pipeline: Any, latents: torch.Tensor, output_type: str = "np") -> Any:
+    """Decode final latents exactly as diffusers' Wan pipeline does at the end of its call."""
+    if output_type == "latent":
+        return latents
+    vae = pipeline.vae
+    latents = latents.to(vae.device, vae.dtype)
+    mean = (
+        torch.tensor(vae.config.latents_mean)
+        .view(1, vae.config.z_dim, 1, 1, 1)
+        .to(latents.device, latents.dtype)
+    )
+    inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(
+        latents.device, latents.dtype
+    )
+    video = vae.decode(latents / inverse_std + mean, return_dict=False)[0]
+    return pipeline.video_processor.postprocess_video(video, output_type=output_type)[0]
+
+
+def _declare_layout(writer: Any, nouns: list[str], geometry: Geometry) -> None:
+    writer.create_group(
+        "layout",
+        {
+            "stage": list(STAGES),
+            "noun": nouns,
+            "frame": list(range(geometry.frames)),
+            "y": list(range(geometry.height)),
+            "x": list(range(geometry.width)),
+        },
+    )
+    writer.create_dataset(
+        "layout/labels", ("stage", "noun", "frame", "y", "x"), dtype="int16", chunk_dims=("stage",)
+    )
+    writer.create_dataset("layout/counts", ("stage", "noun", "frame"), dtype="int16", chunk_dims=("stage",))
+
+
+def run_numina(
+    pipeline: Any,
+    tokens: PromptTokens,
+    settings: GenerationSettings,
+    options: NuminaOptions,
+    store_path: str | Path,
+    attrs: dict[str, Any] | None = None,
+    output_type: str = "np",
+) -> NuminaResult:
+    """Generate `tokens.prompt` with NUMINA; the walk-through's capture and the layout go to `store_path`."""
+    if not tokens.targets:
+        raise ValueError(f"no targets for {tokens.prompt!r}: NUMINA needs {{noun: count}} to correct.")
+    geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
+    spec, step, reference_layer = method_spec(geometry, tokens, settings.steps, options)
+    nouns = list(tokens.targets)
+    root = {
+        "prompt": tokens.prompt,
+        "tokens": tokens.to_records(),
+        "targets": tokens.targets,
+        "settings": settings.to_dict(),
+        "seed": settings.seed,
+        "numina_options": options.to_dict(),
+        "code_version": code_version(),
+        **(attrs or {}),
+    }
+    writer = open_capture_store(store_path, spec, geometry, root)
+    _declare_layout(writer, nouns, geometry)
+    memory = MemorySink()
+    found: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    call = dict(
+        prompt=tokens.prompt,
+        negative_prompt=settings.negative_prompt,
+        num_frames=settings.num_frames,
+        height=settings.height,
+        width=settings.width,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance,
+    )
+
+    def at_step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if index == step:
+            started = time.perf_counter()
+            data = Phase1Data.from_sink(memory, spec, step, reference_layer)
+            found["head"], found["cross_heads"], found["layout"] = identify_and_layout(
+                data, tokens, geometry, options, reference_layer
+            )
+            found["right"] = counts_are_right(found["layout"], tokens.targets)
+            timings["layout"] = time.perf_counter() - started
+            if not (options.early_accept and found["right"]):
+                pipe._interrupt = True  # the walk-through ends here
+        return {}
+
+    try:
+        started = time.perf_counter()
+        with AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)):
+            latents = pipeline(
+                **call,
+                generator=torch.Generator("cpu").manual_seed(settings.seed),
+                output_type="latent",
+                callback_on_step_end=at_step_end,
+            ).frames
+        timings["walkthrough"] = time.perf_counter() - started - timings.get("layout", 0.0)
+        memory.records.clear()
+        layout = found["layout"]
+        started = time.perf_counter()
+        corrected, edits = correct_layout(
+            layout, tokens.targets, options.cost_weights, options.stride, options.disc_radius
+        )
+        timings["correct"] = time.perf_counter() - started
+        started = time.perf_counter()
+        if options.early_accept and found["right"]:
+            path, video = "accepted", decode_latents(pipeline, latents, output_type)
+        else:
+            columns = noun_positions(tokens, options.all_occurrences)
+            plan = ModulationPlan.from_layout(
+                corrected.to_dict(), columns, schedule_centre(settings.steps, options.follow_steps)
+            )
+            path = "regenerated" if plan.empty else "guided"
+            with CrossAttentionModulation(pipeline.transformer, plan):
+                video = pipeline(
+                    **call,
+                    generator=torch.Generator("cpu").manual_seed(settings.seed),
+                    output_type=output_type,
+                ).frames[0]
+        timings["final"] = time.perf_counter() - started
+        for stage, state in zip(STAGES, (layout, corrected), strict=True):
+            writer.write(
+                "layout/labels", {"stage": stage}, np.stack([state[noun] for noun in nouns]).astype(np.int16)
+            )
+            writer.write(
+                "layout/counts",
+                {"stage": stage},
+                np.stack([state.counts(noun) for noun in nouns]).astype(np.int16),
+            )
+        writer.set_attrs(
+            steps=list(range(settings.steps)),
+            timesteps=pipeline.scheduler.timesteps.float().tolist(),
+            numina_path=path,
+            head_choice=found["head"].to_dict(),
+            cross_heads=found["cross_heads"],
+            edits=[asdict(edit) for edit in edits],
+            timings=timings,
+        )
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return NuminaResult(video, path, found["head"], found["cross_heads"], layout, corrected, edits, timings)

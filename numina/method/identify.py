@@ -1,0 +1,163 @@
+"""Phase 1's choices: the self-attention head that separates instances, and each noun's cross map.
+
+Both read what the walk-through captured at the reference step (`Phase1Data`, from the in-memory sink
+during a run or from a stored run's HDF5 file, the same arrays either way):
+
+- self-attention head, by S (METHOD.md step 3): `per_frame` (the release: argmax over the reference
+  block's heads, frame by frame), `per_video` (one head, best mean S over frames) or `per_layer` (one
+  block and head, best mean S over frames among the captured blocks);
+- a noun's cross-attention map (step 4), the mean over the noun's tokens, then over heads:
+  `mean` (the release, all heads), `concentration` (the paper: the one head whose map is most
+  concentrated by `measure`, averaged over frames) or `peak` (the release's unused path: the head
+  with the largest map value).
+
+May import numpy, torch, numina.capture, numina.metrics and numina.store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from numina.capture import CaptureSpec, MemorySink
+from numina.metrics.concentration import STATS, concentration_stats
+from numina.metrics.separability import TERMS
+from numina.store import AttentionStore
+
+HEAD_RULES = ("per_frame", "per_video", "per_layer")
+CROSS_HEADS = ("mean", "concentration", "peak")
+# Measures where a smaller value means a more concentrated map.
+LOWER_IS_SHARPER = ("entropy", "spread")
+
+
+@dataclass(frozen=True)
+class Phase1Data:
+    """What identify and layout need from the walk-through's reference step, as host arrays.
+
+    scores (layer, head, frame, term), components (layer, head, frame, H*W, k) for the captured
+    self-attention blocks `layers`; cross (head, token, frame, H, W) at the reference block for the
+    captured text `tokens` (positions).
+    """
+
+    layers: tuple[int, ...]
+    scores: np.ndarray
+    components: np.ndarray
+    tokens: tuple[int, ...]
+    cross: np.ndarray
+
+    @classmethod
+    def from_sink(cls, sink: MemorySink, spec: CaptureSpec, step: int, cross_layer: int) -> Phase1Data:
+        """From a run's in-memory capture (`spec` resolved, `step` captured on the conditional branch)."""
+        layers = tuple(spec.self_attention.layers)
+        at = {"step": step, "branch": "cond"}
+
+        def stack(name: str) -> np.ndarray:
+            return torch.stack([sink.get(name, **at, layer=layer).float() for layer in layers]).cpu().numpy()
+
+        components = stack("self_attention/components")  # (layer, head, frame, y, x, k)
+        cross = sink.get("cross_attention/probs", **at, layer=cross_layer).float().cpu().numpy()
+        return cls(
+            layers,
+            stack("self_attention/scores"),
+            components.reshape(*components.shape[:3], -1, components.shape[-1]),
+            tuple(spec.cross_attention.tokens),
+            cross,
+        )
+
+    @classmethod
+    def from_store(cls, store: AttentionStore, step: int, cross_layer: int) -> Phase1Data:
+        """From a stored run (file), as the notebooks and analysis read it."""
+        at = {"step": step, "branch": "cond"}
+        components = store["self_attention/components"].sel(at)  # (layer, head, frame, y, x, k)
+        values = components.values.astype(np.float32)
+        cross = store["cross_attention/probs"].sel(at, layer=cross_layer)
+        return cls(
+            tuple(int(layer) for layer in components.coords["layer"]),
+            store["self_attention/scores"].sel(at).values.astype(np.float32),
+            values.reshape(*values.shape[:3], -1, values.shape[-1]),
+            tuple(int(token) for token in cross.coords["token"]),
+            cross.values.astype(np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    """The self-attention (block, head) chosen for every latent frame, and its S."""
+
+    layer: np.ndarray  # (frame,) block index
+    head: np.ndarray  # (frame,) head index (position among the captured heads)
+    score: np.ndarray  # (frame,)
+
+    def components(self, data: Phase1Data) -> np.ndarray:
+        """(frame, H*W, k): each frame's components from its chosen block and head."""
+        frames = np.arange(len(self.head))
+        layer_index = np.array([data.layers.index(int(layer)) for layer in self.layer])
+        return data.components[layer_index, self.head, frames]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer.tolist(), "head": self.head.tolist(), "score": self.score.tolist()}
+
+
+def choose_head(data: Phase1Data, rule: str = "per_frame", layer: int | None = None) -> HeadChoice:
+    """The self-attention head per frame under `rule`; `layer` defaults to the first captured block."""
+    if rule not in HEAD_RULES:
+        raise ValueError(f"head rule must be one of {HEAD_RULES}, got {rule!r}")
+    total = data.scores[..., TERMS.index("S")]  # (layer, head, frame)
+    frames = total.shape[-1]
+    if rule == "per_layer":
+        means = total.mean(axis=-1)  # (layer, head)
+        layer_index, head = np.unravel_index(int(np.argmax(means)), means.shape)
+        chosen_layers = np.full(frames, data.layers[layer_index])
+        heads = np.full(frames, head)
+    else:
+        layer = data.layers[0] if layer is None else layer
+        if layer not in data.layers:
+            raise ValueError(f"block {layer} was not captured; captured: {list(data.layers)}")
+        layer_index = data.layers.index(layer)
+        per_head = total[layer_index]  # (head, frame)
+        heads = (
+            per_head.argmax(axis=0)
+            if rule == "per_frame"
+            else np.full(frames, per_head.mean(axis=1).argmax())
+        )
+        chosen_layers = np.full(frames, layer)
+    scores = total[[data.layers.index(int(lay)) for lay in chosen_layers], heads, np.arange(frames)]
+    return HeadChoice(chosen_layers.astype(int), heads.astype(int), scores)
+
+
+def noun_cross_maps(
+    data: Phase1Data,
+    positions: Mapping[str, Sequence[int]],
+    strategy: str = "mean",
+    measure: str = "entropy",
+) -> tuple[dict[str, np.ndarray], dict[str, int | None]]:
+    """Each noun's (frame, H, W) cross-attention map and the head it came from (None: all heads).
+
+    `positions[noun]` are the noun's token positions (its subword tokens, of one or every occurrence).
+    """
+    if strategy not in CROSS_HEADS:
+        raise ValueError(f"cross-attention head strategy must be one of {CROSS_HEADS}, got {strategy!r}")
+    if measure not in STATS:
+        raise ValueError(f"concentration measure must be one of {STATS}, got {measure!r}")
+    maps, heads = {}, {}
+    for noun, span in positions.items():
+        missing = [p for p in span if p not in data.tokens]
+        if missing:
+            raise KeyError(
+                f"token positions {missing} of {noun!r} were not captured; captured: {list(data.tokens)}"
+            )
+        per_head = data.cross[:, [data.tokens.index(p) for p in span]].mean(axis=1)  # (head, frame, H, W)
+        if strategy == "mean":
+            maps[noun], heads[noun] = per_head.mean(axis=0), None
+            continue
+        if strategy == "peak":
+            head = int(per_head.reshape(len(per_head), -1).max(axis=1).argmax())
+        else:
+            values = concentration_stats(torch.from_numpy(per_head))[..., STATS.index(measure)].mean(dim=-1)
+            head = int(values.argmin() if measure in LOWER_IS_SHARPER else values.argmax())
+        maps[noun], heads[noun] = per_head[head], head
+    return maps, heads

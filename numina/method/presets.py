@@ -1,0 +1,65 @@
+"""NUMINA's settings as one frozen record, and the named presets.
+
+`official` reproduces the public release (METHOD.md); `paper` changes what the paper text describes
+differently (per-noun cross-attention head by concentration); `improved` switches on this project's
+improvements, each also a separate option. The default stays `official` until a measurement says an
+improvement is better. May import numina.method.layout only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from numina.method.layout import LayoutOptions
+
+
+@dataclass(frozen=True)
+class NuminaOptions:
+    """Every switch of the method; the defaults are the release's."""
+
+    reference_step: int | None = None  # None: step 20 of 50, the same fraction of other step counts
+    reference_layer: int | None = None  # None: block 15 (the middle block of smaller models)
+    head_rule: str = "per_frame"  # self-attention head: per_frame (release), per_video, per_layer
+    score_variant: str = "official"  # S2 from block sums (official) or block means (normalised)
+    cross_heads: str = "mean"  # noun map: mean over heads (release), concentration (paper), peak
+    concentration_measure: str = "entropy"  # for cross_heads="concentration"
+    all_occurrences: bool = False  # every occurrence of a repeated noun (release: the first only)
+    follow_steps: bool = False  # delta(t) centred at 25 * steps / 50 (release: 25 whatever the steps)
+    early_accept: bool = False  # right count after the walk-through: finish its own latent, no second run
+    cost_weights: tuple[float, float, float] = (1.0, 1.0, 8.0)  # C_o, C_c, C_t of a placement
+    stride: int = 2  # placement search stride
+    disc_radius: int = 5  # template for frames without an instance
+    layout: LayoutOptions = field(default_factory=LayoutOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> NuminaOptions:
+        values = dict(values)
+        if "layout" in values and isinstance(values["layout"], dict):
+            values["layout"] = LayoutOptions(**values["layout"])
+        if "cost_weights" in values:
+            values["cost_weights"] = tuple(values["cost_weights"])
+        return cls(**values)
+
+
+PRESETS: dict[str, NuminaOptions] = {
+    "official": NuminaOptions(),
+    "paper": NuminaOptions(cross_heads="concentration"),
+    "improved": NuminaOptions(
+        score_variant="normalised", all_occurrences=True, follow_steps=True, early_accept=True
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> NuminaOptions:
+    """A named preset with some options changed, e.g. preset("official", early_accept=True)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    known = {f.name for f in fields(NuminaOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown NUMINA option(s) {unknown}; options are {sorted(known)}")
+    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,136 @@
+"""The NUMINA loop on the tiny pipeline: what a run writes, and which path gives which video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import numina.method.generation as generation
+from numina.method.generation import identify_and_layout, method_spec, run_numina
+from numina.method.identify import Phase1Data
+from numina.method.layout import Layout
+from numina.method.presets import preset
+from numina.models import Geometry
+from numina.prompts import parse_prompt
+from numina.store import open_store
+from numina.walkthrough import GenerationSettings
+
+SETTINGS = GenerationSettings(num_frames=9, height=64, width=64, steps=6, guidance=5.0, seed=3)
+PROMPT = "three cats and two dogs on a sofa"
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_pipe):
+    return parse_prompt(PROMPT, tiny_pipe.tokenizer)
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_pipe) -> np.ndarray:
+    """The plain pipeline's video with the same seed and settings."""
+    return tiny_pipe(
+        prompt=PROMPT,
+        num_frames=SETTINGS.num_frames,
+        height=SETTINGS.height,
+        width=SETTINGS.width,
+        num_inference_steps=SETTINGS.steps,
+        guidance_scale=SETTINGS.guidance,
+        generator=torch.Generator("cpu").manual_seed(SETTINGS.seed),
+        output_type="np",
+    ).frames[0]
+
+
+@pytest.fixture(scope="module")
+def official(tiny_pipe, tokens, tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("numina") / "attention.h5"
+    return run_numina(tiny_pipe, tokens, SETTINGS, preset("official"), path), path
+
+
+def _right_layout(targets: dict[str, int], frames: int, size: int) -> Layout:
+    """A layout whose every frame already holds the target count of every noun (1-position instances)."""
+    labels = {}
+    for noun, count in targets.items():
+        label = np.zeros((frames, size, size), dtype=np.int32)
+        for instance in range(count):
+            label.reshape(frames, -1)[:, 2 * instance] = instance + 1
+        labels[noun] = label
+    return Layout(labels)
+
+
+def test_a_numina_run_writes_layouts_counts_and_edits_into_the_store(official, tokens) -> None:
+    result, path = official
+    assert result.video.shape == (SETTINGS.num_frames, SETTINGS.height, SETTINGS.width, 3)
+    assert result.path == "guided" and result.edits
+    with open_store(path) as store:
+        labels = store["layout/labels"]
+        assert labels.dims == ("stage", "noun", "frame", "y", "x")
+        assert list(labels.coords["noun"]) == ["cats", "dogs"]
+        np.testing.assert_array_equal(
+            labels.sel(stage="walkthrough", noun="cats").values, result.layout["cats"]
+        )
+        np.testing.assert_array_equal(
+            labels.sel(stage="corrected", noun="dogs").values, result.corrected["dogs"]
+        )
+        counts = store["layout/counts"].sel(stage="walkthrough").values
+        assert counts.tolist() == [result.counts()["cats"], result.counts()["dogs"]]
+        assert store.attrs["numina_path"] == "guided"
+        assert len(store.attrs["edits"]) == len(result.edits)
+        assert store.attrs["numina_options"]["cross_heads"] == "mean"
+        assert set(store.attrs["timings"]) == {"layout", "walkthrough", "correct", "final"}
+        # the walk-through captured its reference step only: step 2 of 6 (20 of 50)
+        spec, step, layer = method_spec(
+            Geometry.from_dict(store.attrs["geometry"]), tokens, SETTINGS.steps, preset("official")
+        )
+        assert step == 2 and store["self_attention/scores"].sel(step=2, branch="cond").written()
+
+
+def test_the_stored_run_replays_to_the_same_layout(official, tiny_pipe, tokens) -> None:
+    """Phase 1 read back from the HDF5 file gives the layout the run computed from memory."""
+    result, path = official
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, preset("official"))
+    with open_store(path) as store:
+        data = Phase1Data.from_store(store, step, layer)
+    head, _, layout = identify_and_layout(data, tokens, geometry, preset("official"), layer)
+    np.testing.assert_array_equal(head.head, result.head.head)
+    for noun in layout.nouns:
+        np.testing.assert_array_equal(layout[noun], result.layout[noun])
+
+
+def test_modulation_toward_an_edited_layout_changes_the_video(official, baseline) -> None:
+    result, _ = official
+    assert np.abs(result.video - baseline).max() > 1e-3
+
+
+@pytest.mark.parametrize("early_accept", [False, True])
+def test_a_right_count_gives_exactly_the_baseline_video(
+    tiny_pipe, tokens, baseline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early_accept: bool
+) -> None:
+    """Nothing to edit: the release generates again without modulation, early accept finishes the
+    walk-through's own latent; both are the plain pipeline's video to the bit."""
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    right = _right_layout(tokens.targets, geometry.frames, geometry.height)
+    monkeypatch.setattr(generation, "build_layout", lambda *args, **kwargs: right)
+    calls = []
+    original = tiny_pipe.__class__.__call__
+    monkeypatch.setattr(tiny_pipe.__class__, "__call__", lambda *a, **k: calls.append(1) or original(*a, **k))
+    result = run_numina(
+        tiny_pipe, tokens, SETTINGS, preset("official", early_accept=early_accept), tmp_path / "a.h5"
+    )
+    assert result.path == ("accepted" if early_accept else "regenerated")
+    assert not result.edits
+    assert len(calls) == (1 if early_accept else 2)
+    np.testing.assert_array_equal(result.video, baseline)
+
+
+def test_options_change_the_choices_they_name(tiny_pipe, tokens, tmp_path: Path) -> None:
+    paper = run_numina(tiny_pipe, tokens, SETTINGS, preset("paper"), tmp_path / "p.h5")
+    assert all(isinstance(head, int) for head in paper.cross_heads.values())
+    video = run_numina(
+        tiny_pipe, tokens, SETTINGS, preset("official", head_rule="per_video"), tmp_path / "v.h5"
+    )
+    assert len(set(video.head.head.tolist())) == 1
+    with pytest.raises(ValueError, match="unknown NUMINA option"):
+        preset("official", early_acept=True)
