@@ -1,15 +1,15 @@
-"""Generate one video with a Wan pipeline and capture its attention: the project's main job.
+"""Generate one video with NUMINA (or only capture its attention) on a Wan pipeline: the main job.
 
-    python experiments/generate.py --prompt "three cats on a sofa" --capture-only
+    python experiments/generate.py --prompt "three cats on a sofa"                 # NUMINA, official
+    python experiments/generate.py --prompt "three cats on a sofa" --capture-only  # walk-through only
 
-writes a run folder (runs/<time>-<prompt>/): config.json, attention.h5 (the HDF5 attention store),
-video.mp4, figures/token_maps.{png,pdf} (the nouns' and numerals' cross-attention) and an offline
-W&B run under wandb/. Without --model it runs the built-in tiny pipeline on the CPU (random weights:
-the maps show the plumbing, not counting). --model takes a hub id or a local diffusers folder
-(Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B).
-
-This version runs NUMINA's walk-through with capture (`--capture-only`); the count correction and
-guided regeneration are the method's next step and are not part of it yet.
+writes a run folder (runs/<time>-<prompt>/): config.json, attention.h5 (the HDF5 attention store; with
+NUMINA also the layout before and after correction, counts, head choice and edits), video.mp4,
+figures/ (the nouns' and numerals' cross-attention; with NUMINA the layouts over the frames) and an
+offline W&B run under wandb/. `--baseline` also generates the plain video with the same seed and
+writes baseline.mp4 and side_by_side.mp4. Without --model it runs the built-in tiny pipeline on the
+CPU (random weights: the maps and layouts show the plumbing, not counting). --model takes a hub id
+or a local diffusers folder (Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B).
 """
 
 from __future__ import annotations
@@ -21,16 +21,23 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.figures import save_figure, token_maps_figure
+import numpy as np
+
+from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
 from numina.capture import numina_spec
 from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
-from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
-from numina.prompts import parse_prompt, validate_targets
-from numina.run_folder import new_run_folder, save_video, write_json
+from numina.method.generation import NuminaResult, method_spec, run_numina
+from numina.method.identify import CROSS_HEADS, HEAD_RULES
+from numina.method.layout import MAX_DETECTED
+from numina.method.presets import PRESETS, preset
+from numina.metrics.concentration import STATS
+from numina.models import Geometry, geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.prompts import PromptTokens, parse_prompt, validate_targets
+from numina.run_folder import new_run_folder, save_video, slug, write_json
 from numina.store import open_store
 from numina.tracking import Tracker
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, capture_generation
+from numina.walkthrough import GenerationSettings, capture_generation, plain_generation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,8 +54,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--capture-only",
         action="store_true",
-        help="walk-through generation with attention capture (the only mode in this version)",
+        help="only the walk-through generation with attention capture (no correction, no second run)",
     )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="official", help="NUMINA preset")
+    parser.add_argument("--head-rule", choices=HEAD_RULES, default=None, help="self-attention head choice")
+    parser.add_argument(
+        "--score-variant", choices=["official", "normalised"], default=None, help="S2 variant"
+    )
+    parser.add_argument("--cross-heads", choices=CROSS_HEADS, default=None, help="noun map: heads used")
+    parser.add_argument(
+        "--concentration-measure", choices=STATS, default=None, help="for --cross-heads concentration"
+    )
+    for flag, meaning in (
+        ("--all-occurrences", "modulate every occurrence of a repeated noun"),
+        ("--follow-steps", "centre delta(t) at 25 * steps / 50 instead of 25"),
+        ("--early-accept", "right count after the walk-through: finish its latent instead of a second run"),
+    ):
+        parser.add_argument(flag, action="store_const", const=True, default=None, help=meaning)
+    parser.add_argument("--baseline", action="store_true", help="also generate the plain video, side by side")
     parser.add_argument(
         "--reference-step",
         type=int,
@@ -64,15 +87,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the run folder")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
-    if not args.capture_only:
-        parser.error("this version runs the walk-through with capture only: pass --capture-only")
     resolve_model_arguments(parser, args)
     if args.counts is not None:
         try:
             args.counts = validate_targets(args.counts)
         except (TypeError, ValueError) as error:
             parser.error(f"--counts: {error}")
+        too_many = {noun: count for noun, count in args.counts.items() if count > MAX_DETECTED}
+        if too_many:
+            parser.error(
+                f"--counts: at most {MAX_DETECTED} instances per noun can be laid out, got {too_many}"
+            )
+    options = {
+        "reference_step": args.reference_step,
+        "reference_layer": args.reference_layer,
+        "head_rule": args.head_rule,
+        "score_variant": args.score_variant,
+        "cross_heads": args.cross_heads,
+        "concentration_measure": args.concentration_measure,
+        "all_occurrences": args.all_occurrences,
+        "follow_steps": args.follow_steps,
+        "early_accept": args.early_accept,
+    }
+    args.options = preset(args.preset, **{key: value for key, value in options.items() if value is not None})
     return args
+
+
+def token_labels(tokens: PromptTokens) -> dict[str, list[int]]:
+    """Figure labels of the targets' numerals and nouns (first occurrence) with their token positions."""
+    labels: dict[str, list[int]] = {}
+    for noun in tokens.targets:
+        numeral = tokens.numeral_for(noun)
+        if numeral is not None:
+            labels[f'numeral "{numeral.text}"'] = list(numeral.positions)
+        labels[f'noun "{noun}"'] = tokens.noun_spans(noun)[0]
+    return labels
+
+
+def layout_figures(
+    result: NuminaResult, geometry: Geometry, video: np.ndarray, baseline: np.ndarray | None
+) -> dict:
+    """Each noun's layout after the walk-through (over the baseline when there is one) and after
+    correction (over the NUMINA video), at each latent frame's first video frame."""
+    first = [geometry.video_frames(frame)[0] for frame in range(geometry.frames)]
+    figures = {}
+    for noun in result.layout.nouns:
+        for stage, layout, frames in (
+            ("walkthrough", result.layout, baseline if baseline is not None else video),
+            ("corrected", result.corrected, video),
+        ):
+            counts = layout.counts(noun).tolist()
+            title = f'"{noun}" layout, {stage} (target {result.targets[noun]}; counts {counts})'
+            figures[f"layout_{slug(noun)}_{stage}"] = layout_overlay_figure(
+                layout[noun], frames[first], title=title
+            )
+    return figures
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -89,28 +158,34 @@ def main(argv: list[str] | None = None) -> Path:
         )
         geometry = geometry_of(model, settings.num_frames, settings.height, settings.width)
         tokens = parse_prompt(args.prompt, load_tokenizer(model), targets=args.counts)
+        if not tokens.targets:
+            raise ValueError(
+                f"no counted noun found in {args.prompt!r}: give the targets with --counts '{{\"noun\": 3}}'"
+            )
+        labels = token_labels(tokens)
+        if args.capture_only:
+            captured = sorted({position for span in labels.values() for position in span})
+            spec = numina_spec(
+                geometry,
+                tuple(captured),
+                tokens.n_tokens,
+                settings.steps,
+                args.reference_step,
+                args.reference_layer,
+            ).resolved(geometry, settings.steps)
+        else:
+            spec, _, _ = method_spec(geometry, tokens, settings.steps, args.options)
     except (ValueError, OSError) as error:
         raise SystemExit(f"generate.py: error: {error}") from None
-    if not tokens.targets:
-        raise SystemExit(
-            f"No counted noun found in {args.prompt!r}: give the targets with --counts '{{\"noun\": 3}}'."
-        )
-    labels: dict[str, list[int]] = {}
-    for noun in tokens.targets:
-        numeral = tokens.numeral_for(noun)
-        if numeral is not None:
-            labels[f'numeral "{numeral.text}"'] = list(numeral.positions)
-        labels[f'noun "{noun}"'] = tokens.noun_spans(noun)[0]
-    captured = sorted({position for span in labels.values() for position in span})
-    spec = numina_spec(
-        geometry, tuple(captured), tokens.n_tokens, settings.steps, args.reference_step, args.reference_layer
-    ).resolved(geometry, settings.steps)
 
     pipeline = load_pipeline(model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend)
     run_dir = new_run_folder(args.out, args.prompt)
     config = {
         "prompt": args.prompt,
         "targets": tokens.targets,
+        "mode": "capture-only" if args.capture_only else "numina",
+        "preset": None if args.capture_only else args.preset,
+        "numina_options": None if args.capture_only else args.options.to_dict(),
         "model": args.model or "tiny",
         "model_source": model,
         "dtype": args.dtype,
@@ -128,20 +203,48 @@ def main(argv: list[str] | None = None) -> Path:
 
     with Tracker(run_dir, name=run_dir.name, config=config, mode=args.wandb, job_type="generate") as tracker:
         pipeline.set_progress_bar_config(disable=False, desc="denoising")
-        video = capture_generation(
-            pipeline,
-            tokens,
-            spec,
-            settings,
-            run_dir / "attention.h5",
-            {"model": config["model"], "config": config},
-        )
+        store_attrs = {"model": config["model"], "config": config}
+        baseline = plain_generation(pipeline, tokens.prompt, settings) if args.baseline else None
+        figures = {}
+        if args.capture_only:
+            video = capture_generation(
+                pipeline, tokens, spec, settings, run_dir / "attention.h5", store_attrs
+            )
+        else:
+            result = run_numina(
+                pipeline, tokens, settings, args.options, run_dir / "attention.h5", store_attrs
+            )
+            video = result.video
+            write_json(run_dir / "numina.json", result.summary())
+            figures.update(layout_figures(result, geometry, video, baseline))
+            for stage in ("walkthrough", "corrected"):
+                for noun, counts in result.counts(stage).items():
+                    tracker.log_scalars(
+                        {
+                            f"counts/{stage}/{noun}/frames_right": sum(
+                                c == tokens.targets[noun] for c in counts
+                            )
+                        }
+                    )
+            tracker.log_table("edits", [edit.__dict__ for edit in result.edits] or [{"edit": "none"}])
+            log.info(
+                "NUMINA %s: counts %s -> %s, %d edits",
+                result.path,
+                result.counts(),
+                result.counts("corrected"),
+                len(result.edits),
+            )
         save_video(video, run_dir / "video.mp4", settings.fps)
-        with open_store(run_dir / "attention.h5") as store:
-            figure = token_maps_figure(store, labels, step=spec.steps[0])
-        save_figure(figure, run_dir / "figures" / "token_maps")
-        tracker.log_image("cross_attention/token_maps", figure)
         tracker.log_video("video", run_dir / "video.mp4", fps=settings.fps)
+        if baseline is not None:
+            save_video(baseline, run_dir / "baseline.mp4", settings.fps)
+            save_video(np.concatenate([baseline, video], axis=2), run_dir / "side_by_side.mp4", settings.fps)
+            tracker.log_video("side_by_side", run_dir / "side_by_side.mp4", fps=settings.fps)
+        with open_store(run_dir / "attention.h5") as store:
+            figures["token_maps"] = token_maps_figure(store, labels, step=spec.steps[0])
+        for name, figure in figures.items():
+            save_figure(figure, run_dir / "figures" / name)
+            tracker.log_image(f"figures/{name}", figure)
         tracker.log_artifact(
             run_dir / "attention.h5", name=f"attention-{run_dir.name}", type="attention-store"
         )

@@ -40,6 +40,23 @@ class GenerationSettings:
         return asdict(self)
 
 
+def plain_generation(
+    pipeline: Any, prompt: str, settings: GenerationSettings, output_type: str = "np"
+) -> Any:
+    """The pipeline's own video for `prompt` with these settings and seed: NUMINA's baseline."""
+    return pipeline(
+        prompt=prompt,
+        negative_prompt=settings.negative_prompt,
+        num_frames=settings.num_frames,
+        height=settings.height,
+        width=settings.width,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance,
+        generator=torch.Generator("cpu").manual_seed(settings.seed),
+        output_type=output_type,
+    ).frames[0]
+
+
 def capture_generation(
     pipeline: Any,
     tokens: PromptTokens,

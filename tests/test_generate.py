@@ -68,7 +68,28 @@ def test_capture_only_run_writes_the_whole_run_folder(tiny_folder: Path, tmp_pat
     assert [artifact.type for artifact in artifacts] == ["attention-store"]
     config_record = next(record for record in records if record.WhichOneof("record_type") == "run").run.config
     assert any(item.key == "prompt" for item in config_record.update)
-    assert list(offline.glob("files/media/images/cross_attention/*.png"))
+    assert list(offline.glob("files/media/images/figures/token_maps*.png"))
+
+
+def test_a_numina_run_writes_layouts_videos_and_decisions(tiny_folder: Path, tmp_path: Path) -> None:
+    args = _args(tiny_folder, tmp_path, "--baseline", "--early-accept")
+    run_dir = generate.main([arg for arg in args if arg != "--capture-only"])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["mode"] == "numina" and config["preset"] == "official"
+    assert (
+        config["numina_options"]["early_accept"] is True and config["numina_options"]["cross_heads"] == "mean"
+    )
+    decisions = json.loads((run_dir / "numina.json").read_text())
+    assert decisions["path"] in ("guided", "regenerated", "accepted")
+    assert len(decisions["counts"]["walkthrough"]["cats"]) == 3  # one count per latent frame
+    with open_store(run_dir / "attention.h5") as store:
+        counts = store["layout/counts"].sel(stage="corrected", noun="cats").values
+        assert counts.tolist() == decisions["counts"]["corrected"]["cats"]
+    video, baseline = iio.imread(run_dir / "video.mp4"), iio.imread(run_dir / "baseline.mp4")
+    assert video.shape == baseline.shape == (9, 64, 64, 3)
+    assert iio.imread(run_dir / "side_by_side.mp4").shape == (9, 64, 128, 3)
+    for name in ("layout_cats_walkthrough", "layout_cats_corrected", "token_maps"):
+        assert (run_dir / "figures" / f"{name}.png").stat().st_size > 0
 
 
 def test_bad_requests_fail_before_model_work(tiny_folder: Path, tmp_path: Path) -> None:
@@ -78,6 +99,16 @@ def test_bad_requests_fail_before_model_work(tiny_folder: Path, tmp_path: Path) 
         generate.main(_args(tiny_folder, tmp_path, "--frames", "10"))
     with pytest.raises(SystemExit):
         generate.main(_args(tiny_folder, tmp_path, "--counts", '{"cats": -1}'))
+    with pytest.raises(SystemExit):
+        generate.main(_args(tiny_folder, tmp_path, "--counts", '{"cats": 120}'))
+    with pytest.raises(SystemExit, match="step index"):
+        generate.main(
+            [a for a in _args(tiny_folder, tmp_path, "--reference-step", "7") if a != "--capture-only"]
+        )
+    with pytest.raises(SystemExit, match="layer index"):
+        generate.main(
+            [a for a in _args(tiny_folder, tmp_path, "--reference-layer", "9") if a != "--capture-only"]
+        )
     assert not any(tmp_path.iterdir())  # no run folder was started
 
 

@@ -54,6 +54,7 @@ class NuminaResult:
 
     video: Any  # (frames, H, W, 3) in [0, 1] for output_type="np"; latents for "latent"
     path: str  # one of PATHS
+    targets: dict[str, int]
     head: HeadChoice
     cross_heads: dict[str, int | None]
     layout: Layout  # after the walk-through
@@ -62,8 +63,21 @@ class NuminaResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def counts(self, stage: str = "walkthrough") -> dict[str, list[int]]:
+        """Per noun, the count in every latent frame after the walk-through or after correction."""
         layout = self.layout if stage == "walkthrough" else self.corrected
         return {noun: layout.counts(noun).tolist() for noun in layout.nouns}
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able record of the decisions (for the run folder's numina.json)."""
+        return {
+            "path": self.path,
+            "targets": self.targets,
+            "counts": {stage: self.counts(stage) for stage in STAGES},
+            "head": self.head.to_dict(),
+            "cross_heads": self.cross_heads,
+            "edits": [asdict(edit) for edit in self.edits],
+            "timings": self.timings,
+        }
 
 
 def noun_positions(tokens: PromptTokens, all_occurrences: bool = False) -> dict[str, list[int]]:
@@ -263,4 +277,6 @@ def run_numina(
     except BaseException:
         writer.abort()
         raise
-    return NuminaResult(video, path, found["head"], found["cross_heads"], layout, corrected, edits, timings)
+    return NuminaResult(
+        video, path, tokens.targets, found["head"], found["cross_heads"], layout, corrected, edits, timings
+    )
