@@ -155,3 +155,26 @@ def test_an_empty_plan_installs_nothing(tiny_pipe) -> None:
     assert plan.empty
     with CrossAttentionModulation(tiny_pipe.transformer, plan) as modulation:
         assert modulation.device_plan is None and not modulation._installed
+
+
+def test_the_zero_padding_shortcut_gives_the_same_rows() -> None:
+    """Keys and values equal from position n on (zero padding): n + 1 columns, one counted T - n times."""
+    generator = torch.Generator().manual_seed(2)
+    q = torch.randn(FRAMES * H * W, HEADS, DIM, generator=generator, dtype=torch.float64)
+    k = torch.randn(TEXT, HEADS, DIM, generator=generator, dtype=torch.float64)
+    v = torch.randn(TEXT, HEADS, DIM, generator=generator, dtype=torch.float64)
+    k[8:], v[8:] = k[8], v[8]
+    plan = ModulationPlan.from_layout({"cat": _labels()}, {"cat": COLUMNS}).to("cpu")
+    dense = plan.modulated_rows(q, k, v, delta(3))
+    torch.testing.assert_close(
+        plan.modulated_rows(q, k, v, delta(3), uniform_from=8), dense, rtol=1e-6, atol=1e-7
+    )
+    modulation = CrossAttentionModulation(torch.nn.Linear(1, 1), ModulationPlan((), 1), prompt_length=8)
+    assert modulation.uniform_from(k, v) == 8
+    k[9] += 1
+    assert (
+        CrossAttentionModulation(torch.nn.Linear(1, 1), ModulationPlan((), 1), prompt_length=8).uniform_from(
+            k, v
+        )
+        is None
+    )

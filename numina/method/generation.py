@@ -248,7 +248,7 @@ def run_numina(
                 corrected.to_dict(), columns, schedule_centre(settings.steps, options.follow_steps)
             )
             path = "regenerated" if plan.empty else "guided"
-            with CrossAttentionModulation(pipeline.transformer, plan):
+            with CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens):
                 video = pipeline(
                     **call,
                     generator=torch.Generator("cpu").manual_seed(settings.seed),

@@ -188,16 +188,29 @@ class DevicePlan:
             )
 
     def modulated_rows(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, strength: float
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        strength: float,
+        uniform_from: int | None = None,
     ) -> torch.Tensor:
         """The attention output of the touched rows with the bias: (rows, heads * head_dim).
 
         query (L, h, d), key and value (T, h, d) of one video in one block; computed in float32.
+        `uniform_from`: text positions from there on hold one key and value (the zero padding), so the
+        softmax needs only the prompt's positions and one padding position counted T - n times:
+        the same result with (n + 1) instead of T columns.
         """
+        text = key.shape[0]
+        if uniform_from is not None and uniform_from < text:
+            key, value = key[: uniform_from + 1], value[: uniform_from + 1]
         q = query.index_select(0, self.rows).transpose(0, 1).float()  # (h, R, d)
-        k, v = key.transpose(0, 1).float(), value.transpose(0, 1).float()  # (h, T, d)
+        k, v = key.transpose(0, 1).float(), value.transpose(0, 1).float()  # (h, T', d)
         scale = 1.0 / math.sqrt(q.shape[-1])
-        logits = torch.matmul(q, k.transpose(1, 2)) * scale  # (h, R, T)
+        logits = torch.matmul(q, k.transpose(1, 2)) * scale  # (h, R, T')
+        if key.shape[0] < text:
+            logits[..., -1] += math.log(text - uniform_from)  # the padding position's multiplicity
         bias = torch.zeros(logits.shape[1:], device=logits.device)  # (R, T), R = touched rows only
         for noun in self.nouns:
             columns = noun["columns"]
@@ -284,7 +297,11 @@ class _OutputHook(ModelHook):
         split = (self.heads, -1)
         with torch.no_grad():
             rows = self.modulation.device_plan.modulated_rows(
-                q.unflatten(-1, split), k.unflatten(-1, split), v.unflatten(-1, split), state.strength
+                q.unflatten(-1, split),
+                k.unflatten(-1, split),
+                v.unflatten(-1, split),
+                state.strength,
+                self.modulation.uniform_from(k, v),
             )
         hidden = args[0].clone()
         hidden[self.modulation.batch_index].index_copy_(
@@ -297,17 +314,38 @@ class CrossAttentionModulation:
     """Installs the modulation hooks on a WanTransformer3DModel for one run (a context manager).
 
         plan = ModulationPlan.from_layout(corrected_labels, token_columns, centre=25.0)
-        with CrossAttentionModulation(pipeline.transformer, plan):
+        with CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens):
             pipeline(prompt, ...)   # same seed and noise as the walk-through
 
     An empty plan installs nothing, so the run is exactly the unmodulated one.
     """
 
-    def __init__(self, transformer: torch.nn.Module, plan: ModulationPlan, batch_index: int = 0) -> None:
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        plan: ModulationPlan,
+        batch_index: int = 0,
+        prompt_length: int | None = None,
+    ) -> None:
         self.transformer, self.plan, self.batch_index = transformer, plan, batch_index
+        self.prompt_length = prompt_length
         self.state = _RunState()
         self.device_plan: DevicePlan | None = None
+        self._uniform: bool | None = None
         self._installed: list[tuple[torch.nn.Module, str]] = []
+
+    def uniform_from(self, key: torch.Tensor, value: torch.Tensor) -> int | None:
+        """`prompt_length` when the text keys and values from there on are all equal (zero padding).
+
+        Checked once, on the first modulated call (one host sync per run): the conditional branch's
+        text embedding is the same at every step, and keys and values are per-position projections.
+        """
+        n = self.prompt_length
+        if n is None or n >= key.shape[0]:
+            return None
+        if self._uniform is None:
+            self._uniform = bool((key[n:] == key[n : n + 1]).all() and (value[n:] == value[n : n + 1]).all())
+        return n if self._uniform else None
 
     def __enter__(self) -> CrossAttentionModulation:
         self.install()

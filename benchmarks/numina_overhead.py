@@ -1,0 +1,215 @@
+"""What NUMINA costs at a real model's shape (random weights, GPU), measured side by side in one run.
+
+    python benchmarks/numina_overhead.py --variant wan2.1-1.3b \
+        --out benchmarks/results/numina_overhead_wan2.1-1.3b.json
+
+1. One modulated transformer step (conditional branch, a step where delta(t) > 0.25) against the
+   same plain step, alternating, CUDA events, median; a representative edited layout: 2 nouns, per
+   latent frame one removed and one added instance (with a reference) for the first noun and a disc
+   for the second.
+2. Layout and correction for all frames and nouns (CPU, scikit-learn) on planted components: k
+   blobs per frame, k = 3, and the noun maps over them.
+3. Whole generations through the pipeline (pipeline folder built with `build_tiny_pipeline(size=
+   "full")`): the baseline, NUMINA `official` (walk-through to the reference step + guided run), and
+   NUMINA with early accept on the right-count path (the layout replaced by one with the target
+   counts, to time that path); wall time and peak GPU memory, ratios to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import numina.method.generation as generation
+from numina.method.correct import correct_layout
+from numina.method.layout import Layout, build_layout
+from numina.method.modulate import CrossAttentionModulation, ModulationPlan
+from numina.method.presets import preset
+from numina.models import Geometry, get_variant, load_pipeline
+from numina.models.tiny import build_tiny_pipeline
+from numina.prompts import parse_prompt
+from numina.walkthrough import GenerationSettings, plain_generation
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from capture_overhead import build_model, forward, make_inputs, time_call  # noqa: E402
+
+PROMPT, TARGETS = "three cats and two dogs in a garden", {"cats": 3, "dogs": 2}
+
+
+def edited_layout(geometry: Geometry) -> dict[str, np.ndarray]:
+    """Per frame: noun A has 3 instances of 6x6, one removed and one added beside them; noun B has
+    no instance and one 11x11 disc-sized addition (81 positions)."""
+    frames, height, width = geometry.frames, geometry.height, geometry.width
+    first = np.zeros((frames, height, width), dtype=np.int64)
+    second = np.zeros_like(first)
+    for k, (y, x) in enumerate(((4, 4), (4, 20), (18, 8))):
+        first[:, y : y + 6, x : x + 6] = k + 1
+    first[:, 18:24, 8:14] = -1
+    first[:, 18:24, 30:36] = 100
+    yy, xx = np.mgrid[:height, :width]
+    second[:, ((yy - 15) ** 2 + (xx - 40) ** 2) <= 25] = 100
+    return {"cats": first, "dogs": second}
+
+
+def planted_phase1(geometry: Geometry, k: int = 3, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Components with k blobs per frame (each blob its own component values) and noun maps on them."""
+    rng = np.random.default_rng(seed)
+    frames, height, width = geometry.frames, geometry.height, geometry.width
+    components = rng.normal(0, 0.01, (frames, height * width, 3)).astype(np.float32)
+    cross = np.full((frames, height, width), 1e-4, dtype=np.float32)
+    for frame in range(frames):
+        flat = components[frame].reshape(height, width, 3)
+        for blob in range(k):
+            y, x = 5 + 8 * blob, 6 + 14 * blob + frame % 3
+            flat[y : y + 6, x : x + 6] += rng.uniform(0.5, 1.0, 3)
+            cross[frame, y : y + 6, x : x + 6] = 1.0
+    return components, {"cats": cross, "dogs": cross.copy()}
+
+
+def step_benchmark(args: argparse.Namespace, geometry: Geometry) -> dict:
+    model = build_model(args.variant)
+    inputs = make_inputs(geometry, model.config.in_channels, model.config.text_dim)
+    plan = ModulationPlan.from_layout(edited_layout(geometry), {"cats": (3, 4), "dogs": (7,)})
+    step = 10  # delta(10) = 1.75: modulated
+
+    def plain():
+        forward(model, inputs, step)
+
+    modulation = CrossAttentionModulation(model, plan)
+
+    def modulated():
+        with modulation:
+            forward(model, inputs, step)
+
+    untouched = plan.to("cuda").rows.numel()
+    for fn in (plain, modulated):
+        fn()
+    times: dict[str, list[float]] = {"plain": [], "modulated": []}
+    for _ in range(args.repeats):
+        times["plain"] += time_call(plain, 1)
+        times["modulated"] += time_call(modulated, 1)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "touched_rows": untouched,
+        "rows": geometry.tokens,
+        "median_ms": median,
+        "ratio": median["modulated"] / median["plain"],
+        "all_ms": times,
+    }
+
+
+def layout_benchmark(geometry: Geometry, repeats: int = 3) -> dict:
+    components, maps = planted_phase1(geometry)
+    layout_seconds, correct_seconds, counts = [], [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        layout = build_layout(components, maps, geometry.height, geometry.width)
+        layout_seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        correct_layout(layout, TARGETS)
+        correct_seconds.append(time.perf_counter() - start)
+        counts = {noun: layout.counts(noun).tolist() for noun in layout.nouns}
+    return {
+        "layout_seconds": statistics.median(layout_seconds),
+        "correct_seconds": statistics.median(correct_seconds),
+        "planted_counts": counts,
+    }
+
+
+def timed(fn) -> tuple[object, float, float]:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    result = fn()
+    torch.cuda.synchronize()
+    return result, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
+
+
+def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
+    folder = build_tiny_pipeline(work / f"{args.variant}-full", args.variant, size="full")
+    pipeline = load_pipeline(str(folder), torch.bfloat16, "cuda")
+    pipeline.set_progress_bar_config(disable=True)
+    tokens = parse_prompt(PROMPT, pipeline.tokenizer, targets=TARGETS)
+    settings = GenerationSettings(args.frames, args.height, args.width, args.steps, 5.0, seed=0)
+    plain_generation(pipeline, PROMPT, GenerationSettings(args.frames, args.height, args.width, 2))  # warm-up
+    runs = {}
+    _, seconds, peak = timed(lambda: plain_generation(pipeline, PROMPT, settings))
+    runs["baseline"] = {"seconds": seconds, "peak_gib": peak}
+    result, seconds, peak = timed(
+        lambda: generation.run_numina(pipeline, tokens, settings, preset("official"), work / "o.h5")
+    )
+    runs["official"] = {"seconds": seconds, "peak_gib": peak, "path": result.path, "timings": result.timings}
+
+    geometry = Geometry.from_pipeline(pipeline, args.frames, args.height, args.width)
+    right = {}
+    for noun, count in TARGETS.items():
+        labels = np.zeros((geometry.frames, geometry.height * geometry.width), dtype=np.int32)
+        labels[:, : 4 * count : 4] = np.arange(1, count + 1)
+        right[noun] = labels.reshape(geometry.frames, geometry.height, geometry.width)
+    original = generation.build_layout
+    generation.build_layout = lambda *a, **k: Layout(right)
+    try:
+        options = preset("official", early_accept=True)
+        result, seconds, peak = timed(
+            lambda: generation.run_numina(pipeline, tokens, settings, options, work / "e.h5")
+        )
+    finally:
+        generation.build_layout = original
+    runs["early_accept"] = {
+        "seconds": seconds,
+        "peak_gib": peak,
+        "path": result.path,
+        "timings": result.timings,
+    }
+    base = runs["baseline"]
+    for run in runs.values():
+        run["time_ratio"] = run["seconds"] / base["seconds"]
+        run["memory_ratio"] = run["peak_gib"] / base["peak_gib"]
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="wan2.1-1.3b")
+    parser.add_argument("--frames", type=int, default=81)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--skip-generation", action="store_true", help="only the step and layout parts")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    variant = get_variant(args.variant)
+    config = argparse.Namespace(**variant.transformer)  # from_configs reads attributes, as of a model config
+    geometry = Geometry.from_configs(
+        config, 4, variant.vae["scale_factor_spatial"], args.frames, args.height, args.width
+    )
+    result = {
+        "variant": args.variant,
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "geometry": geometry.to_dict(),
+        "steps": args.steps,
+        "step": step_benchmark(args, geometry),
+        "layout": layout_benchmark(geometry),
+    }
+    torch.cuda.empty_cache()  # the step benchmark's model is gone
+    print(json.dumps(result, indent=1), flush=True)
+    if not args.skip_generation:
+        result["generation"] = generation_benchmark(args, Path(tempfile.mkdtemp()))
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
