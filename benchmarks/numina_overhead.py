@@ -39,7 +39,7 @@ from numina.prompts import parse_prompt
 from numina.walkthrough import GenerationSettings, plain_generation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture_overhead import build_model, forward, make_inputs, time_call  # noqa: E402
+from capture_overhead import PROMPT_LENGTH, build_model, forward, make_inputs, time_call  # noqa: E402
 
 PROMPT, TARGETS = "three cats and two dogs in a garden", {"cats": 3, "dogs": 2}
 
@@ -83,25 +83,30 @@ def step_benchmark(args: argparse.Namespace, geometry: Geometry) -> dict:
     def plain():
         forward(model, inputs, step)
 
-    modulation = CrossAttentionModulation(model, plan)
+    shortcut = CrossAttentionModulation(model, plan, prompt_length=PROMPT_LENGTH)  # zero-padded prompt
+    dense = CrossAttentionModulation(model, plan)  # all 512 text positions per touched row
 
     def modulated():
-        with modulation:
+        with shortcut:
             forward(model, inputs, step)
 
-    untouched = plan.to("cuda").rows.numel()
-    for fn in (plain, modulated):
+    def modulated_dense():
+        with dense:
+            forward(model, inputs, step)
+
+    variants = {"plain": plain, "modulated": modulated, "modulated_dense": modulated_dense}
+    for fn in variants.values():
         fn()
-    times: dict[str, list[float]] = {"plain": [], "modulated": []}
-    for _ in range(args.repeats):
-        times["plain"] += time_call(plain, 1)
-        times["modulated"] += time_call(modulated, 1)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):  # alternating, so drift hits every variant alike
+        for name, fn in variants.items():
+            times[name] += time_call(fn, 1)
     median = {name: statistics.median(values) for name, values in times.items()}
     return {
-        "touched_rows": untouched,
+        "touched_rows": plan.to("cuda").rows.numel(),
         "rows": geometry.tokens,
         "median_ms": median,
-        "ratio": median["modulated"] / median["plain"],
+        "ratio": {name: value / median["plain"] for name, value in median.items()},
         "all_ms": times,
     }
 
