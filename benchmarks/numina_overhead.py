@@ -10,8 +10,9 @@
 2. Layout and correction for all frames and nouns (CPU, scikit-learn) on planted components: k
    blobs per frame, k = 3, and the noun maps over them.
 3. Whole generations through the pipeline (pipeline folder built with `build_tiny_pipeline(size=
-   "full")`): the baseline, NUMINA `official` (walk-through to the reference step + guided run), and
-   NUMINA with early accept on the right-count path (the layout replaced by one with the target
+   "full")`): the baseline; NUMINA `official` (walk-through to the reference step + guided run);
+   the same with step caching in the walk-through and after modulation; NUMINA with early accept on
+   the right-count path (the layout replaced by one with the target
    counts, to time that path); wall time and peak GPU memory, ratios to the baseline.
 """
 
@@ -152,6 +153,17 @@ def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
         lambda: generation.run_numina(pipeline, tokens, settings, preset("official"), work / "o.h5")
     )
     runs["official"] = {"seconds": seconds, "peak_gib": peak, "path": result.path, "timings": result.timings}
+    cached = preset("official", cache_walkthrough=True, cache_guided=True)
+    result, seconds, peak = timed(
+        lambda: generation.run_numina(pipeline, tokens, settings, cached, work / "c.h5")
+    )
+    runs["official_cached"] = {
+        "seconds": seconds,
+        "peak_gib": peak,
+        "path": result.path,
+        "timings": result.timings,
+        "cached_steps": result.cached_steps,
+    }
 
     geometry = Geometry.from_pipeline(pipeline, args.frames, args.height, args.width)
     right = {}

@@ -132,5 +132,8 @@ def test_options_change_the_choices_they_name(tiny_pipe, tokens, tmp_path: Path)
         tiny_pipe, tokens, SETTINGS, preset("official", head_rule="per_video"), tmp_path / "v.h5"
     )
     assert len(set(video.head.head.tolist())) == 1
+    cached = run_numina(tiny_pipe, tokens, SETTINGS, preset("improved"), tmp_path / "c.h5")
+    assert set(cached.cached_steps) <= {"walkthrough", "guided"} and "walkthrough" in cached.cached_steps
+    assert all(step not in (2, SETTINGS.steps - 1) for step in cached.cached_steps["walkthrough"])
     with pytest.raises(ValueError, match="unknown NUMINA option"):
         preset("official", early_acept=True)

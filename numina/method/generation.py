@@ -20,6 +20,7 @@ and numina (capture, method, models, prompts, store, version, walkthrough).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,10 +31,11 @@ import torch
 
 from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, open_capture_store
 from numina.capture.spec import CaptureSpec, release_reference_layer, release_reference_step
+from numina.method.cache import WARMUP, StepCache
 from numina.method.correct import Edit, correct_layout
 from numina.method.identify import HeadChoice, Phase1Data, choose_head, noun_cross_maps
 from numina.method.layout import Layout, build_layout
-from numina.method.modulate import CrossAttentionModulation, ModulationPlan, schedule_centre
+from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
 from numina.method.presets import NuminaOptions
 from numina.models import Geometry
 from numina.prompts import PromptTokens
@@ -61,6 +63,7 @@ class NuminaResult:
     corrected: Layout
     edits: list[Edit]
     timings: dict[str, float] = field(default_factory=dict)
+    cached_steps: dict[str, list[int]] = field(default_factory=dict)  # steps that reused a cached output
 
     def counts(self, stage: str = "walkthrough") -> dict[str, list[int]]:
         """Per noun, the count in every latent frame after the walk-through or after correction."""
@@ -77,6 +80,7 @@ class NuminaResult:
             "cross_heads": self.cross_heads,
             "edits": [asdict(edit) for edit in self.edits],
             "timings": self.timings,
+            "cached_steps": self.cached_steps,
         }
 
 
@@ -224,7 +228,18 @@ def run_numina(
 
     try:
         started = time.perf_counter()
-        with AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)):
+        cache = (
+            StepCache(
+                pipeline.transformer,
+                settings.steps,
+                first=WARMUP,
+                always=(step,),
+                tau=options.cache_threshold,
+            )
+            if options.cache_walkthrough
+            else contextlib.nullcontext()
+        )
+        with AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)), cache as hook:
             latents = pipeline(
                 **call,
                 generator=torch.Generator("cpu").manual_seed(settings.seed),
@@ -232,6 +247,7 @@ def run_numina(
                 callback_on_step_end=at_step_end,
             ).frames
         timings["walkthrough"] = time.perf_counter() - started - timings.get("layout", 0.0)
+        cached = {"walkthrough": list(hook.skipped) if hook else []}
         memory.records.clear()
         layout = found["layout"]
         started = time.perf_counter()
@@ -248,12 +264,26 @@ def run_numina(
                 corrected.to_dict(), columns, schedule_centre(settings.steps, options.follow_steps)
             )
             path = "regenerated" if plan.empty else "guided"
-            with CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens):
+            modulation_ends = next(
+                (s for s in range(settings.steps) if not is_active(s, plan.centre)), settings.steps
+            )
+            cache = (
+                StepCache(
+                    pipeline.transformer, settings.steps, first=modulation_ends, tau=options.cache_threshold
+                )
+                if options.cache_guided
+                else contextlib.nullcontext()
+            )
+            with (
+                CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens),
+                cache as hook,
+            ):
                 video = pipeline(
                     **call,
                     generator=torch.Generator("cpu").manual_seed(settings.seed),
                     output_type=output_type,
                 ).frames[0]
+            cached["guided"] = list(hook.skipped) if hook else []
         timings["final"] = time.perf_counter() - started
         for stage, state in zip(STAGES, (layout, corrected), strict=True):
             writer.write(
@@ -272,11 +302,21 @@ def run_numina(
             cross_heads=found["cross_heads"],
             edits=[asdict(edit) for edit in edits],
             timings=timings,
+            cached_steps=cached,
         )
         writer.close()
     except BaseException:
         writer.abort()
         raise
     return NuminaResult(
-        video, path, tokens.targets, found["head"], found["cross_heads"], layout, corrected, edits, timings
+        video,
+        path,
+        tokens.targets,
+        found["head"],
+        found["cross_heads"],
+        layout,
+        corrected,
+        edits,
+        timings,
+        cached,
     )

@@ -27,6 +27,9 @@ class NuminaOptions:
     all_occurrences: bool = False  # every occurrence of a repeated noun (release: the first only)
     follow_steps: bool = False  # delta(t) centred at 25 * steps / 50 (release: 25 whatever the steps)
     early_accept: bool = False  # right count after the walk-through: finish its own latent, no second run
+    cache_walkthrough: bool = False  # EasyCache's step caching in the walk-through (from step 10)
+    cache_guided: bool = False  # the same in the guided run, once modulation has ended
+    cache_threshold: float = 0.05  # tau: accumulated relative change allowed before computing again
     cost_weights: tuple[float, float, float] = (1.0, 1.0, 8.0)  # C_o, C_c, C_t of a placement
     stride: int = 2  # placement search stride
     disc_radius: int = 5  # template for frames without an instance
@@ -49,7 +52,12 @@ PRESETS: dict[str, NuminaOptions] = {
     "official": NuminaOptions(),
     "paper": NuminaOptions(cross_heads="concentration"),
     "improved": NuminaOptions(
-        score_variant="normalised", all_occurrences=True, follow_steps=True, early_accept=True
+        score_variant="normalised",
+        all_occurrences=True,
+        follow_steps=True,
+        early_accept=True,
+        cache_walkthrough=True,
+        cache_guided=True,
     ),
 }
 
