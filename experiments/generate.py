@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("--all-occurrences", "modulate every occurrence of a repeated noun"),
         ("--follow-steps", "centre delta(t) at 25 * steps / 50 instead of 25"),
         ("--early-accept", "right count after the walk-through: finish its latent instead of a second run"),
+        ("--cache-walkthrough", "EasyCache's step caching in the walk-through (from step 10)"),
+        ("--cache-guided", "the same in the guided run once modulation has ended"),
     ):
         parser.add_argument(flag, action="store_const", const=True, default=None, help=meaning)
     parser.add_argument("--baseline", action="store_true", help="also generate the plain video, side by side")
@@ -108,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "all_occurrences": args.all_occurrences,
         "follow_steps": args.follow_steps,
         "early_accept": args.early_accept,
+        "cache_walkthrough": args.cache_walkthrough,
+        "cache_guided": args.cache_guided,
     }
     args.options = preset(args.preset, **{key: value for key, value in options.items() if value is not None})
     return args
