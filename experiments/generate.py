@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("--all-occurrences", "modulate every occurrence of a repeated noun"),
         ("--follow-steps", "centre delta(t) at 25 * steps / 50 instead of 25"),
         ("--early-accept", "right count after the walk-through: finish its latent instead of a second run"),
+        ("--track-instances", "one label per object over time; removals take whole tracks"),
         ("--cache-walkthrough", "EasyCache's step caching in the walk-through (from step 10)"),
         ("--cache-guided", "the same in the guided run once modulation has ended"),
     ):
@@ -110,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "all_occurrences": args.all_occurrences,
         "follow_steps": args.follow_steps,
         "early_accept": args.early_accept,
+        "track_instances": args.track_instances,
         "cache_walkthrough": args.cache_walkthrough,
         "cache_guided": args.cache_guided,
     }

@@ -37,6 +37,7 @@ from numina.method.identify import HeadChoice, Phase1Data, choose_head, noun_cro
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
 from numina.method.presets import NuminaOptions
+from numina.method.tracking import correct_tracked
 from numina.models import Geometry
 from numina.prompts import PromptTokens
 from numina.version import code_version
@@ -251,7 +252,8 @@ def run_numina(
         memory.records.clear()
         layout = found["layout"]
         started = time.perf_counter()
-        corrected, edits = correct_layout(
+        correct = correct_tracked if options.track_instances else correct_layout
+        corrected, edits = correct(
             layout, tokens.targets, options.cost_weights, options.stride, options.disc_radius
         )
         timings["correct"] = time.perf_counter() - started

@@ -27,6 +27,7 @@ class NuminaOptions:
     all_occurrences: bool = False  # every occurrence of a repeated noun (release: the first only)
     follow_steps: bool = False  # delta(t) centred at 25 * steps / 50 (release: 25 whatever the steps)
     early_accept: bool = False  # right count after the walk-through: finish its own latent, no second run
+    track_instances: bool = False  # one label per object over time; remove whole tracks (release: per frame)
     cache_walkthrough: bool = False  # EasyCache's step caching in the walk-through (from step 10)
     cache_guided: bool = False  # the same in the guided run, once modulation has ended
     cache_threshold: float = 0.05  # tau: accumulated relative change allowed before computing again
@@ -56,6 +57,7 @@ PRESETS: dict[str, NuminaOptions] = {
         all_occurrences=True,
         follow_steps=True,
         early_accept=True,
+        track_instances=True,
         cache_walkthrough=True,
         cache_guided=True,
     ),
