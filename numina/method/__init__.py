@@ -1,8 +1,9 @@
 """The NUMINA method: identify, layout, correct, modulate, and the generation loop.
 
 Modules: identify (head choice, nouns' cross maps), layout (instances per frame and noun), meanshift
-(scikit-learn's MeanShift without its overhead), correct (removals and additions), modulate (the
-guided run's cross-attention bias), generation (the loop), presets (options and named presets).
+(scikit-learn's MeanShift without its overhead), correct (removals and additions), tracking
+(temporally consistent correction), modulate (the guided run's cross-attention bias), cache (step
+caching), generation (the loop), presets (options and named presets).
 """
 
 from numina.method.correct import Edit, correct_layout
