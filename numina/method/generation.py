@@ -174,6 +174,15 @@ def _declare_layout(writer: Any, nouns: list[str], geometry: Geometry) -> None:
     writer.create_dataset("layout/counts", ("stage", "noun", "frame"), dtype="int16", chunk_dims=("stage",))
 
 
+def _step_cache(
+    pipeline: Any, enabled: bool, num_steps: int, first: int, always: tuple[int, ...], options: NuminaOptions
+) -> Any:
+    """EasyCache's step caching from step `first` when `enabled`, else a context that does nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return StepCache(pipeline.transformer, num_steps, first=first, always=always, tau=options.cache_threshold)
+
+
 def run_numina(
     pipeline: Any,
     tokens: PromptTokens,
@@ -229,17 +238,7 @@ def run_numina(
 
     try:
         started = time.perf_counter()
-        cache = (
-            StepCache(
-                pipeline.transformer,
-                settings.steps,
-                first=WARMUP,
-                always=(step,),
-                tau=options.cache_threshold,
-            )
-            if options.cache_walkthrough
-            else contextlib.nullcontext()
-        )
+        cache = _step_cache(pipeline, options.cache_walkthrough, settings.steps, WARMUP, (step,), options)
         with AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)), cache as hook:
             latents = pipeline(
                 **call,
@@ -269,13 +268,7 @@ def run_numina(
             modulation_ends = next(
                 (s for s in range(settings.steps) if not is_active(s, plan.centre)), settings.steps
             )
-            cache = (
-                StepCache(
-                    pipeline.transformer, settings.steps, first=modulation_ends, tau=options.cache_threshold
-                )
-                if options.cache_guided
-                else contextlib.nullcontext()
-            )
+            cache = _step_cache(pipeline, options.cache_guided, settings.steps, modulation_ends, (), options)
             with (
                 CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens),
                 cache as hook,
