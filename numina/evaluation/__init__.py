@@ -1,7 +1,7 @@
-"""Evaluation: the CountBench prompt set, counters (and, later, CLIP score and paired statistics).
+"""Evaluation: the CountBench prompt set, counters, counting-accuracy metrics (CLIP score to come).
 
-May import numpy, scipy, numina.prompts and the standard library; nothing here imports analysis or
-experiments.
+May import numpy, pandas, scipy, numina.prompts and the standard library; nothing here imports
+analysis or experiments.
 """
 
 from numina.evaluation.countbench import (
@@ -12,13 +12,31 @@ from numina.evaluation.countbench import (
     select_prompts,
 )
 from numina.evaluation.counters import Counter, ExactColourCounter
+from numina.evaluation.metrics import (
+    PairedComparison,
+    accuracy_by_categories,
+    accuracy_by_target,
+    accuracy_summary,
+    counts_table,
+    frame_scores,
+    paired_comparison,
+    video_scores,
+)
 
 __all__ = [
     "COUNTBENCH_SIZE",
     "CountBenchPrompt",
     "Counter",
     "ExactColourCounter",
+    "PairedComparison",
+    "accuracy_by_categories",
+    "accuracy_by_target",
+    "accuracy_summary",
+    "counts_table",
     "default_countbench_dir",
+    "frame_scores",
     "load_countbench",
+    "paired_comparison",
     "select_prompts",
+    "video_scores",
 ]
