@@ -1,9 +1,10 @@
-"""Evaluation: the CountBench prompt set, counters, counting-accuracy metrics (CLIP score to come).
+"""Evaluation: the CountBench prompt set, counters, counting-accuracy metrics and CLIP score.
 
-May import numpy, pandas, scipy, numina.prompts and the standard library; nothing here imports
-analysis or experiments.
+May import numpy, pandas, scipy, torch, transformers, numina.prompts and the standard library;
+nothing here imports analysis or experiments.
 """
 
+from numina.evaluation.clip_score import DEFAULT_CLIP_MODEL, ClipScorer, build_tiny_clip
 from numina.evaluation.countbench import (
     COUNTBENCH_SIZE,
     CountBenchPrompt,
@@ -25,6 +26,8 @@ from numina.evaluation.metrics import (
 
 __all__ = [
     "COUNTBENCH_SIZE",
+    "DEFAULT_CLIP_MODEL",
+    "ClipScorer",
     "CountBenchPrompt",
     "Counter",
     "ExactColourCounter",
@@ -32,6 +35,7 @@ __all__ = [
     "accuracy_by_categories",
     "accuracy_by_target",
     "accuracy_summary",
+    "build_tiny_clip",
     "counts_table",
     "default_countbench_dir",
     "frame_scores",
