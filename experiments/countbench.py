@@ -1,0 +1,309 @@
+"""CountBench: baseline vs NUMINA counting accuracy, with N seeds per prompt, resumable and shardable.
+
+    python experiments/countbench.py --limit 3 --seeds 2                         # tiny model, CPU
+    python experiments/countbench.py --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --methods baseline,official
+    python experiments/countbench.py ... --shard 0/2   and   ... --shard 1/2   then   ... --merge
+
+Every (prompt, seed, method) is one video: generated (`baseline` = the plain pipeline; a preset name
+= NUMINA with it), counted frame by frame with the chosen counter, optionally CLIP-scored, and its
+result written atomically to `videos/<job>.json`; a job whose file exists is done and skipped, so an
+interrupted run resumes where it stopped. `--shard i/n` takes every n-th job from the i-th (the job
+list is fixed by the prompts, seeds and methods, so shards never overlap), and a run without
+`--shard` under torchrun takes its rank's shard. The tables are built from whatever job files exist:
+`results.csv` (one row per prompt, seed, method, frame, noun), `videos.csv`, `summary.csv`
+(accuracy per method with 95% prompt-bootstrap intervals; by target count; by number of
+categories), `paired.csv` (each NUMINA method against the baseline on the same prompts and seeds),
+`figures/accuracy_by_target.{png,pdf}` and a W&B run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from analysis.figures import STYLE, save_figure
+from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
+from numina.evaluation import (
+    ClipScorer,
+    ExactColourCounter,
+    accuracy_by_categories,
+    accuracy_by_target,
+    accuracy_summary,
+    counts_table,
+    load_countbench,
+    paired_comparison,
+    select_prompts,
+)
+from numina.method import preset, run_numina
+from numina.method.presets import PRESETS
+from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.prompts import parse_prompt
+from numina.run_folder import save_video, slug, write_json
+from numina.tracking import Tracker
+from numina.version import code_version
+from numina.walkthrough import GenerationSettings, plain_generation
+
+log = logging.getLogger("countbench")
+BASELINE = "baseline"
+# Colours the exact counter looks for, handed out to the targets' nouns in order (synthetic worlds).
+FIXED_SETTINGS = ("model", "settings", "guidance", "counter", "palette", "clip")
+PALETTE = [(0.9, 0.1, 0.1), (0.1, 0.2, 0.9), (0.1, 0.7, 0.2), (0.95, 0.85, 0.1), (0.6, 0.2, 0.8)]
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n, e.g. 0/2; got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--countbench", type=Path, default=None, help="CountBench folder (../shared/countbench)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    parser.add_argument("--prompts", default=None, help="0-based prompt lines, e.g. 0,5,9")
+    parser.add_argument("--seeds", type=int, default=5, help="videos per prompt and method (5, as the paper)")
+    parser.add_argument(
+        "--methods",
+        default=f"{BASELINE},official",
+        help=f"comma-separated: {BASELINE} and/or {sorted(PRESETS)}",
+    )
+    parser.add_argument("--counter", choices=["exact"], default="exact", help="how instances are counted")
+    parser.add_argument("--palette", type=json.loads, default=None, help='exact counter: {"noun": [r, g, b]}')
+    parser.add_argument(
+        "--clip", default=None, help="CLIP model id or folder for CLIP score (off by default)"
+    )
+    parser.add_argument("--shard", type=_shard, default=None, help="i/n: this process's share of the jobs")
+    parser.add_argument("--merge", action="store_true", help="only build the tables from the finished jobs")
+    parser.add_argument("--save-videos", action="store_true", help="keep every video (videos/<job>.mp4)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (runs/countbench-<model>)")
+    add_model_arguments(parser)
+    args = parser.parse_args(argv)
+    resolve_model_arguments(parser, args)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m != BASELINE and m not in PRESETS]
+    if unknown or not args.methods:
+        parser.error(f"--methods: unknown {unknown}; choose from {[BASELINE, *sorted(PRESETS)]}")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    args.prompts = [int(p) for p in args.prompts.split(",")] if args.prompts else None
+    if args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun
+        args.shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+        if args.device.startswith("cuda"):
+            args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    args.out = args.out or Path("runs") / f"countbench-{slug(args.model or 'tiny')}"
+    return args
+
+
+def job_name(prompt_id: int, seed: int, method: str) -> str:
+    return f"p{prompt_id:03d}-s{seed}-{method}"
+
+
+def make_counter(args: argparse.Namespace, targets: dict[str, int]) -> ExactColourCounter:
+    """The exact counter with the given palette, or the targets' nouns coloured from PALETTE in order."""
+    palette = args.palette or {noun: PALETTE[i % len(PALETTE)] for i, noun in enumerate(targets)}
+    return ExactColourCounter(palette)
+
+
+def run_job(pipeline, item, seed: int, method: str, args, scorer, folder: Path) -> dict:
+    """Generate, count and score one video; the JSON-able result."""
+    tokens = parse_prompt(item.prompt, pipeline.tokenizer, targets=item.targets)
+    settings = GenerationSettings(
+        args.frames, args.height, args.width, args.steps, args.guidance, seed, args.negative_prompt
+    )
+    result = {
+        "prompt_id": item.index,
+        "seed": seed,
+        "method": method,
+        "prompt": item.prompt,
+        "targets": item.targets,
+    }
+    if method == BASELINE:
+        video = plain_generation(pipeline, item.prompt, settings)
+    else:
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            numina = run_numina(pipeline, tokens, settings, preset(method), Path(scratch) / "attention.h5")
+        video = numina.video
+        result.update(numina_path=numina.path, edits=len(numina.edits))
+    counter = make_counter(args, item.targets)
+    result["counts"] = {noun: counter.count(video, noun).tolist() for noun in item.targets}
+    if scorer is not None:
+        result["clip_score"] = scorer.score(video, item.prompt)
+    if args.save_videos:
+        save_video(video, folder / f"{job_name(item.index, seed, method)}.mp4", settings.fps)
+    return result
+
+
+def tables(results: list[dict]) -> dict[str, pd.DataFrame]:
+    """results.csv rows, per-video scores, summaries and paired comparisons from the job results."""
+    rows = [
+        {
+            "prompt_id": r["prompt_id"],
+            "seed": r["seed"],
+            "method": r["method"],
+            "frame": frame,
+            "noun": noun,
+            "target": r["targets"][noun],
+            "count": count,
+        }
+        for r in results
+        for noun, counts in r["counts"].items()
+        for frame, count in enumerate(counts)
+    ]
+    counts = counts_table(rows)
+    videos = pd.DataFrame(
+        [
+            {key: r.get(key) for key in ("prompt_id", "seed", "method", "clip_score", "numina_path")}
+            for r in results
+        ]
+    )
+    summary = pd.concat(
+        [
+            accuracy_summary(counts).assign(breakdown="overall"),
+            accuracy_by_target(counts).assign(breakdown="target"),
+            accuracy_by_categories(counts).assign(breakdown="n_categories"),
+        ],
+        ignore_index=True,
+    )
+    methods = sorted(set(counts["method"]) - {BASELINE})
+    paired = (
+        pd.DataFrame([paired_comparison(counts, BASELINE, m).to_dict() for m in methods])
+        if BASELINE in set(counts["method"])
+        else pd.DataFrame()
+    )
+    return {"results": counts, "videos": videos, "summary": summary, "paired": paired}
+
+
+def accuracy_figure(summary: pd.DataFrame) -> Figure:
+    """Accuracy by target count, one line per method, with the prompt-bootstrap interval."""
+    part = summary[summary["breakdown"] == "target"]
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(4.5, 3.0), layout="constrained")
+        axis = figure.subplots()
+        for method, rows in part.groupby("method"):
+            rows = rows.sort_values("target")
+            axis.plot(rows["target"], rows["accuracy"], marker="o", label=method)
+            axis.fill_between(rows["target"], rows["ci_low"], rows["ci_high"], alpha=0.2, lw=0)
+        axis.set_xlabel("target count")
+        axis.set_ylabel("counting accuracy")
+        axis.set_ylim(0, 1)
+        axis.legend(frameon=False)
+        axis.set_title("CountBench accuracy by target count (95% CI over prompts)")
+    return figure
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        prompts = select_prompts(load_countbench(args.countbench), args.prompts, args.limit)
+        model = resolve_model(args.model)
+        geometry_of(model, args.frames, args.height, args.width)
+        tokenizer = load_tokenizer(model)
+        for item in prompts:
+            parse_prompt(item.prompt, tokenizer, targets=item.targets)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"countbench.py: error: {error}") from None
+    out = args.out
+    config = _config(args, model, argv)
+    previous = out / "config.json"
+    if previous.exists():
+        changed = [
+            k
+            for k in FIXED_SETTINGS
+            if json.loads(previous.read_text()).get(k) != json.loads(json.dumps(config[k]))
+        ]
+        if changed:
+            raise SystemExit(
+                f"countbench.py: {out} holds videos made with other {', '.join(changed)}; pass another --out."
+            )
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (item, args.seed + k, method)
+        for item in prompts
+        for k in range(args.seeds)
+        for method in args.methods
+    ]
+    mine = jobs if args.shard is None else jobs[args.shard[0] :: args.shard[1]]
+    todo = [
+        job
+        for job in mine
+        if not (out / "videos" / f"{job_name(job[0].index, job[1], job[2])}.json").exists()
+    ]
+    if not args.merge:
+        write_json(out / "config.json", config)
+        log.info(
+            "%s: %d jobs here, %d done before, %d to run", out, len(mine), len(mine) - len(todo), len(todo)
+        )
+    if todo and not args.merge:
+        pipeline = load_pipeline(
+            model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
+        )
+        pipeline.set_progress_bar_config(disable=True)
+        scorer = ClipScorer(args.clip, device=args.device) if args.clip else None
+        for item, seed, method in tqdm(todo, desc="videos", unit="video"):
+            result = run_job(pipeline, item, seed, method, args, scorer, out / "videos")
+            write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)
+    if args.shard is not None and not args.merge:
+        return out  # another process (or --merge) builds the tables once every shard is done
+    wanted = {job_name(item.index, seed, method) for item, seed, method in jobs}
+    results = [json.loads(p.read_text()) for p in sorted((out / "videos").glob("*.json")) if p.stem in wanted]
+    missing = len(wanted) - len(results)
+    if missing:
+        log.warning(
+            "%d of %d jobs have no result yet; the tables cover the finished ones", missing, len(wanted)
+        )
+    built = tables(results)
+    for name, table in built.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    figure = accuracy_figure(built["summary"])
+    save_figure(figure, out / "figures" / "accuracy_by_target")
+    with Tracker(out, name=out.name, config=config, mode=args.wandb, job_type="countbench") as tracker:
+        for name in ("summary", "paired", "videos"):
+            tracker.log_table(name, built[name])
+        tracker.log_image("figures/accuracy_by_target", figure)
+        overall = built["summary"][built["summary"]["breakdown"] == "overall"]
+        tracker.log_scalars(
+            {f"accuracy/{m}": a for m, a in zip(overall["method"], overall["accuracy"], strict=True)}
+        )
+    log.info("accuracy: %s", dict(zip(overall["method"], np.round(overall["accuracy"], 4), strict=True)))
+    return out
+
+
+def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dict:
+    return {
+        "model": args.model or "tiny",
+        "model_source": model,
+        "methods": args.methods,
+        "seeds": args.seeds,
+        "first_seed": args.seed,
+        "counter": args.counter,
+        "palette": args.palette,
+        "clip": args.clip,
+        "settings": {"frames": args.frames, "height": args.height, "width": args.width, "steps": args.steps},
+        "guidance": args.guidance,
+        "code_version": code_version(),
+        "command": ["experiments/countbench.py", *(sys.argv[1:] if argv is None else argv)],
+    }
+
+
+if __name__ == "__main__":
+    main()

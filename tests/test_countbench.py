@@ -1,0 +1,94 @@
+"""experiments/countbench.py on the tiny pipeline: tables, shards merged like one run, resume, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "countbench_experiment", REPO / "experiments" / "countbench.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["countbench_experiment"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+countbench = _load()
+
+
+def _args(tiny_folder: Path, bench: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model", str(tiny_folder), "--countbench", str(bench), "--out", str(out), "--prompts", "0,209",
+        "--seeds", "1", "--frames", "9", "--height", "64", "--width", "64", "--steps", "3",
+        "--wandb", "disabled", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def single(tiny_folder: Path, countbench_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return countbench.main(_args(tiny_folder, countbench_dir, tmp_path_factory.mktemp("single")))
+
+
+def test_a_run_writes_every_table(single: Path) -> None:
+    results = pd.read_csv(single / "results.csv")
+    # prompt 0: 1 noun, prompt 209: 3 nouns; 1 seed; 2 methods; 9 frames
+    assert len(results) == (1 + 3) * 1 * 2 * 9
+    assert set(results["method"]) == {"baseline", "official"}
+    assert results.groupby(["prompt_id", "noun"])["target"].first().to_dict() == {
+        (0, "astronaut"): 1, (209, "blossoms"): 4, (209, "cat"): 1, (209, "samurai"): 3,
+    }  # fmt: skip
+    summary = pd.read_csv(single / "summary.csv")
+    assert set(summary["breakdown"]) == {"overall", "target", "n_categories"}
+    paired = pd.read_csv(single / "paired.csv")
+    assert paired[["baseline", "other", "n_prompts"]].values.tolist() == [["baseline", "official", 2]]
+    assert len(pd.read_csv(single / "videos.csv")) == 4
+    assert (single / "figures" / "accuracy_by_target.png").stat().st_size > 0
+
+
+def test_shards_merge_into_the_single_process_table(
+    single: Path, tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sharded"
+    for shard in ("0/2", "1/2"):
+        countbench.main(_args(tiny_folder, countbench_dir, out, "--shard", shard))
+    assert len(list((out / "videos").glob("*.json"))) == 4 and not (out / "results.csv").exists()
+    countbench.main(_args(tiny_folder, countbench_dir, out, "--merge"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), pd.read_csv(single / "results.csv"))
+
+
+def test_a_resumed_run_only_makes_the_missing_videos(
+    single: Path, tiny_folder: Path, countbench_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (single / "videos" / "p209-s0-official.json").unlink()
+    made = []
+    original = countbench.run_job
+    monkeypatch.setattr(
+        countbench,
+        "run_job",
+        lambda p, item, seed, method, *a: (
+            made.append((item.index, seed, method)) or original(p, item, seed, method, *a)
+        ),
+    )
+    countbench.main(_args(tiny_folder, countbench_dir, single))
+    assert made == [(209, 0, "official")]
+    assert len(pd.read_csv(single / "results.csv")) == (1 + 3) * 2 * 9
+
+
+def test_bad_requests_fail_before_any_model_work(
+    tiny_folder: Path, countbench_dir: Path, single: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit):
+        countbench.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--methods", "baseline,oficial"))
+    with pytest.raises(SystemExit):
+        countbench.main(_args(tiny_folder, countbench_dir, tmp_path / "b", "--shard", "2/2"))
+    with pytest.raises(SystemExit, match="made with other guidance"):
+        countbench.main(_args(tiny_folder, countbench_dir, single, "--guidance", "3"))
