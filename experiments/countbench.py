@@ -3,17 +3,18 @@
     python experiments/countbench.py --limit 3 --seeds 2                         # tiny model, CPU
     python experiments/countbench.py --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --methods baseline,official
     python experiments/countbench.py ... --shard 0/2   and   ... --shard 1/2   then   ... --merge
+    torchrun --nproc_per_node 2 experiments/countbench.py ...      (one shard per rank; rank 0 merges)
 
 Every (prompt, seed, method) is one video: generated (`baseline` = the plain pipeline; a preset name
 = NUMINA with it), counted frame by frame with the chosen counter, optionally CLIP-scored, and its
 result written atomically to `videos/<job>.json`; a job whose file exists is done and skipped, so an
 interrupted run resumes where it stopped. `--shard i/n` takes every n-th job from the i-th (the job
-list is fixed by the prompts, seeds and methods, so shards never overlap), and a run without
-`--shard` under torchrun takes its rank's shard. The tables are built from whatever job files exist:
-`results.csv` (one row per prompt, seed, method, frame, noun), `videos.csv`, `summary.csv`
-(accuracy per method with 95% prompt-bootstrap intervals; by target count; by number of
-categories), `paired.csv` (each NUMINA method against the baseline on the same prompts and seeds),
-`figures/accuracy_by_target.{png,pdf}` and a W&B run.
+list is fixed by the prompts, seeds and methods, so shards never overlap); under torchrun each rank
+takes its shard and rank 0 builds the tables after a barrier (gloo, so CPUs work too). The tables
+are built from whatever job files exist: `results.csv` (one row per prompt, seed, method, frame,
+noun), `videos.csv`, `summary.csv` (accuracy per method with 95% prompt-bootstrap intervals; by
+target count; by number of categories), `paired.csv` (each NUMINA method against the baseline on
+the same prompts and seeds), `figures/accuracy_by_target.{png,pdf}` and a W&B run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+import torch
+import torch.distributed
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
@@ -105,7 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     args.prompts = [int(p) for p in args.prompts.split(",")] if args.prompts else None
-    if args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun
+    args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if args.torchrun:  # one shard per rank; rank 0 merges once every rank is done
         args.shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
         if args.device.startswith("cuda"):
             args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
@@ -262,7 +266,14 @@ def main(argv: list[str] | None = None) -> Path:
         for item, seed, method in tqdm(todo, desc="videos", unit="video"):
             result = run_job(pipeline, item, seed, method, args, scorer, out / "videos")
             write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)
-    if args.shard is not None and not args.merge:
+    if args.torchrun:
+        torch.distributed.init_process_group("gloo")  # CPU collectives: only a barrier is needed
+        torch.distributed.barrier()
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return out
+    elif args.shard is not None and not args.merge:
         return out  # another process (or --merge) builds the tables once every shard is done
     wanted = {job_name(item.index, seed, method) for item, seed, method in jobs}
     results = [json.loads(p.read_text()) for p in sorted((out / "videos").glob("*.json")) if p.stem in wanted]

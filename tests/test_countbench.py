@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,6 +64,26 @@ def test_shards_merge_into_the_single_process_table(
         countbench.main(_args(tiny_folder, countbench_dir, out, "--shard", shard))
     assert len(list((out / "videos").glob("*.json"))) == 4 and not (out / "results.csv").exists()
     countbench.main(_args(tiny_folder, countbench_dir, out, "--merge"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), pd.read_csv(single / "results.csv"))
+
+
+def test_torchrun_ranks_share_the_jobs_and_rank_0_merges(
+    single: Path, tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "torchrun"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+    ]
+    command += [str(REPO / "experiments" / "countbench.py"), *_args(tiny_folder, countbench_dir, out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), pd.read_csv(single / "results.csv"))
 
 
