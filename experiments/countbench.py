@@ -39,7 +39,10 @@ from analysis.figures import STYLE, save_figure
 from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
 from numina.evaluation import (
     ClipScorer,
+    Counter,
     ExactColourCounter,
+    GroundingDinoCounter,
+    Owlv2Counter,
     accuracy_by_categories,
     accuracy_by_target,
     accuracy_summary,
@@ -50,7 +53,7 @@ from numina.evaluation import (
 )
 from numina.method import preset, run_numina
 from numina.method.presets import PRESETS
-from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.models import geometry_of, is_tiny_model, load_pipeline, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
 from numina.run_folder import save_video, slug, write_json
 from numina.tracking import Tracker
@@ -60,7 +63,7 @@ from numina.walkthrough import GenerationSettings, plain_generation
 log = logging.getLogger("countbench")
 BASELINE = "baseline"
 # Colours the exact counter looks for, handed out to the targets' nouns in order (synthetic worlds).
-FIXED_SETTINGS = ("model", "settings", "guidance", "counter", "palette", "clip")
+FIXED_SETTINGS = ("model", "settings", "guidance", "counter", "counter_model", "palette", "clip")
 PALETTE = [(0.9, 0.1, 0.1), (0.1, 0.2, 0.9), (0.1, 0.7, 0.2), (0.95, 0.85, 0.1), (0.6, 0.2, 0.8)]
 
 
@@ -89,7 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=f"{BASELINE},official",
         help=f"comma-separated: {BASELINE} and/or {sorted(PRESETS)}",
     )
-    parser.add_argument("--counter", choices=["exact"], default="exact", help="how instances are counted")
+    parser.add_argument(
+        "--counter",
+        choices=["exact", "owlv2", "grounding-dino"],
+        default=None,
+        help="how instances are counted (exact on the tiny model, grounding-dino otherwise, as the release)",
+    )
+    parser.add_argument("--counter-model", default=None, help="hub id or local folder of the detector")
     parser.add_argument("--palette", type=json.loads, default=None, help='exact counter: {"noun": [r, g, b]}')
     parser.add_argument(
         "--clip", default=None, help="CLIP model id or folder for CLIP score (off by default)"
@@ -108,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     args.prompts = [int(p) for p in args.prompts.split(",")] if args.prompts else None
+    args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")
     args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.torchrun:  # one shard per rank; rank 0 merges once every rank is done
         args.shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
@@ -121,13 +131,24 @@ def job_name(prompt_id: int, seed: int, method: str) -> str:
     return f"p{prompt_id:03d}-s{seed}-{method}"
 
 
-def make_counter(args: argparse.Namespace, targets: dict[str, int]) -> ExactColourCounter:
-    """The exact counter with the given palette, or the targets' nouns coloured from PALETTE in order."""
+def load_detector(args: argparse.Namespace) -> Counter | None:
+    """The open-vocabulary counter (loaded once), or None for the exact counter (made per prompt)."""
+    if args.counter == "exact":
+        return None
+    kind = Owlv2Counter if args.counter == "owlv2" else GroundingDinoCounter
+    return kind(args.counter_model, device=args.device) if args.counter_model else kind(device=args.device)
+
+
+def make_counter(args: argparse.Namespace, targets: dict[str, int], detector: Counter | None) -> Counter:
+    """The detector, or the exact counter with the given palette (else the targets' nouns coloured from
+    PALETTE in order)."""
+    if detector is not None:
+        return detector
     palette = args.palette or {noun: PALETTE[i % len(PALETTE)] for i, noun in enumerate(targets)}
     return ExactColourCounter(palette)
 
 
-def run_job(pipeline, item, seed: int, method: str, args, scorer, folder: Path) -> dict:
+def run_job(pipeline, item, seed: int, method: str, args, scorer, detector, folder: Path) -> dict:
     """Generate, count and score one video; the JSON-able result."""
     tokens = parse_prompt(item.prompt, pipeline.tokenizer, targets=item.targets)
     settings = GenerationSettings(
@@ -147,7 +168,7 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, folder: Path) 
             numina = run_numina(pipeline, tokens, settings, preset(method), Path(scratch) / "attention.h5")
         video = numina.video
         result.update(numina_path=numina.path, edits=len(numina.edits))
-    counter = make_counter(args, item.targets)
+    counter = make_counter(args, item.targets, detector)
     result["counts"] = {noun: counter.count(video, noun).tolist() for noun in item.targets}
     if scorer is not None:
         result["clip_score"] = scorer.score(video, item.prompt)
@@ -263,8 +284,9 @@ def main(argv: list[str] | None = None) -> Path:
         )
         pipeline.set_progress_bar_config(disable=True)
         scorer = ClipScorer(args.clip, device=args.device) if args.clip else None
+        detector = load_detector(args)
         for item, seed, method in tqdm(todo, desc="videos", unit="video"):
-            result = run_job(pipeline, item, seed, method, args, scorer, out / "videos")
+            result = run_job(pipeline, item, seed, method, args, scorer, detector, out / "videos")
             write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)
     if args.torchrun:
         torch.distributed.init_process_group("gloo")  # CPU collectives: only a barrier is needed
@@ -307,6 +329,7 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "seeds": args.seeds,
         "first_seed": args.seed,
         "counter": args.counter,
+        "counter_model": args.counter_model,
         "palette": args.palette,
         "clip": args.clip,
         "settings": {"frames": args.frames, "height": args.height, "width": args.width, "steps": args.steps},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def _args(tiny_folder: Path, bench: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--model", str(tiny_folder), "--countbench", str(bench), "--out", str(out), "--prompts", "0,209",
         "--seeds", "1", "--frames", "9", "--height", "64", "--width", "64", "--steps", "3",
-        "--wandb", "disabled", *extra,
+        "--counter", "exact", "--wandb", "disabled", *extra,
     ]  # fmt: skip
 
 
@@ -103,6 +104,22 @@ def test_a_resumed_run_only_makes_the_missing_videos(
     countbench.main(_args(tiny_folder, countbench_dir, single))
     assert made == [(209, 0, "official")]
     assert len(pd.read_csv(single / "results.csv")) == (1 + 3) * 2 * 9
+
+
+def test_an_open_vocabulary_counter_counts_every_frame(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    """The tiny OWLv2 (random weights) through the real loading path: one count per frame and noun."""
+    from numina.evaluation import build_tiny_owlv2
+
+    detector = build_tiny_owlv2(tmp_path / "owlv2")
+    out = countbench.main(
+        _args(tiny_folder, countbench_dir, tmp_path / "run", "--methods", "baseline", "--prompts", "0")
+        + ["--counter", "owlv2", "--counter-model", str(detector)]
+    )
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 9 and results["count"].ge(0).all()
+    assert json.loads((out / "config.json").read_text())["counter"] == "owlv2"
 
 
 def test_bad_requests_fail_before_any_model_work(

@@ -1,4 +1,4 @@
-"""Evaluation: the CountBench prompt set, counters, counting-accuracy metrics and CLIP score.
+"""Evaluation: the CountBench prompt set, counters (exact, OWLv2, GroundingDINO), metrics, CLIP score.
 
 May import numpy, pandas, scipy, torch, transformers, numina.prompts and the standard library;
 nothing here imports analysis or experiments.
@@ -13,6 +13,12 @@ from numina.evaluation.countbench import (
     select_prompts,
 )
 from numina.evaluation.counters import Counter, ExactColourCounter
+from numina.evaluation.detectors import (
+    GroundingDinoCounter,
+    Owlv2Counter,
+    build_tiny_grounding_dino,
+    build_tiny_owlv2,
+)
 from numina.evaluation.metrics import (
     PairedComparison,
     accuracy_by_categories,
@@ -31,11 +37,15 @@ __all__ = [
     "CountBenchPrompt",
     "Counter",
     "ExactColourCounter",
+    "GroundingDinoCounter",
+    "Owlv2Counter",
     "PairedComparison",
     "accuracy_by_categories",
     "accuracy_by_target",
     "accuracy_summary",
     "build_tiny_clip",
+    "build_tiny_grounding_dino",
+    "build_tiny_owlv2",
     "counts_table",
     "default_countbench_dir",
     "frame_scores",

@@ -1,0 +1,349 @@
+"""Open-vocabulary detector counters: how many boxes a detector finds for a noun in each frame.
+
+Both classes follow the `Counter` protocol of `numina.evaluation.counters`: `count(frames, noun)` takes
+decoded frames (F, H, W, 3), floats in [0, 1] or uint8, and returns (F,) ints.
+
+- `GroundingDinoCounter`: the release's counter (GroundingDINO Swin-T, one query "<noun> ." with the noun
+  lower-cased, box threshold 0.32, text threshold 0.25, count = number of boxes after the processor's
+  `post_process_grounded_object_detection`, every frame). A box is kept when its best token score is
+  > box_threshold (strict, as the release's `predict` and transformers); the text threshold only picks
+  each kept box's label tokens, so, as in the release, it does not change the count.
+- `Owlv2Counter`: OWLv2 as a second opinion; query "a photo of a <noun>", a box counts when its score is
+  >= `threshold`, then a small class-agnostic NMS (IoU > `nms_iou` removes the weaker box; OWLv2 puts
+  one prediction on every patch, so neighbouring patches often box the same object; `nms_iou=None`
+  turns it off). torchvision is not installed, so the NMS is written here in torch.
+
+Both load with `from_pretrained` (a hub id or a local `save_pretrained` folder); without a network pass a
+local folder. `build_tiny_owlv2` and `build_tiny_grounding_dino` write tiny random models (with offline
+tokenizers) that load through the same path, for tests.
+
+May import numpy, torch, transformers, tokenizers (tiny builders only), numina.evaluation.counters and
+numina.evaluation.clip_score (its offline CLIP BPE vocabulary, in `build_tiny_owlv2` only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from numina.evaluation.counters import as_float_frames
+
+DEFAULT_OWLV2_MODEL = "google/owlv2-base-patch16-ensemble"
+DEFAULT_GROUNDING_DINO_MODEL = "IDEA-Research/grounding-dino-tiny"
+
+
+def _uint8_frames(frames: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) uint8 frames from uint8 or float [0, 1] frames (floats rounded, as a decoder would)."""
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        as_float_frames(frames)  # shape check only
+        return frames
+    return (np.clip(as_float_frames(frames), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def _resolve_source(model: str | Path, what: str, default: str) -> tuple[str, str]:
+    """(model id as given, source for from_pretrained); a path-like id that is no folder: OSError."""
+    model_id = str(model)
+    looks_like_path = isinstance(model, Path) or model_id.startswith((".", "/", "~"))
+    if looks_like_path and not Path(model_id).expanduser().is_dir():
+        raise OSError(
+            f"{what} model folder '{model_id}' does not exist. Pass a local folder written by "
+            f"save_pretrained (model + processor), or a hub id such as '{default}' when the hub is reachable."
+        )
+    return model_id, str(Path(model_id).expanduser()) if looks_like_path else model_id
+
+
+def _load_error(what: str, model_id: str, default: str, err: Exception, builder: str) -> OSError:
+    return OSError(
+        f"Could not load the {what} model '{model_id}' with from_pretrained ({err}). Without a network "
+        "(or if the id is wrong), pass a local folder holding the model and processor (save_pretrained "
+        f"output, e.g. a downloaded copy of '{default}'; {builder} writes a tiny random one for tests)."
+    )
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def box_iou(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, N) IoU of (N, 4) corner boxes (x0, y0, x1, y1)."""
+    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    union = area[:, None] + area[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indices of the boxes kept by greedy non-maximum suppression, best score first.
+
+    A box is dropped when its IoU with an already kept, higher-scoring box is > `iou_threshold`.
+    """
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.argsort(scores, descending=True)
+    iou = box_iou(boxes[order].float())
+    suppressed = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= iou[i] > iou_threshold
+    return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
+
+
+class Owlv2Counter:
+    """OWLv2 counts: boxes with score >= `threshold` for the query "a photo of a <noun>", after NMS."""
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_OWLV2_MODEL,
+        threshold: float = 0.3,
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+        nms_iou: float | None = 0.3,
+    ) -> None:
+        """Load `model` (hub id or local save_pretrained folder); `device` defaults to CUDA when available."""
+        from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_id, source = _resolve_source(model, "OWLv2", DEFAULT_OWLV2_MODEL)
+        self.threshold, self.batch_size, self.nms_iou = float(threshold), int(batch_size), nms_iou
+        self.device = _device(device)
+        try:
+            self.model = Owlv2ForObjectDetection.from_pretrained(source)
+            self.processor = Owlv2Processor.from_pretrained(source)
+        except Exception as err:  # offline, missing files, bad id: all end here
+            raise _load_error("OWLv2", self.model_id, DEFAULT_OWLV2_MODEL, err, "build_tiny_owlv2") from err
+        self.model.to(self.device).eval()
+
+    @staticmethod
+    def query(noun: str) -> str:
+        """The text query for a noun."""
+        return f"a photo of a {noun}"
+
+    @torch.no_grad()
+    def _detect(self, frames: np.ndarray, noun: str) -> list[dict[str, torch.Tensor]]:
+        """Post-processed detections (all boxes, any score) of a batch of uint8 frames."""
+        inputs = self.processor(
+            text=[[self.query(noun)]] * len(frames), images=list(frames), return_tensors="pt"
+        )
+        inputs = inputs.to(self.device)
+        outputs = self.model(**inputs)
+        # threshold -inf keeps every box: the >= threshold and NMS come after, in `_count_detections`
+        return self.processor.post_process_grounded_object_detection(outputs=outputs, threshold=-1.0)
+
+    def _count_detections(self, detection: dict[str, Any]) -> int:
+        scores, boxes = detection["scores"], detection["boxes"]
+        keep = scores >= self.threshold
+        scores, boxes = scores[keep], boxes[keep]
+        if self.nms_iou is not None and len(scores) > 1:
+            return len(nms(boxes, scores, self.nms_iou))
+        return int(len(scores))
+
+    def count(self, frames: np.ndarray, noun: str) -> np.ndarray:
+        """(F,) int64 counts of `noun` in (F, H, W, 3) frames (uint8 or float in [0, 1])."""
+        frames = _uint8_frames(frames)
+        counts: list[int] = []
+        for start in range(0, len(frames), self.batch_size):
+            detections = self._detect(frames[start : start + self.batch_size], noun)
+            counts.extend(self._count_detections(detection) for detection in detections)
+        return np.asarray(counts, dtype=np.int64)
+
+
+def build_tiny_owlv2(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random OWLv2 (64 px images, 16 px patches, CLIP BPE tokenizer) into `folder`.
+
+    Saved with `save_pretrained`, so `Owlv2Counter(folder)` loads it through the real from_pretrained path.
+    Deterministic for a given `seed`; needs no network.
+    """
+    from transformers import (
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
+
+    from numina.evaluation.clip_score import _tiny_bpe
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = _tiny_bpe()
+    max_length = 16  # as the real OWLv2 text tower
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
+    config = Owlv2Config(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": max_length,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        projection_dim=32,  # the class head compares projected text with vision-width features
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Owlv2ForObjectDetection(config)
+    model.save_pretrained(folder)
+    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+class GroundingDinoCounter:
+    """The release's counter: GroundingDINO boxes for the query "<noun> ." (box 0.32, text 0.25)."""
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_GROUNDING_DINO_MODEL,
+        box_threshold: float = 0.32,
+        text_threshold: float = 0.25,
+        device: str | torch.device | None = None,
+        batch_size: int = 1,
+    ) -> None:
+        """Load `model` (hub id or local save_pretrained folder); `device` defaults to CUDA when available.
+
+        `batch_size` frames go through the model at once (1 by default: GroundingDINO is large and pads
+        the frames of a batch to a common size, which a single video's frames share anyway).
+        """
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_id, source = _resolve_source(model, "GroundingDINO", DEFAULT_GROUNDING_DINO_MODEL)
+        self.box_threshold, self.text_threshold = float(box_threshold), float(text_threshold)
+        self.batch_size = int(batch_size)
+        self.device = _device(device)
+        try:
+            self.model = AutoModelForZeroShotObjectDetection.from_pretrained(source)
+            self.processor = AutoProcessor.from_pretrained(source)
+        except Exception as err:  # offline, missing files, bad id: all end here
+            raise _load_error(
+                "GroundingDINO", self.model_id, DEFAULT_GROUNDING_DINO_MODEL, err, "build_tiny_grounding_dino"
+            ) from err
+        self.model.to(self.device).eval()
+
+    @staticmethod
+    def query(noun: str) -> str:
+        """The release's text query: the noun lower-cased, then " ."."""
+        return f"{noun.lower()} ."
+
+    @torch.no_grad()
+    def _detect(self, frames: np.ndarray, noun: str) -> list[dict[str, Any]]:
+        """Post-processed detections (box and text thresholds applied) of a batch of uint8 frames."""
+        inputs = self.processor(
+            images=list(frames), text=[self.query(noun)] * len(frames), return_tensors="pt"
+        )
+        inputs = inputs.to(self.device)
+        outputs = self.model(**inputs)
+        return self.processor.post_process_grounded_object_detection(
+            outputs,
+            input_ids=inputs["input_ids"],
+            threshold=self.box_threshold,
+            text_threshold=self.text_threshold,
+        )
+
+    def count(self, frames: np.ndarray, noun: str) -> np.ndarray:
+        """(F,) int64 counts: the number of boxes kept in each of the (F, H, W, 3) frames."""
+        frames = _uint8_frames(frames)
+        counts: list[int] = []
+        for start in range(0, len(frames), self.batch_size):
+            detections = self._detect(frames[start : start + self.batch_size], noun)
+            counts.extend(int(len(detection["boxes"])) for detection in detections)
+        return np.asarray(counts, dtype=np.int64)
+
+
+# Words the tiny BERT WordPiece vocabulary keeps whole; other words split into single characters.
+_TINY_BERT_WORDS_TEXT = (
+    "a an the of cat cats dog dogs bird birds car cars tree trees apple apples ball balls person people "
+    "flower flowers chair cup horse boat house book fish circle circles square squares"
+)
+_TINY_BERT_WORDS = tuple(_TINY_BERT_WORDS_TEXT.split())
+
+
+def build_tiny_grounding_dino(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random GroundingDINO (tiny Swin + tiny BERT, 64 px images) into `folder`.
+
+    The BERT WordPiece tokenizer is built offline (the `tokenizers` library behind `BertTokenizerFast`).
+    Saved with `save_pretrained`, so `GroundingDinoCounter(folder)` loads it through the real
+    from_pretrained path. Deterministic for a given `seed`; needs no network.
+    """
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    characters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    pieces = ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    tokens = specials + characters + pieces + list(_TINY_BERT_WORDS)
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    max_text_len = 32
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=max_text_len)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    backbone = SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=4,
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    text = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=vocab["[PAD]"],
+    )
+    config = GroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        num_queries=20,
+        encoder_layers=1,
+        decoder_layers=2,  # one layer leaves nothing for the tied bbox heads to tie to
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        d_model=32,
+        num_feature_levels=4,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        max_text_len=max_text_len,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GroundingDinoForObjectDetection(config)
+    model.save_pretrained(folder)
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
