@@ -123,7 +123,8 @@ def identify_and_layout(
     data: Phase1Data, tokens: PromptTokens, geometry: Geometry, options: NuminaOptions, reference_layer: int
 ) -> tuple[HeadChoice, dict[str, int | None], Layout]:
     """Phase 1 from captured data: head per frame, the nouns' cross maps, the layout."""
-    head = choose_head(data, options.head_rule, None if options.head_rule == "per_layer" else reference_layer)
+    layer = None if options.head_rule == "per_layer" else reference_layer
+    head = choose_head(data, options.head_rule, layer, options.fixed_head)
     maps, cross_heads = noun_cross_maps(
         data,
         noun_positions(tokens, options.all_occurrences),

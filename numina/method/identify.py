@@ -4,8 +4,8 @@ Both read what the walk-through captured at the reference step (`Phase1Data`, fr
 during a run or from a stored run's HDF5 file, the same arrays either way):
 
 - self-attention head, by S (METHOD.md step 3): `per_frame` (the release: argmax over the reference
-  block's heads, frame by frame), `per_video` (one head, best mean S over frames) or `per_layer` (one
-  block and head, best mean S over frames among the captured blocks);
+  block's heads, frame by frame), `per_video` (one head, best mean S over frames), `per_layer` (one
+  block and head, best mean S over frames among the captured blocks) or `fixed` (a given head);
 - a noun's cross-attention map (step 4), the mean over the noun's tokens, then over heads:
   `mean` (the release, all heads), `concentration` (the paper: the one head whose map is most
   concentrated by `measure`, averaged over frames) or `peak` (the release's unused path: the head
@@ -28,7 +28,7 @@ from numina.metrics.concentration import STATS, concentration_stats
 from numina.metrics.separability import TERMS
 from numina.store import AttentionStore
 
-HEAD_RULES = ("per_frame", "per_video", "per_layer")
+HEAD_RULES = ("per_frame", "per_video", "per_layer", "fixed")
 CROSS_HEADS = ("mean", "concentration", "peak")
 # Measures where a smaller value means a more concentrated map.
 LOWER_IS_SHARPER = ("entropy", "spread")
@@ -102,10 +102,17 @@ class HeadChoice:
         return {"layer": self.layer.tolist(), "head": self.head.tolist(), "score": self.score.tolist()}
 
 
-def choose_head(data: Phase1Data, rule: str = "per_frame", layer: int | None = None) -> HeadChoice:
-    """The self-attention head per frame under `rule`; `layer` defaults to the first captured block."""
+def choose_head(
+    data: Phase1Data, rule: str = "per_frame", layer: int | None = None, head: int | None = None
+) -> HeadChoice:
+    """The self-attention head per frame under `rule`; `layer` defaults to the first captured block.
+
+    `fixed` takes `head` of `layer` in every frame (head sweeps).
+    """
     if rule not in HEAD_RULES:
         raise ValueError(f"head rule must be one of {HEAD_RULES}, got {rule!r}")
+    if rule == "fixed" and (head is None or not 0 <= head < data.scores.shape[1]):
+        raise ValueError(f"the fixed head rule needs a head in 0..{data.scores.shape[1] - 1}, got {head!r}")
     total = data.scores[..., TERMS.index("S")]  # (layer, head, frame)
     frames = total.shape[-1]
     if rule == "per_layer":
@@ -119,11 +126,12 @@ def choose_head(data: Phase1Data, rule: str = "per_frame", layer: int | None = N
             raise ValueError(f"block {layer} was not captured; captured: {list(data.layers)}")
         layer_index = data.layers.index(layer)
         per_head = total[layer_index]  # (head, frame)
-        heads = (
-            per_head.argmax(axis=0)
-            if rule == "per_frame"
-            else np.full(frames, per_head.mean(axis=1).argmax())
-        )
+        if rule == "fixed":
+            heads = np.full(frames, head)
+        elif rule == "per_frame":
+            heads = per_head.argmax(axis=0)
+        else:
+            heads = np.full(frames, per_head.mean(axis=1).argmax())
         chosen_layers = np.full(frames, layer)
     scores = total[[data.layers.index(int(lay)) for lay in chosen_layers], heads, np.arange(frames)]
     return HeadChoice(chosen_layers.astype(int), heads.astype(int), scores)

@@ -3,7 +3,7 @@
 `official` reproduces the public release (METHOD.md); `paper` changes what the paper text describes
 differently (per-noun cross-attention head by concentration); `improved` switches on this project's
 improvements, each also a separate option. The default stays `official` until a measurement says an
-improvement is better. May import numina.method.layout only.
+improvement is better. May import numina.method (identify, layout) and numina.metrics.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from numina.method.identify import CROSS_HEADS, HEAD_RULES
 from numina.method.layout import LayoutOptions
+from numina.metrics.concentration import STATS
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class NuminaOptions:
 
     reference_step: int | None = None  # None: step 20 of 50, the same fraction of other step counts
     reference_layer: int | None = None  # None: block 15 (the middle block of smaller models)
-    head_rule: str = "per_frame"  # self-attention head: per_frame (release), per_video, per_layer
+    head_rule: str = "per_frame"  # self-attention head: per_frame (release), per_video, per_layer, fixed
+    fixed_head: int | None = None  # the head of the reference block under head_rule="fixed"
     score_variant: str = "official"  # S2 from block sums (official) or block means (normalised)
     cross_heads: str = "mean"  # noun map: mean over heads (release), concentration (paper), peak
     concentration_measure: str = "entropy"  # for cross_heads="concentration"
@@ -35,6 +38,19 @@ class NuminaOptions:
     stride: int = 2  # placement search stride
     disc_radius: int = 5  # template for frames without an instance
     layout: LayoutOptions = field(default_factory=LayoutOptions)
+
+    def __post_init__(self) -> None:
+        choices = {
+            "head_rule": HEAD_RULES,
+            "score_variant": ("official", "normalised"),
+            "cross_heads": CROSS_HEADS,
+            "concentration_measure": STATS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
+        if self.head_rule == "fixed" and self.fixed_head is None:
+            raise ValueError("head_rule='fixed' needs fixed_head (a head index of the reference block)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

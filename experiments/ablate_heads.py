@@ -1,0 +1,312 @@
+"""Sweeps over NUMINA's choices, scored by how well the layout alone counts (no regeneration).
+
+    python experiments/ablate_heads.py --limit 5 --grid '{"head_rule": ["per_frame", "per_video"],
+        "score_variant": ["official", "normalised"], "cross_heads": ["mean", "concentration", "peak"]}'
+    python experiments/ablate_heads.py --limit 5 --heads          # every (block, head) as a fixed choice
+    python experiments/ablate_heads.py --grid-file sweep.yaml
+
+Each prompt is generated once with a capture wide enough for every setting of the grid (the
+self-attention reductions and the nouns' and numerals' cross-attention at every block, at every
+reference step the grid names). Then every setting (any `NuminaOptions` fields: head_rule,
+fixed_head, score_variant, cross_heads, concentration_measure, reference_layer, reference_step,
+all_occurrences, ...) builds the layout from the stored data and counts it against the targets.
+Nothing is generated again.
+
+Resumable: one JSON per setting in settings/, and a setting whose file exists is skipped. Outputs:
+`summary.csv` (every setting's options, layout accuracy with a 95% prompt-bootstrap interval,
+mean S of the chosen heads), `figures/heads_heatmap.{png,pdf}` (layout accuracy per block and head,
+with `--heads`), `sweep.yaml` (the grid as a `wandb sweep` configuration, for users with a W&B
+server), and W&B runs: one group per sweep, one run per setting, and a summary run. The score here
+is the layout's own count accuracy against the targets (METHOD.md's layout, counted as the
+evaluation counts frames); end-to-end accuracy is `experiments/countbench.py`'s job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import logging
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from analysis.figures import save_figure, separability_heatmap
+from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
+from numina.capture.spec import release_reference_layer, release_reference_step
+from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
+from numina.evaluation import accuracy_summary, counts_table, load_countbench, select_prompts
+from numina.method.generation import identify_and_layout, noun_positions
+from numina.method.identify import Phase1Data
+from numina.method.presets import NuminaOptions, preset
+from numina.models import Geometry, geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.prompts import PromptTokens, parse_prompt
+from numina.run_folder import slug, write_json
+from numina.store import open_store
+from numina.tracking import Tracker
+from numina.walkthrough import GenerationSettings, capture_generation
+
+log = logging.getLogger("ablate_heads")
+OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--countbench", type=Path, default=None, help="CountBench folder (../shared/countbench)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    parser.add_argument("--prompts", default=None, help="0-based prompt lines, e.g. 0,5,9")
+    parser.add_argument("--grid", type=json.loads, default=None, help="JSON: option -> list of values")
+    parser.add_argument("--grid-file", type=Path, default=None, help="YAML or JSON file with the grid")
+    parser.add_argument("--heads", action="store_true", help="add every (block, head) as a fixed choice")
+    parser.add_argument("--preset", default="official", help="options not in the grid come from this preset")
+    parser.add_argument("--out", type=Path, default=None, help="sweep folder (runs/ablate-<model>)")
+    add_model_arguments(parser)
+    args = parser.parse_args(argv)
+    resolve_model_arguments(parser, args)
+    grid = dict(args.grid or {})
+    if args.grid_file is not None:
+        grid.update(yaml.safe_load(args.grid_file.read_text()) or {})
+    unknown = sorted(set(grid) - OPTION_NAMES)
+    if unknown:
+        parser.error(f"grid options {unknown} are not NUMINA options; choose from {sorted(OPTION_NAMES)}")
+    grid = {name: values if isinstance(values, list) else [values] for name, values in grid.items()}
+    if any(not values for values in grid.values()):
+        parser.error("every grid entry needs at least one value")
+    if not grid and not args.heads:
+        parser.error("nothing to sweep: give --grid, --grid-file and/or --heads")
+    args.grid_values = grid
+    args.prompts = [int(p) for p in args.prompts.split(",")] if args.prompts else None
+    args.out = args.out or Path("runs") / f"ablate-{slug(args.model or 'tiny')}"
+    return args
+
+
+def settings_of(args: argparse.Namespace, geometry: Geometry) -> list[dict]:
+    """Every setting of the grid (cartesian product), then the fixed (block, head) choices."""
+    grid = args.grid_values
+    settings = (
+        [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] if grid else []
+    )
+    if args.heads:
+        settings += [
+            {"head_rule": "fixed", "reference_layer": layer, "fixed_head": head}
+            for layer in range(geometry.layers)
+            for head in range(geometry.heads)
+        ]
+    return settings
+
+
+def setting_id(setting: dict) -> str:
+    text = json.dumps(setting, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def wide_spec(geometry: Geometry, tokens: PromptTokens, steps: list[int]) -> CaptureSpec:
+    """Capture for every setting: self-attention reductions and cross maps at every block."""
+    nouns = noun_positions(tokens, all_occurrences=True)
+    numerals = [p for noun in tokens.targets if (n := tokens.numeral_for(noun)) for p in n.positions]
+    captured = sorted({*numerals, *(p for span in nouns.values() for p in span)})
+    every = tuple(range(geometry.layers))
+    return CaptureSpec(
+        steps=tuple(steps),
+        self_attention=SelfAttentionCapture(layers=every),
+        cross_attention=CrossAttentionCapture(
+            layers=every, tokens=tuple(captured), prompt_length=tokens.n_tokens, stats=False
+        ),
+    )
+
+
+def evaluate(
+    setting: dict, base: NuminaOptions, stores: dict[int, Path], geometry: Geometry, num_steps: int
+) -> dict:
+    """The layout of every prompt under one setting, counted against its targets."""
+    options = replace(base, **setting)
+    step = release_reference_step(num_steps) if options.reference_step is None else options.reference_step
+    layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
+    rows, scores = [], []
+    for prompt_id, path in stores.items():
+        with open_store(path) as store:
+            tokens = PromptTokens.from_records(store.attrs["tokens"])
+            data = Phase1Data.from_store(store, step, layer)
+        if options.score_variant != "official":  # stored scores are official: recompute the variant
+            data = _rescored(data, geometry, options.score_variant)
+        head, _, layout = identify_and_layout(data, tokens, geometry, options, layer)
+        scores.append(float(np.mean(head.score)))
+        for noun, target in tokens.targets.items():
+            for frame, count in enumerate(layout.counts(noun).tolist()):
+                rows.append(
+                    {
+                        "prompt_id": prompt_id,
+                        "seed": 0,
+                        "method": "layout",
+                        "frame": frame,
+                        "noun": noun,
+                        "target": target,
+                        "count": count,
+                    }
+                )
+    return {"setting": setting, "rows": rows, "mean_head_score": float(np.mean(scores))}
+
+
+def _rescored(data: Phase1Data, geometry: Geometry, variant: str) -> Phase1Data:
+    import torch
+
+    from numina.metrics.separability import separability
+
+    terms = separability(torch.from_numpy(data.components), geometry.height, geometry.width, variant).numpy()
+    return replace(data, scores=terms)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        prompts = select_prompts(load_countbench(args.countbench), args.prompts, args.limit)
+        model = resolve_model(args.model)
+        geometry = geometry_of(model, args.frames, args.height, args.width)
+        tokenizer = load_tokenizer(model)
+        parsed = {item.index: parse_prompt(item.prompt, tokenizer, targets=item.targets) for item in prompts}
+        base = preset(args.preset)
+        settings = settings_of(args, geometry)
+        for setting in settings:
+            replace(base, **setting)
+    except (ValueError, OSError, TypeError) as error:
+        raise SystemExit(f"ablate_heads.py: error: {error}") from None
+    steps = sorted(
+        {s for s in args.grid_values.get("reference_step", [None]) if s is not None}
+        or {release_reference_step(args.steps)}
+    )
+    out = args.out
+    for folder in ("stores", "settings", "figures"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    config = {
+        "model": args.model or "tiny",
+        "grid": args.grid_values,
+        "heads": args.heads,
+        "preset": args.preset,
+        "prompts": [p.index for p in prompts],
+        "frames": args.frames,
+        "height": args.height,
+        "width": args.width,
+        "steps": args.steps,
+        "command": ["experiments/ablate_heads.py", *(sys.argv[1:] if argv is None else argv)],
+    }
+    write_json(out / "config.json", config)
+    write_json(out / "settings.json", {setting_id(s): s for s in settings})
+    (out / "sweep.yaml").write_text(yaml.safe_dump(_wandb_sweep(args, config)))
+
+    stores = {item.index: out / "stores" / f"p{item.index:03d}.h5" for item in prompts}
+    pipeline = None
+    generation = GenerationSettings(
+        args.frames, args.height, args.width, args.steps, args.guidance, args.seed, args.negative_prompt
+    )
+    for item in tqdm(prompts, desc="walk-throughs", unit="prompt"):
+        if stores[item.index].exists():
+            continue
+        if pipeline is None:
+            pipeline = load_pipeline(
+                model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
+            )
+            pipeline.set_progress_bar_config(disable=True)
+        spec = wide_spec(geometry, parsed[item.index], steps)
+        capture_generation(
+            pipeline,
+            parsed[item.index],
+            spec,
+            generation,
+            stores[item.index],
+            {"prompt_id": item.index},
+            output_type="latent",
+        )
+
+    results = []
+    group = f"ablate-{out.name}"
+    for setting in tqdm(settings, desc="settings", unit="setting"):
+        path = out / "settings" / f"{setting_id(setting)}.json"
+        if not path.exists():
+            result = evaluate(setting, base, stores, geometry, args.steps)
+            with Tracker(
+                out / "wandb-settings",
+                name=setting_id(setting),
+                group=group,
+                config=setting,
+                mode=args.wandb,
+                job_type="ablate-setting",
+            ) as tracker:
+                accuracy = accuracy_summary(counts_table(result["rows"]))["accuracy"].iloc[0]
+                tracker.log_scalars(
+                    {"layout_accuracy": accuracy, "mean_head_score": result["mean_head_score"]}
+                )
+            write_json(path, result)
+        results.append(json.loads(path.read_text()))
+
+    summary = summarise(results)
+    summary.to_csv(out / "summary.csv", index=False)
+    figures = {}
+    fixed = summary[summary["head_rule"] == "fixed"] if "head_rule" in summary else summary.iloc[:0]
+    if not fixed.empty:
+        table = fixed.rename(
+            columns={"reference_layer": "layer", "fixed_head": "head", "accuracy": "S"}
+        ).assign(variant="layout accuracy")
+        figure = separability_heatmap(table, term="S")
+        figure.axes[0].set_title("Layout count accuracy with a fixed self-attention head (block x head)")
+        figures["heads_heatmap"] = save_figure(figure, out / "figures" / "heads_heatmap")[0]
+    with Tracker(
+        out,
+        name=f"{out.name}-summary",
+        group=group,
+        config=config,
+        mode=args.wandb,
+        job_type="ablate-summary",
+    ) as tracker:
+        tracker.log_table("summary", summary)
+        for name, image in figures.items():
+            tracker.log_image(f"figures/{name}", image)
+    best = summary.sort_values("accuracy", ascending=False).head(3)
+    log.info("best settings:\n%s", best.to_string(index=False))
+    return out
+
+
+def summarise(results: list[dict]) -> pd.DataFrame:
+    """One row per setting: its options, layout accuracy with its interval, mean S of the chosen heads."""
+    rows = []
+    for result in results:
+        accuracy = accuracy_summary(counts_table(result["rows"])).iloc[0]
+        rows.append(
+            {
+                "setting": setting_id(result["setting"]),
+                **result["setting"],
+                "accuracy": accuracy["accuracy"],
+                "ci_low": accuracy["ci_low"],
+                "ci_high": accuracy["ci_high"],
+                "n_prompts": accuracy["n_prompts"],
+                "mean_head_score": result["mean_head_score"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _wandb_sweep(args: argparse.Namespace, config: dict) -> dict:
+    """The grid as a `wandb sweep` configuration running this script once per setting."""
+    parameters = {name: {"values": values} for name, values in args.grid_values.items()}
+    return {
+        "program": "experiments/ablate_heads.py",
+        "method": "grid",
+        "metric": {"name": "layout_accuracy", "goal": "maximize"},
+        "parameters": parameters,
+        "command": ["${env}", "python", "${program}", "--grid-file", "${args_json_file}"],
+        "description": f"NUMINA head/setting sweep over {len(config['prompts'])} CountBench prompts",
+    }
+
+
+if __name__ == "__main__":
+    main()
