@@ -8,7 +8,7 @@
 Each prompt is generated once with a capture wide enough for every setting of the grid (the
 self-attention reductions and the nouns' and numerals' cross-attention at every block, at every
 reference step the grid names). Then every setting (any `NuminaOptions` fields: head_rule,
-fixed_head, score_variant, cross_heads, concentration_measure, reference_layer, reference_step,
+fixed_head, score_variant, score_weights, cross_heads, concentration_measure, reference_layer, reference_step,
 all_occurrences, ...) builds the layout from the stored data and counts it against the targets.
 Nothing is generated again.
 
@@ -137,8 +137,10 @@ def evaluate(
         with open_store(path) as store:
             tokens = PromptTokens.from_records(store.attrs["tokens"])
             data = Phase1Data.from_store(store, step, layer)
-        if options.score_variant != "official":  # stored scores are official: recompute the variant
-            data = _rescored(data, geometry, options.score_variant)
+        if options.score_variant != "official":  # the stored scores are official: recompute the variant
+            data = data.rescored(
+                geometry.height, geometry.width, options.score_variant, tuple(options.score_weights)
+            )
         head, _, layout = identify_and_layout(data, tokens, geometry, options, layer)
         scores.append(float(np.mean(head.score)))
         for noun, target in tokens.targets.items():
@@ -155,15 +157,6 @@ def evaluate(
                     }
                 )
     return {"setting": setting, "rows": rows, "mean_head_score": float(np.mean(scores))}
-
-
-def _rescored(data: Phase1Data, geometry: Geometry, variant: str) -> Phase1Data:
-    import torch
-
-    from numina.metrics.separability import separability
-
-    terms = separability(torch.from_numpy(data.components), geometry.height, geometry.width, variant).numpy()
-    return replace(data, scores=terms)
 
 
 def main(argv: list[str] | None = None) -> Path:

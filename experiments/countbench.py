@@ -63,7 +63,7 @@ from numina.walkthrough import GenerationSettings, plain_generation
 log = logging.getLogger("countbench")
 BASELINE = "baseline"
 # Colours the exact counter looks for, handed out to the targets' nouns in order (synthetic worlds).
-FIXED_SETTINGS = ("model", "settings", "guidance", "counter", "counter_model", "palette", "clip")
+FIXED_SETTINGS = ("model", "settings", "guidance", "options", "counter", "counter_model", "palette", "clip")
 PALETTE = [(0.9, 0.1, 0.1), (0.1, 0.2, 0.9), (0.1, 0.7, 0.2), (0.95, 0.85, 0.1), (0.6, 0.2, 0.8)]
 
 
@@ -101,6 +101,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--counter-model", default=None, help="hub id or local folder of the detector")
     parser.add_argument("--palette", type=json.loads, default=None, help='exact counter: {"noun": [r, g, b]}')
     parser.add_argument(
+        "--options",
+        type=json.loads,
+        default={},
+        help="NUMINA options for every preset, e.g. '{\"early_accept\": true}'",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=2, help="prompts whose first-seed videos are kept and logged"
+    )
+    parser.add_argument(
         "--clip", default=None, help="CLIP model id or folder for CLIP score (off by default)"
     )
     parser.add_argument("--shard", type=_shard, default=None, help="i/n: this process's share of the jobs")
@@ -116,6 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--methods: unknown {unknown}; choose from {[BASELINE, *sorted(PRESETS)]}")
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    try:
+        for method in args.methods:
+            if method != BASELINE:
+                preset(method, **args.options)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--options: {error}")
     args.prompts = [int(p) for p in args.prompts.split(",")] if args.prompts else None
     args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")
     args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -165,14 +180,15 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, detector, fold
         video = plain_generation(pipeline, item.prompt, settings)
     else:
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            numina = run_numina(pipeline, tokens, settings, preset(method), Path(scratch) / "attention.h5")
+            options = preset(method, **args.options)
+            numina = run_numina(pipeline, tokens, settings, options, Path(scratch) / "attention.h5")
         video = numina.video
         result.update(numina_path=numina.path, edits=len(numina.edits))
     counter = make_counter(args, item.targets, detector)
     result["counts"] = {noun: counter.count(video, noun).tolist() for noun in item.targets}
     if scorer is not None:
         result["clip_score"] = scorer.score(video, item.prompt)
-    if args.save_videos:
+    if args.save_videos or (item.index in args.sample_prompts and seed == args.seed):
         save_video(video, folder / f"{job_name(item.index, seed, method)}.mp4", settings.fps)
     return result
 
@@ -247,6 +263,7 @@ def main(argv: list[str] | None = None) -> Path:
             parse_prompt(item.prompt, tokenizer, targets=item.targets)
     except (ValueError, OSError) as error:
         raise SystemExit(f"countbench.py: error: {error}") from None
+    args.sample_prompts = {item.index for item in prompts[: args.samples]}
     out = args.out
     config = _config(args, model, argv)
     previous = out / "config.json"
@@ -313,6 +330,9 @@ def main(argv: list[str] | None = None) -> Path:
         for name in ("summary", "paired", "videos"):
             tracker.log_table(name, built[name])
         tracker.log_image("figures/accuracy_by_target", figure)
+        for video in sorted((out / "videos").glob("*.mp4")):
+            if video.stem in wanted:
+                tracker.log_video(f"samples/{video.stem}", video, fps=16)
         overall = built["summary"][built["summary"]["breakdown"] == "overall"]
         tracker.log_scalars(
             {f"accuracy/{m}": a for m, a in zip(overall["method"], overall["accuracy"], strict=True)}
@@ -326,6 +346,7 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "model": args.model or "tiny",
         "model_source": model,
         "methods": args.methods,
+        "options": args.options,
         "seeds": args.seeds,
         "first_seed": args.seed,
         "counter": args.counter,

@@ -55,6 +55,10 @@ def test_a_run_writes_every_table(single: Path) -> None:
     assert paired[["baseline", "other", "n_prompts"]].values.tolist() == [["baseline", "official", 2]]
     assert len(pd.read_csv(single / "videos.csv")) == 4
     assert (single / "figures" / "accuracy_by_target.png").stat().st_size > 0
+    # the first --samples (2) prompts keep their first seed's videos, for W&B and for looking at
+    assert sorted(p.name for p in (single / "videos").glob("*.mp4")) == [
+        "p000-s0-baseline.mp4", "p000-s0-official.mp4", "p209-s0-baseline.mp4", "p209-s0-official.mp4",
+    ]  # fmt: skip
 
 
 def test_shards_merge_into_the_single_process_table(
@@ -129,5 +133,9 @@ def test_bad_requests_fail_before_any_model_work(
         countbench.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--methods", "baseline,oficial"))
     with pytest.raises(SystemExit):
         countbench.main(_args(tiny_folder, countbench_dir, tmp_path / "b", "--shard", "2/2"))
+    with pytest.raises(SystemExit):
+        countbench.main(
+            _args(tiny_folder, countbench_dir, tmp_path / "c", "--options", '{"early_acept": true}')
+        )
     with pytest.raises(SystemExit, match="made with other guidance"):
         countbench.main(_args(tiny_folder, countbench_dir, single, "--guidance", "3"))

@@ -137,3 +137,16 @@ def test_options_change_the_choices_they_name(tiny_pipe, tokens, tmp_path: Path)
     assert all(step not in (2, SETTINGS.steps - 1) for step in cached.cached_steps["walkthrough"])
     with pytest.raises(ValueError, match="unknown NUMINA option"):
         preset("official", early_acept=True)
+
+
+def test_score_weights_rescore_the_heads(official, tiny_pipe, tokens) -> None:
+    """With weights (0, 0, 1) the chosen head per frame is the one with the sharpest edges (S3)."""
+    _, path = official
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    options = preset("official", score_weights=(0.0, 0.0, 1.0))
+    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options)
+    with open_store(path) as store:
+        data = Phase1Data.from_store(store, step, layer)
+    head, _, _ = identify_and_layout(data, tokens, geometry, options, layer)
+    edges = data.rescored(geometry.height, geometry.width).scores[0, :, :, 2]  # (head, frame) S3
+    np.testing.assert_array_equal(head.head, edges.argmax(axis=0))

@@ -38,6 +38,7 @@ from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
 from numina.method.presets import NuminaOptions
 from numina.method.tracking import correct_tracked
+from numina.metrics.separability import DEFAULT_WEIGHTS
 from numina.models import Geometry
 from numina.prompts import PromptTokens
 from numina.version import code_version
@@ -123,6 +124,10 @@ def identify_and_layout(
     data: Phase1Data, tokens: PromptTokens, geometry: Geometry, options: NuminaOptions, reference_layer: int
 ) -> tuple[HeadChoice, dict[str, int | None], Layout]:
     """Phase 1 from captured data: head per frame, the nouns' cross maps, the layout."""
+    if tuple(options.score_weights) != DEFAULT_WEIGHTS:  # the capture scored with the release's weights
+        data = data.rescored(
+            geometry.height, geometry.width, options.score_variant, tuple(options.score_weights)
+        )
     layer = None if options.head_rule == "per_layer" else reference_layer
     head = choose_head(data, options.head_rule, layer, options.fixed_head)
     maps, cross_heads = noun_cross_maps(

@@ -17,7 +17,7 @@ May import numpy, torch, numina.capture, numina.metrics and numina.store.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 
 from numina.capture import CaptureSpec, MemorySink
 from numina.metrics.concentration import STATS, concentration_stats
-from numina.metrics.separability import TERMS
+from numina.metrics.separability import DEFAULT_WEIGHTS, TERMS, separability
 from numina.store import AttentionStore
 
 HEAD_RULES = ("per_frame", "per_video", "per_layer", "fixed")
@@ -82,6 +82,17 @@ class Phase1Data:
             tuple(int(token) for token in cross.coords["token"]),
             cross.values.astype(np.float32),
         )
+
+    def rescored(
+        self,
+        height: int,
+        width: int,
+        variant: str = "official",
+        weights: tuple[float, float, float] = DEFAULT_WEIGHTS,
+    ) -> Phase1Data:
+        """The same data with S1/S2/S3/S recomputed from the components (another variant or weights)."""
+        terms = separability(torch.from_numpy(self.components), height, width, variant, weights)
+        return replace(self, scores=terms.numpy())
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class NuminaOptions:
     head_rule: str = "per_frame"  # self-attention head: per_frame (release), per_video, per_layer, fixed
     fixed_head: int | None = None  # the head of the reference block under head_rule="fixed"
     score_variant: str = "official"  # S2 from block sums (official) or block means (normalised)
+    score_weights: tuple[float, float, float] = (1.0, 1.0, 0.1)  # S = w1 S1 + w2 S2 + w3 S3
     cross_heads: str = "mean"  # noun map: mean over heads (release), concentration (paper), peak
     concentration_measure: str = "entropy"  # for cross_heads="concentration"
     all_occurrences: bool = False  # every occurrence of a repeated noun (release: the first only)
@@ -60,8 +61,9 @@ class NuminaOptions:
         values = dict(values)
         if "layout" in values and isinstance(values["layout"], dict):
             values["layout"] = LayoutOptions(**values["layout"])
-        if "cost_weights" in values:
-            values["cost_weights"] = tuple(values["cost_weights"])
+        for name in ("cost_weights", "score_weights"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 
