@@ -41,14 +41,14 @@ from numina.evaluation import (
     ClipScorer,
     Counter,
     ExactColourCounter,
-    GroundingDinoCounter,
-    Owlv2Counter,
     accuracy_by_categories,
     accuracy_by_target,
     accuracy_summary,
     counts_table,
     load_countbench,
+    load_detector,
     paired_comparison,
+    palette_for,
     select_prompts,
 )
 from numina.method import preset, run_numina
@@ -62,9 +62,7 @@ from numina.walkthrough import GenerationSettings, plain_generation
 
 log = logging.getLogger("countbench")
 BASELINE = "baseline"
-# Colours the exact counter looks for, handed out to the targets' nouns in order (synthetic worlds).
 FIXED_SETTINGS = ("model", "settings", "guidance", "options", "counter", "counter_model", "palette", "clip")
-PALETTE = [(0.9, 0.1, 0.1), (0.1, 0.2, 0.9), (0.1, 0.7, 0.2), (0.95, 0.85, 0.1), (0.6, 0.2, 0.8)]
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -146,21 +144,12 @@ def job_name(prompt_id: int, seed: int, method: str) -> str:
     return f"p{prompt_id:03d}-s{seed}-{method}"
 
 
-def load_detector(args: argparse.Namespace) -> Counter | None:
-    """The open-vocabulary counter (loaded once), or None for the exact counter (made per prompt)."""
-    if args.counter == "exact":
-        return None
-    kind = Owlv2Counter if args.counter == "owlv2" else GroundingDinoCounter
-    return kind(args.counter_model, device=args.device) if args.counter_model else kind(device=args.device)
-
-
 def make_counter(args: argparse.Namespace, targets: dict[str, int], detector: Counter | None) -> Counter:
-    """The detector, or the exact counter with the given palette (else the targets' nouns coloured from
-    PALETTE in order)."""
+    """The detector, or the exact counter with the given palette (else the targets' nouns coloured in
+    order, `palette_for`)."""
     if detector is not None:
         return detector
-    palette = args.palette or {noun: PALETTE[i % len(PALETTE)] for i, noun in enumerate(targets)}
-    return ExactColourCounter(palette)
+    return ExactColourCounter(args.palette or palette_for(targets))
 
 
 def run_job(pipeline, item, seed: int, method: str, args, scorer, detector, folder: Path) -> dict:
@@ -301,7 +290,9 @@ def main(argv: list[str] | None = None) -> Path:
         )
         pipeline.set_progress_bar_config(disable=True)
         scorer = ClipScorer(args.clip, device=args.device) if args.clip else None
-        detector = load_detector(args)
+        detector = (
+            None if args.counter == "exact" else load_detector(args.counter, args.counter_model, args.device)
+        )
         for item, seed, method in tqdm(todo, desc="videos", unit="video"):
             result = run_job(pipeline, item, seed, method, args, scorer, detector, out / "videos")
             write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)

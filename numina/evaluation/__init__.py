@@ -12,12 +12,13 @@ from numina.evaluation.countbench import (
     load_countbench,
     select_prompts,
 )
-from numina.evaluation.counters import Counter, ExactColourCounter
+from numina.evaluation.counters import Counter, ExactColourCounter, palette_for
 from numina.evaluation.detectors import (
     GroundingDinoCounter,
     Owlv2Counter,
     build_tiny_grounding_dino,
     build_tiny_owlv2,
+    load_detector,
 )
 from numina.evaluation.metrics import (
     PairedComparison,
@@ -49,8 +50,10 @@ __all__ = [
     "counts_table",
     "default_countbench_dir",
     "frame_scores",
+    "load_detector",
     "load_countbench",
     "paired_comparison",
+    "palette_for",
     "select_prompts",
     "video_scores",
 ]

@@ -16,6 +16,14 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage
 
+# Colours handed out to a prompt's nouns in order when no palette is given (synthetic worlds).
+DEFAULT_COLOURS = ((0.9, 0.1, 0.1), (0.1, 0.2, 0.9), (0.1, 0.7, 0.2), (0.95, 0.85, 0.1), (0.6, 0.2, 0.8))
+
+
+def palette_for(nouns: list[str] | tuple[str, ...] | dict) -> dict[str, tuple[float, float, float]]:
+    """Each noun's colour from `DEFAULT_COLOURS`, in order (cycling after five nouns)."""
+    return {noun: DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i, noun in enumerate(nouns)}
+
 
 class Counter(Protocol):
     """Counts a noun's instances in every frame: (frames, H, W, 3) -> (frames,) ints."""

@@ -347,3 +347,16 @@ def build_tiny_grounding_dino(folder: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+DETECTORS = ("owlv2", "grounding-dino")
+
+
+def load_detector(
+    kind: str, model: str | Path | None = None, device: str | None = None
+) -> Owlv2Counter | GroundingDinoCounter:
+    """An open-vocabulary counter by name, from `model` (hub id or folder) or its default checkpoint."""
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown detector {kind!r}; choose from {DETECTORS}")
+    counter = Owlv2Counter if kind == "owlv2" else GroundingDinoCounter
+    return counter(model, device=device) if model else counter(device=device)
