@@ -18,7 +18,9 @@ mean S of the chosen heads), `figures/heads_heatmap.{png,pdf}` (layout accuracy 
 with `--heads`), `sweep.yaml` (the grid as a `wandb sweep` configuration, for users with a W&B
 server), and W&B runs: one group per sweep, one run per setting, and a summary run. The score here
 is the layout's own count accuracy against the targets (METHOD.md's layout, counted as the
-evaluation counts frames); end-to-end accuracy is `experiments/countbench.py`'s job.
+evaluation counts frames); `--end-to-end` also generates every prompt with NUMINA under each setting
+and counts the videos (`--counter`), which is what settings that act only in the guided run (the
+delta schedule: `follow_steps`) need.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import itertools
 import json
 import logging
 import sys
+import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -41,11 +44,19 @@ from analysis.figures import save_figure, separability_heatmap
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
-from numina.evaluation import accuracy_summary, counts_table, load_countbench, select_prompts
-from numina.method.generation import identify_and_layout, noun_positions
+from numina.evaluation import (
+    ExactColourCounter,
+    accuracy_summary,
+    counts_table,
+    load_countbench,
+    load_detector,
+    palette_for,
+    select_prompts,
+)
+from numina.method.generation import identify_and_layout, noun_positions, run_numina
 from numina.method.identify import Phase1Data
 from numina.method.presets import NuminaOptions, preset
-from numina.models import Geometry, geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.models import Geometry, geometry_of, is_tiny_model, load_pipeline, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
 from numina.run_folder import slug, write_json
 from numina.store import open_store
@@ -69,6 +80,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grid-file", type=Path, default=None, help="YAML or JSON file with the grid")
     parser.add_argument("--heads", action="store_true", help="add every (block, head) as a fixed choice")
     parser.add_argument("--preset", default="official", help="options not in the grid come from this preset")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="also generate every setting's videos and count them"
+    )
+    parser.add_argument(
+        "--counter",
+        choices=["exact", "owlv2", "grounding-dino"],
+        default=None,
+        help="end-to-end counter (exact on the tiny model, grounding-dino otherwise)",
+    )
+    parser.add_argument("--counter-model", default=None, help="hub id or local folder of the detector")
     parser.add_argument("--out", type=Path, default=None, help="sweep folder (runs/ablate-<model>)")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
@@ -85,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not grid and not args.heads:
         parser.error("nothing to sweep: give --grid, --grid-file and/or --heads")
     args.grid_values = grid
+    args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")
     args.prompts = [int(p) for p in args.prompts.split(",")] if args.prompts else None
     args.out = args.out or Path("runs") / f"ablate-{slug(args.model or 'tiny')}"
     return args
@@ -223,10 +245,17 @@ def main(argv: list[str] | None = None) -> Path:
 
     results = []
     group = f"ablate-{out.name}"
+    end_to_end = EndToEnd(args, model, parsed, generation) if args.end_to_end else None
     for setting in tqdm(settings, desc="settings", unit="setting"):
         path = out / "settings" / f"{setting_id(setting)}.json"
-        if not path.exists():
+        result = json.loads(path.read_text()) if path.exists() else None
+        fresh = result is None or (end_to_end is not None and "end_to_end_rows" not in result)
+        if result is None:
             result = evaluate(setting, base, stores, geometry, args.steps)
+        if end_to_end is not None and "end_to_end_rows" not in result:
+            result["end_to_end_rows"] = end_to_end.rows(replace(base, **setting))
+        if fresh:
+            write_json(path, result)
             with Tracker(
                 out / "wandb-settings",
                 name=setting_id(setting),
@@ -235,12 +264,11 @@ def main(argv: list[str] | None = None) -> Path:
                 mode=args.wandb,
                 job_type="ablate-setting",
             ) as tracker:
-                accuracy = accuracy_summary(counts_table(result["rows"]))["accuracy"].iloc[0]
                 tracker.log_scalars(
-                    {"layout_accuracy": accuracy, "mean_head_score": result["mean_head_score"]}
+                    {f"{name}_accuracy": value for name, value in _accuracies(result).items()}
                 )
-            write_json(path, result)
-        results.append(json.loads(path.read_text()))
+                tracker.log_scalars({"mean_head_score": result["mean_head_score"]})
+        results.append(result)
 
     summary = summarise(results)
     summary.to_csv(out / "summary.csv", index=False)
@@ -269,23 +297,80 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
+def _accuracies(result: dict) -> dict[str, float]:
+    """Layout accuracy, and end-to-end accuracy when the setting was generated."""
+    values = {"layout": accuracy_summary(counts_table(result["rows"]))["accuracy"].iloc[0]}
+    if result.get("end_to_end_rows"):
+        values["end_to_end"] = accuracy_summary(counts_table(result["end_to_end_rows"]))["accuracy"].iloc[0]
+    return values
+
+
 def summarise(results: list[dict]) -> pd.DataFrame:
-    """One row per setting: its options, layout accuracy with its interval, mean S of the chosen heads."""
+    """One row per setting: its options, layout accuracy with its interval, mean S of the chosen heads
+    and, with --end-to-end, the generated videos' counting accuracy with its interval."""
     rows = []
     for result in results:
         accuracy = accuracy_summary(counts_table(result["rows"])).iloc[0]
-        rows.append(
-            {
-                "setting": setting_id(result["setting"]),
-                **result["setting"],
-                "accuracy": accuracy["accuracy"],
-                "ci_low": accuracy["ci_low"],
-                "ci_high": accuracy["ci_high"],
-                "n_prompts": accuracy["n_prompts"],
-                "mean_head_score": result["mean_head_score"],
-            }
-        )
+        row = {
+            "setting": setting_id(result["setting"]),
+            **result["setting"],
+            "accuracy": accuracy["accuracy"],
+            "ci_low": accuracy["ci_low"],
+            "ci_high": accuracy["ci_high"],
+            "n_prompts": accuracy["n_prompts"],
+            "mean_head_score": result["mean_head_score"],
+        }
+        if result.get("end_to_end_rows"):
+            generated = accuracy_summary(counts_table(result["end_to_end_rows"])).iloc[0]
+            row.update(
+                end_to_end_accuracy=generated["accuracy"],
+                end_to_end_ci_low=generated["ci_low"],
+                end_to_end_ci_high=generated["ci_high"],
+            )
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+class EndToEnd:
+    """Generates every prompt with NUMINA under a setting and counts the videos (--end-to-end)."""
+
+    def __init__(
+        self, args: argparse.Namespace, model: str, parsed: dict, generation: GenerationSettings
+    ) -> None:
+        self.args, self.model, self.parsed, self.generation = args, model, parsed, generation
+        self.pipeline = None
+        self.detector = None
+
+    def rows(self, options: NuminaOptions) -> list[dict]:
+        args = self.args
+        if self.pipeline is None:
+            self.pipeline = load_pipeline(
+                self.model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
+            )
+            self.pipeline.set_progress_bar_config(disable=True)
+            if args.counter != "exact":
+                self.detector = load_detector(args.counter, args.counter_model, args.device)
+        rows = []
+        for prompt_id, tokens in self.parsed.items():
+            with tempfile.TemporaryDirectory() as scratch:
+                video = run_numina(
+                    self.pipeline, tokens, self.generation, options, Path(scratch) / "a.h5"
+                ).video
+            counter = self.detector or ExactColourCounter(palette_for(tokens.targets))
+            for noun, target in tokens.targets.items():
+                for frame, count in enumerate(counter.count(video, noun).tolist()):
+                    rows.append(
+                        {
+                            "prompt_id": prompt_id,
+                            "seed": args.seed,
+                            "method": "end_to_end",
+                            "frame": frame,
+                            "noun": noun,
+                            "target": target,
+                            "count": count,
+                        }
+                    )
+        return rows
 
 
 def _wandb_sweep(args: argparse.Namespace, config: dict) -> dict:

@@ -74,3 +74,21 @@ def test_unknown_options_fail_before_any_work(
     with pytest.raises(SystemExit, match="head_rule=.fixd. is not one of"):
         ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "b", "--grid", '{"head_rule": ["fixd"]}'))
     assert not (tmp_path / "a").exists()
+
+
+def test_end_to_end_scores_generate_and_count_each_setting_once(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = _args(tiny_folder, countbench_dir, tmp_path / "e2e", "--grid", '{"follow_steps": [false, true]}')
+    args = [*args, "--prompts", "3", "--end-to-end", "--counter", "exact"]
+    generated = []
+    original = ablate.run_numina
+    monkeypatch.setattr(
+        ablate, "run_numina", lambda *a, **k: generated.append(a[3].follow_steps) or original(*a, **k)
+    )
+    out = ablate.main(args)
+    summary = pd.read_csv(out / "summary.csv")
+    assert generated == [False, True]  # one guided generation per setting and prompt
+    assert summary["end_to_end_accuracy"].between(0, 1).all() and len(summary) == 2
+    ablate.main(args)
+    assert generated == [False, True]  # resumed: nothing generated again
