@@ -30,7 +30,7 @@ countbench = _load()
 
 def _args(tiny_folder: Path, bench: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--model", str(tiny_folder), "--countbench", str(bench), "--out", str(out), "--prompts", "0,209",
+        "--model", str(tiny_folder), "--countbench", str(bench), "--out", str(out), "--prompts", "0,3,209",
         "--seeds", "1", "--frames", "9", "--height", "64", "--width", "64", "--steps", "3",
         "--counter", "exact", "--wandb", "disabled", *extra,
     ]  # fmt: skip
@@ -43,21 +43,21 @@ def single(tiny_folder: Path, countbench_dir: Path, tmp_path_factory: pytest.Tem
 
 def test_a_run_writes_every_table(single: Path) -> None:
     results = pd.read_csv(single / "results.csv")
-    # prompt 0: 1 noun, prompt 209: 3 nouns; 1 seed; 2 methods; 9 frames
-    assert len(results) == (1 + 3) * 1 * 2 * 9
+    # prompts 0 and 3: 1 noun each, prompt 209: 3 nouns; 1 seed; 2 methods; 9 frames
+    assert len(results) == (1 + 1 + 3) * 1 * 2 * 9
     assert set(results["method"]) == {"baseline", "official"}
     assert results.groupby(["prompt_id", "noun"])["target"].first().to_dict() == {
-        (0, "astronaut"): 1, (209, "blossoms"): 4, (209, "cat"): 1, (209, "samurai"): 3,
+        (0, "astronaut"): 1, (3, "cat"): 1, (209, "blossoms"): 4, (209, "cat"): 1, (209, "samurai"): 3,
     }  # fmt: skip
     summary = pd.read_csv(single / "summary.csv")
     assert set(summary["breakdown"]) == {"overall", "target", "n_categories"}
     paired = pd.read_csv(single / "paired.csv")
-    assert paired[["baseline", "other", "n_prompts"]].values.tolist() == [["baseline", "official", 2]]
-    assert len(pd.read_csv(single / "videos.csv")) == 4
+    assert paired[["baseline", "other", "n_prompts"]].values.tolist() == [["baseline", "official", 3]]
+    assert len(pd.read_csv(single / "videos.csv")) == 6
     assert (single / "figures" / "accuracy_by_target.png").stat().st_size > 0
     # the first --samples (2) prompts keep their first seed's videos, for W&B and for looking at
     assert sorted(p.name for p in (single / "videos").glob("*.mp4")) == [
-        "p000-s0-baseline.mp4", "p000-s0-official.mp4", "p209-s0-baseline.mp4", "p209-s0-official.mp4",
+        "p000-s0-baseline.mp4", "p000-s0-official.mp4", "p003-s0-baseline.mp4", "p003-s0-official.mp4",
     ]  # fmt: skip
 
 
@@ -67,7 +67,7 @@ def test_shards_merge_into_the_single_process_table(
     out = tmp_path / "sharded"
     for shard in ("0/2", "1/2"):
         countbench.main(_args(tiny_folder, countbench_dir, out, "--shard", shard))
-    assert len(list((out / "videos").glob("*.json"))) == 4 and not (out / "results.csv").exists()
+    assert len(list((out / "videos").glob("*.json"))) == 6 and not (out / "results.csv").exists()
     countbench.main(_args(tiny_folder, countbench_dir, out, "--merge"))
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), pd.read_csv(single / "results.csv"))
 
@@ -107,7 +107,7 @@ def test_a_resumed_run_only_makes_the_missing_videos(
     )
     countbench.main(_args(tiny_folder, countbench_dir, single))
     assert made == [(209, 0, "official")]
-    assert len(pd.read_csv(single / "results.csv")) == (1 + 3) * 2 * 9
+    assert len(pd.read_csv(single / "results.csv")) == (1 + 1 + 3) * 2 * 9
 
 
 def test_an_open_vocabulary_counter_counts_every_frame(
