@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,40 +172,40 @@ def _tiny_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
+def tiny_clip_towers(max_length: int, image_size: int, patch_size: int) -> tuple[Any, dict, dict]:
+    """An offline CLIP BPE tokenizer and tiny text and vision tower configs (width 32, 2 layers, 4 heads),
+    shared by the tiny CLIP here and the tiny OWLv2 of `numina.evaluation.detectors`."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _tiny_bpe()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    text = {
+        **tower,
+        "vocab_size": len(vocab),
+        "max_position_embeddings": max_length,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    return tokenizer, text, {**tower, "image_size": image_size, "patch_size": patch_size}
+
+
 def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     """Write a tiny random CLIP (model, CLIPTokenizer, CLIPImageProcessor at 32 px) into `folder`.
 
     Everything is saved with `save_pretrained`, so `ClipScorer(folder)` loads it through the same
     `from_pretrained` path as the real model. Deterministic for a given `seed`; needs no network.
     """
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = _tiny_bpe()
-    max_length = 32
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    tokenizer, text_config, vision_config = tiny_clip_towers(max_length=32, image_size=32, patch_size=8)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     config = CLIPConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": max_length,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        text_config=text_config,
+        vision_config=vision_config,
         projection_dim=16,
     )
     with torch.random.fork_rng(devices=[]):

@@ -18,7 +18,7 @@ local folder. `build_tiny_owlv2` and `build_tiny_grounding_dino` write tiny rand
 tokenizers) that load through the same path, for tests.
 
 May import numpy, torch, transformers, tokenizers (tiny builders only), numina.evaluation.counters and
-numina.evaluation.clip_score (its offline CLIP BPE vocabulary, in `build_tiny_owlv2` only).
+numina.evaluation.clip_score (8-bit frames, and the tiny CLIP towers that `build_tiny_owlv2` reuses).
 """
 
 from __future__ import annotations
@@ -29,19 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from numina.evaluation.counters import as_float_frames
+from numina.evaluation.clip_score import tiny_clip_towers, to_uint8_frames
 
 DEFAULT_OWLV2_MODEL = "google/owlv2-base-patch16-ensemble"
 DEFAULT_GROUNDING_DINO_MODEL = "IDEA-Research/grounding-dino-tiny"
-
-
-def _uint8_frames(frames: np.ndarray) -> np.ndarray:
-    """(F, H, W, 3) uint8 frames from uint8 or float [0, 1] frames (floats rounded, as a decoder would)."""
-    frames = np.asarray(frames)
-    if frames.dtype == np.uint8:
-        as_float_frames(frames)  # shape check only
-        return frames
-    return (np.clip(as_float_frames(frames), 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
 def _resolve_source(model: str | Path, what: str, default: str) -> tuple[str, str]:
@@ -149,7 +140,7 @@ class Owlv2Counter:
 
     def count(self, frames: np.ndarray, noun: str) -> np.ndarray:
         """(F,) int64 counts of `noun` in (F, H, W, 3) frames (uint8 or float in [0, 1])."""
-        frames = _uint8_frames(frames)
+        frames = to_uint8_frames(frames)
         counts: list[int] = []
         for start in range(0, len(frames), self.batch_size):
             detections = self._detect(frames[start : start + self.batch_size], noun)
@@ -163,42 +154,16 @@ def build_tiny_owlv2(folder: str | Path, seed: int = 0) -> Path:
     Saved with `save_pretrained`, so `Owlv2Counter(folder)` loads it through the real from_pretrained path.
     Deterministic for a given `seed`; needs no network.
     """
-    from transformers import (
-        CLIPTokenizer,
-        Owlv2Config,
-        Owlv2ForObjectDetection,
-        Owlv2ImageProcessor,
-        Owlv2Processor,
-    )
-
-    from numina.evaluation.clip_score import _tiny_bpe
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = _tiny_bpe()
-    max_length = 16  # as the real OWLv2 text tower
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    # max length 16, as the real OWLv2 text tower
+    tokenizer, text_config, vision_config = tiny_clip_towers(max_length=16, image_size=64, patch_size=16)
     image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
     config = Owlv2Config(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": max_length,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 64,
-            "patch_size": 16,
-        },
+        text_config=text_config,
+        vision_config=vision_config,
         projection_dim=32,  # the class head compares projected text with vision-width features
     )
     with torch.random.fork_rng(devices=[]):
@@ -264,7 +229,7 @@ class GroundingDinoCounter:
 
     def count(self, frames: np.ndarray, noun: str) -> np.ndarray:
         """(F,) int64 counts: the number of boxes kept in each of the (F, H, W, 3) frames."""
-        frames = _uint8_frames(frames)
+        frames = to_uint8_frames(frames)
         counts: list[int] = []
         for start in range(0, len(frames), self.batch_size):
             detections = self._detect(frames[start : start + self.batch_size], noun)
