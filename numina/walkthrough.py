@@ -39,22 +39,26 @@ class GenerationSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def call(self, prompt: str) -> dict[str, Any]:
+        """Keyword arguments of the Wan pipeline call for `prompt`, with a fresh generator at the seed
+        (the same noise on every call)."""
+        return {
+            "prompt": prompt,
+            "negative_prompt": self.negative_prompt,
+            "num_frames": self.num_frames,
+            "height": self.height,
+            "width": self.width,
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance,
+            "generator": torch.Generator("cpu").manual_seed(self.seed),
+        }
+
 
 def plain_generation(
     pipeline: Any, prompt: str, settings: GenerationSettings, output_type: str = "np"
 ) -> Any:
     """The pipeline's own video for `prompt` with these settings and seed: NUMINA's baseline."""
-    return pipeline(
-        prompt=prompt,
-        negative_prompt=settings.negative_prompt,
-        num_frames=settings.num_frames,
-        height=settings.height,
-        width=settings.width,
-        num_inference_steps=settings.steps,
-        guidance_scale=settings.guidance,
-        generator=torch.Generator("cpu").manual_seed(settings.seed),
-        output_type=output_type,
-    ).frames[0]
+    return pipeline(**settings.call(prompt), output_type=output_type).frames[0]
 
 
 def capture_generation(
@@ -85,17 +89,7 @@ def capture_generation(
     writer = open_capture_store(store_path, spec, geometry, root)
     try:
         with AttentionCapture(pipeline.transformer, spec, geometry, writer):
-            output = pipeline(
-                prompt=tokens.prompt,
-                negative_prompt=settings.negative_prompt,
-                num_frames=settings.num_frames,
-                height=settings.height,
-                width=settings.width,
-                num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance,
-                generator=torch.Generator("cpu").manual_seed(settings.seed),
-                output_type=output_type,
-            )
+            output = pipeline(**settings.call(tokens.prompt), output_type=output_type)
         writer.set_attrs(
             steps=list(range(settings.steps)), timesteps=pipeline.scheduler.timesteps.float().tolist()
         )

@@ -219,15 +219,6 @@ def run_numina(
     memory = MemorySink()
     found: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    call = dict(
-        prompt=tokens.prompt,
-        negative_prompt=settings.negative_prompt,
-        num_frames=settings.num_frames,
-        height=settings.height,
-        width=settings.width,
-        num_inference_steps=settings.steps,
-        guidance_scale=settings.guidance,
-    )
 
     def at_step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if index == step:
@@ -247,10 +238,7 @@ def run_numina(
         cache = _step_cache(pipeline, options.cache_walkthrough, settings.steps, WARMUP, (step,), options)
         with AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)), cache as hook:
             latents = pipeline(
-                **call,
-                generator=torch.Generator("cpu").manual_seed(settings.seed),
-                output_type="latent",
-                callback_on_step_end=at_step_end,
+                **settings.call(tokens.prompt), output_type="latent", callback_on_step_end=at_step_end
             ).frames
         timings["walkthrough"] = time.perf_counter() - started - timings.get("layout", 0.0)
         cached = {"walkthrough": list(hook.skipped) if hook else []}
@@ -279,11 +267,7 @@ def run_numina(
                 CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens),
                 cache as hook,
             ):
-                video = pipeline(
-                    **call,
-                    generator=torch.Generator("cpu").manual_seed(settings.seed),
-                    output_type=output_type,
-                ).frames[0]
+                video = pipeline(**settings.call(tokens.prompt), output_type=output_type).frames[0]
             cached["guided"] = list(hook.skipped) if hook else []
         timings["final"] = time.perf_counter() - started
         for stage, state in zip(STAGES, (layout, corrected), strict=True):
