@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from analysis.figures import save_figure, separability_heatmap
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
-from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
+from numina.cli import DTYPES, add_model_arguments, add_prompt_arguments, resolve_model_arguments
 from numina.evaluation import (
     ExactColourCounter,
     accuracy_summary,
@@ -71,11 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument(
-        "--countbench", type=Path, default=None, help="CountBench folder (../shared/countbench)"
-    )
-    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
-    parser.add_argument("--prompts", default=None, help="0-based prompt lines, e.g. 0,5,9")
+    add_prompt_arguments(parser)
     parser.add_argument("--grid", type=json.loads, default=None, help="JSON: option -> list of values")
     parser.add_argument("--grid-file", type=Path, default=None, help="YAML or JSON file with the grid")
     parser.add_argument("--heads", action="store_true", help="add every (block, head) as a fixed choice")
@@ -107,7 +103,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("nothing to sweep: give --grid, --grid-file and/or --heads")
     args.grid_values = grid
     args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")
-    args.prompts = [int(p) for p in args.prompts.split(",")] if args.prompts else None
     args.out = args.out or Path("runs") / f"ablate-{slug(args.model or 'tiny')}"
     return args
 

@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from analysis.figures import STYLE, save_figure
-from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
+from numina.cli import DTYPES, add_model_arguments, add_prompt_arguments, resolve_model_arguments
 from numina.evaluation import (
     ClipScorer,
     Counter,
@@ -79,11 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument(
-        "--countbench", type=Path, default=None, help="CountBench folder (../shared/countbench)"
-    )
-    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
-    parser.add_argument("--prompts", default=None, help="0-based prompt lines, e.g. 0,5,9")
+    add_prompt_arguments(parser)
     parser.add_argument("--seeds", type=int, default=5, help="videos per prompt and method (5, as the paper)")
     parser.add_argument(
         "--methods",
@@ -129,7 +125,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 preset(method, **args.options)
     except (TypeError, ValueError) as error:
         parser.error(f"--options: {error}")
-    args.prompts = [int(p) for p in args.prompts.split(",")] if args.prompts else None
     args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")
     args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.torchrun:  # one shard per rank; rank 0 merges once every rank is done

@@ -41,7 +41,7 @@ from analysis.separability import choose_heads, separability_table
 from analysis.statistics import compare_types, summarise, token_table
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
-from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
+from numina.cli import DTYPES, add_model_arguments, add_prompt_arguments, index_list, resolve_model_arguments
 from numina.evaluation import load_countbench, select_prompts
 from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
@@ -56,35 +56,20 @@ log = logging.getLogger("diagnose_numerals")
 FIXED_SETTINGS = ("model", "settings", "capture_steps", "layers", "self_attention_layers", "stats_only")
 
 
-def _indices(text: str | None) -> list[int] | None:
-    if text is None or text == "all":
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers or 'all', got {text!r}"
-        ) from None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
+    add_prompt_arguments(parser)
     parser.add_argument(
-        "--countbench", type=Path, default=None, help="CountBench folder (../shared/countbench)"
-    )
-    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts (of --prompts)")
-    parser.add_argument("--prompts", type=_indices, default=None, help="0-based prompt lines, e.g. 0,5,9")
-    parser.add_argument(
-        "--capture-steps", type=_indices, default=None, help="denoising steps captured (the reference step)"
+        "--capture-steps", type=index_list, default=None, help="denoising steps captured (the reference step)"
     )
     parser.add_argument(
-        "--layers", type=_indices, default=None, help="blocks whose cross-attention is captured (all)"
+        "--layers", type=index_list, default=None, help="blocks whose cross-attention is captured (all)"
     )
     parser.add_argument(
         "--self-attention-layers",
-        type=_indices,
+        type=index_list,
         default=None,
         help="blocks whose self-attention is reduced (the reference block)",
     )

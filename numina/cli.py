@@ -1,4 +1,4 @@
-"""Command-line options shared by the experiment scripts: model, video size, sampler, device, W&B.
+"""Command-line options shared by the experiment scripts: prompts, model, video size, sampler, W&B.
 
 Every script in experiments/ takes the same model and sampler options with the same defaults (the
 release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128 and 20 steps on the
@@ -8,6 +8,7 @@ built-in tiny one), so they are declared once here. May import torch and numina.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -66,3 +67,24 @@ def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Name
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+
+
+def index_list(text: str | None) -> list[int] | None:
+    """Comma-separated integers ("0,5,9"); None for "all"."""
+    if text is None or text == "all":
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers or 'all', got {text!r}"
+        ) from None
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
+    """--countbench, --prompts, --limit: which CountBench prompts a script runs over."""
+    parser.add_argument(
+        "--countbench", type=Path, default=None, help="CountBench folder (../shared/countbench)"
+    )
+    parser.add_argument("--prompts", type=index_list, default=None, help="0-based prompt lines, e.g. 0,5,9")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts (of --prompts)")
