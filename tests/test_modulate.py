@@ -154,7 +154,7 @@ def test_an_empty_plan_installs_nothing(tiny_pipe) -> None:
     plan = ModulationPlan.from_layout({"cat": np.ones((2, 4, 4), dtype=np.int64)}, {"cat": (1,)})
     assert plan.empty
     with CrossAttentionModulation(tiny_pipe.transformer, plan) as modulation:
-        assert modulation.device_plan is None and not modulation._installed
+        assert modulation.device_plan is None and not modulation._hooks
 
 
 def test_the_zero_padding_shortcut_gives_the_same_rows() -> None:

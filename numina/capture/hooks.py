@@ -117,10 +117,32 @@ class _StepContextHook(ModelHook):
         return module
 
 
-class _KeepOutputHook(ModelHook):
-    """On `norm_q` / `norm_k`: keeps a reference to the output for the attention hook."""
+class HookSet:
+    """Hooks registered under one name prefix and removed together, leaving the model as before."""
 
-    def __init__(self, state: _CallState, slot: str, batch_index: int) -> None:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.installed: list[tuple[torch.nn.Module, str]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.installed)
+
+    def register(self, module: torch.nn.Module, name: str, hook: ModelHook) -> None:
+        full_name = f"{self.prefix}.{name}"
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, full_name)
+        self.installed.append((module, full_name))
+
+    def remove(self) -> None:
+        for module, name in reversed(self.installed):
+            HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
+        self.installed.clear()
+
+
+class KeepOutputHook(ModelHook):
+    """Keeps a reference to a module's output (one video of the batch) in `state.tensors[slot]` while
+    `state.active`: the q, k (and v) a block computes anyway, for a hook further on in that block."""
+
+    def __init__(self, state: Any, slot: str, batch_index: int) -> None:
         super().__init__()
         self.state, self.slot, self.batch_index = state, slot, batch_index
 
@@ -177,7 +199,7 @@ class AttentionCapture:
             )
         self.transformer, self.spec, self.geometry, self.sink = transformer, spec, geometry, sink
         self.state = _CallState()
-        self._installed: list[tuple[torch.nn.Module, str]] = []
+        self._hooks = HookSet(HOOK_PREFIX)
         all_heads = tuple(spec.heads) == tuple(range(geometry.heads))
         self._head_index = None if all_heads else torch.tensor(spec.heads)
         self._token_index = (
@@ -193,9 +215,9 @@ class AttentionCapture:
 
     def install(self) -> None:
         """Register the hooks (named `numina.capture.*`) on the transformer and the captured blocks."""
-        if self._installed:
+        if self._hooks:
             raise RuntimeError("This capture is already installed.")
-        self._register(self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink))
+        self._hooks.register(self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink))
         points = []
         if self.spec.self_attention:
             points += [("self", layer) for layer in self.spec.self_attention.layers]
@@ -206,24 +228,17 @@ class AttentionCapture:
             attention = block.attn1 if kind == "self" else block.attn2
             name = self_attention_point(layer) if kind == "self" else cross_attention_point(layer)
             hook = _AttentionHook(self, layer, kind)
-            self._register(
-                attention.norm_q, f"{name}.q", _KeepOutputHook(self.state, hook.q_slot, self.spec.batch_index)
+            self._hooks.register(
+                attention.norm_q, f"{name}.q", KeepOutputHook(self.state, hook.q_slot, self.spec.batch_index)
             )
-            self._register(
-                attention.norm_k, f"{name}.k", _KeepOutputHook(self.state, hook.k_slot, self.spec.batch_index)
+            self._hooks.register(
+                attention.norm_k, f"{name}.k", KeepOutputHook(self.state, hook.k_slot, self.spec.batch_index)
             )
-            self._register(attention, name, hook)
+            self._hooks.register(attention, name, hook)
 
     def remove(self) -> None:
         """Remove every hook this capture installed; the model is as before."""
-        for module, name in reversed(self._installed):
-            HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
-        self._installed.clear()
-
-    def _register(self, module: torch.nn.Module, name: str, hook: ModelHook) -> None:
-        full_name = f"{HOOK_PREFIX}.{name}"
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, full_name)
-        self._installed.append((module, full_name))
+        self._hooks.remove()
 
     def _index(self, layer: int) -> dict[str, Any]:
         return {"step": self.state.step, "branch": self.state.branch, "layer": layer}

@@ -21,12 +21,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import StateManager
 
-from numina.capture.hooks import NoState, denoising_context
+from numina.capture.hooks import HookSet, NoState, denoising_context
 
-HOOK_NAME = "numina.step_cache"
+HOOK_PREFIX = "numina.step_cache"
 TAU, WARMUP = 0.05, 10
 
 
@@ -98,10 +98,11 @@ class StepCache:
     def __init__(self, transformer: torch.nn.Module, num_steps: int, **rule: Any) -> None:
         self.transformer = transformer
         self.hook = StepCacheHook(num_steps, **rule)
+        self._hooks = HookSet(HOOK_PREFIX)
 
     def __enter__(self) -> StepCacheHook:
-        HookRegistry.check_if_exists_or_initialize(self.transformer).register_hook(self.hook, HOOK_NAME)
+        self._hooks.register(self.transformer, "step", self.hook)
         return self.hook
 
     def __exit__(self, *exc: object) -> None:
-        HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(HOOK_NAME, recurse=False)
+        self._hooks.remove()

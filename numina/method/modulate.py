@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import StateManager
 
-from numina.capture.hooks import NoState, denoising_context
+from numina.capture.hooks import HookSet, KeepOutputHook, NoState, denoising_context
 
 RELEASE_CENTRE, RELEASE_STEPS = 25.0, 50
 GATE = 0.25
@@ -240,6 +240,10 @@ class _RunState:
         self.strength: float | None = None  # set while a modulated call is in flight
         self.tensors: dict[str, torch.Tensor] = {}
 
+    @property
+    def active(self) -> bool:
+        return self.strength is not None
+
 
 class _StepHook(ModelHook):
     """On the transformer: decides per call whether to modulate (conditional branch, delta > 0.25)."""
@@ -267,19 +271,6 @@ class _StepHook(ModelHook):
         self.state.strength = None
         self.state.tensors.clear()
         return module
-
-
-class _KeepHook(ModelHook):
-    """On norm_q / norm_k / to_v of a cross-attention: keeps the output of the modulated video."""
-
-    def __init__(self, state: _RunState, slot: str, batch_index: int) -> None:
-        super().__init__()
-        self.state, self.slot, self.batch_index = state, slot, batch_index
-
-    def post_forward(self, module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
-        if self.state.strength is not None:
-            self.state.tensors[self.slot] = output[self.batch_index]
-        return output
 
 
 class _OutputHook(ModelHook):
@@ -332,7 +323,7 @@ class CrossAttentionModulation:
         self.state = _RunState()
         self.device_plan: DevicePlan | None = None
         self._uniform: bool | None = None
-        self._installed: list[tuple[torch.nn.Module, str]] = []
+        self._hooks = HookSet(HOOK_PREFIX)
 
     def uniform_from(self, key: torch.Tensor, value: torch.Tensor) -> int | None:
         """`prompt_length` when the text keys and values from there on are all equal (zero padding).
@@ -355,13 +346,13 @@ class CrossAttentionModulation:
         self.remove()
 
     def install(self) -> None:
-        if self._installed:
+        if self._hooks:
             raise RuntimeError("This modulation is already installed.")
         if self.plan.empty:
             return
         device = next(self.transformer.parameters()).device
         self.device_plan = self.plan.to(device)
-        self._register(self.transformer, "step", _StepHook(self.state, self.plan.centre))
+        self._hooks.register(self.transformer, "step", _StepHook(self.state, self.plan.centre))
         for layer, block in enumerate(self.transformer.blocks):
             attention = block.attn2
             if getattr(attention, "fused_projections", False):
@@ -370,17 +361,12 @@ class CrossAttentionModulation:
                 )
             name = f"blocks.{layer}.attn2"
             for slot, module in (("q", attention.norm_q), ("k", attention.norm_k), ("v", attention.to_v)):
-                self._register(
-                    module, f"{name}.{slot}", _KeepHook(self.state, f"{layer}.{slot}", self.batch_index)
+                self._hooks.register(
+                    module, f"{name}.{slot}", KeepOutputHook(self.state, f"{layer}.{slot}", self.batch_index)
                 )
-            self._register(attention.to_out[0], f"{name}.out", _OutputHook(self, layer, attention.heads))
+            self._hooks.register(
+                attention.to_out[0], f"{name}.out", _OutputHook(self, layer, attention.heads)
+            )
 
     def remove(self) -> None:
-        for module, name in reversed(self._installed):
-            HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
-        self._installed.clear()
-
-    def _register(self, module: torch.nn.Module, name: str, hook: ModelHook) -> None:
-        full_name = f"{HOOK_PREFIX}.{name}"
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, full_name)
-        self._installed.append((module, full_name))
+        self._hooks.remove()
