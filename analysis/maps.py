@@ -16,6 +16,31 @@ from numina.metrics.concentration import renormalise_over_prompt
 from numina.store import AttentionStore
 
 
+def token_maps(
+    store: AttentionStore,
+    step: int,
+    layer: int,
+    positions: Sequence[int] | None = None,
+    normalisation: str = "all",
+    branch: str = "cond",
+) -> np.ndarray:
+    """(head, token, frame, y, x) float32 cross-attention of the captured tokens (`positions`, default
+    all of them, in stored order) at one step and block."""
+    if normalisation not in ("all", "prompt"):
+        raise ValueError(f"normalisation must be 'all' or 'prompt', got {normalisation!r}")
+    index = {"step": step, "branch": branch, "layer": layer}
+    probs = store["cross_attention/probs"].sel(index)
+    if positions is not None:
+        probs = probs.sel(token=list(positions))
+    maps = probs.values.astype(np.float32)
+    if normalisation == "prompt":
+        mass = (
+            store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)
+        )  # (head, frame, y, x)
+        maps = renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
+    return maps
+
+
 def word_maps(
     store: AttentionStore,
     positions: Sequence[int],
@@ -25,13 +50,4 @@ def word_maps(
     branch: str = "cond",
 ) -> np.ndarray:
     """(head, frame, y, x) cross-attention of the word at token `positions`, at one step and block."""
-    if normalisation not in ("all", "prompt"):
-        raise ValueError(f"normalisation must be 'all' or 'prompt', got {normalisation!r}")
-    index = {"step": step, "branch": branch, "layer": layer}
-    maps = store["cross_attention/probs"].sel(index, token=list(positions)).values.astype(np.float32)
-    if normalisation == "prompt":
-        mass = (
-            store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)
-        )  # (head, frame, y, x)
-        maps = renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
-    return maps.mean(axis=1)
+    return token_maps(store, step, layer, positions, normalisation, branch).mean(axis=1)

@@ -6,7 +6,7 @@ eos, padding), every concentration measure of `numina.metrics.concentration`, an
 head's attention that went to the text padding. `summarise` aggregates a table of many prompts by any
 columns with confidence intervals over prompts (each prompt counts once, whatever its number of
 tokens); `compare_types` gives the paired per-prompt difference between two token types (numeral minus
-noun, say) with its interval. May import numpy, pandas, scipy, torch and numina.
+noun, say) with its interval. May import numpy, pandas, scipy, torch, numina and analysis.maps.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from scipy import stats as scipy_stats
 
-from numina.metrics.concentration import STATS, concentration_stats, renormalise_over_prompt
+from analysis.maps import token_maps
+from numina.metrics.concentration import STATS, concentration_stats
 from numina.prompts import PromptTokens
 from numina.store import AttentionStore
 
@@ -105,11 +106,8 @@ def token_table(
 
 
 def _measures_from_maps(store: AttentionStore, index: dict, normalisation: Normalisation) -> np.ndarray:
-    maps = torch.from_numpy(store["cross_attention/probs"].sel(index).values.astype(np.float32))
-    if normalisation == "prompt":
-        mass = torch.from_numpy(store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32))
-        maps = renormalise_over_prompt(maps, mass[:, None])  # (head, 1, frame, y, x) against each token
-    return concentration_stats(maps).numpy()  # (head, token, frame, stat)
+    maps = token_maps(store, index["step"], index["layer"], None, normalisation, index["branch"])
+    return concentration_stats(torch.from_numpy(maps)).numpy()  # (head, token, frame, stat)
 
 
 def _rows(
