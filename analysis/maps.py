@@ -34,9 +34,8 @@ def token_maps(
         probs = probs.sel(token=list(positions))
     maps = probs.values.astype(np.float32)
     if normalisation == "prompt":
-        mass = (
-            store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)
-        )  # (head, frame, y, x)
+        # the share of each video position's attention that went to the prompt: (head, frame, y, x)
+        mass = store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)
         maps = renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
     return maps
 

@@ -43,20 +43,25 @@ from tqdm.auto import tqdm
 from analysis.figures import save_figure, separability_heatmap
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
-from numina.cli import DTYPES, add_model_arguments, add_prompt_arguments, resolve_model_arguments
+from numina.cli import (
+    DTYPES,
+    add_counter_arguments,
+    add_model_arguments,
+    add_prompt_arguments,
+    resolve_counter_arguments,
+    resolve_model_arguments,
+)
 from numina.evaluation import (
-    ExactColourCounter,
     accuracy_summary,
     counts_table,
     load_countbench,
-    load_detector,
-    palette_for,
+    prompt_counter,
     select_prompts,
 )
-from numina.method.generation import identify_and_layout, noun_positions, run_numina
+from numina.method.generation import captured_positions, identify_and_layout, run_numina
 from numina.method.identify import Phase1Data
 from numina.method.presets import NuminaOptions, preset
-from numina.models import Geometry, geometry_of, is_tiny_model, load_pipeline, load_tokenizer, resolve_model
+from numina.models import Geometry, geometry_of, load_pipeline, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
 from numina.run_folder import slug, write_json
 from numina.store import open_store
@@ -79,13 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--end-to-end", action="store_true", help="also generate every setting's videos and count them"
     )
-    parser.add_argument(
-        "--counter",
-        choices=["exact", "owlv2", "grounding-dino"],
-        default=None,
-        help="end-to-end counter (exact on the tiny model, grounding-dino otherwise)",
-    )
-    parser.add_argument("--counter-model", default=None, help="hub id or local folder of the detector")
+    add_counter_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="sweep folder (runs/ablate-<model>)")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
@@ -102,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not grid and not args.heads:
         parser.error("nothing to sweep: give --grid, --grid-file and/or --heads")
     args.grid_values = grid
-    args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")
+    resolve_counter_arguments(args)
     args.out = args.out or Path("runs") / f"ablate-{slug(args.model or 'tiny')}"
     return args
 
@@ -129,15 +128,15 @@ def setting_id(setting: dict) -> str:
 
 def wide_spec(geometry: Geometry, tokens: PromptTokens, steps: list[int]) -> CaptureSpec:
     """Capture for every setting: self-attention reductions and cross maps at every block."""
-    nouns = noun_positions(tokens, all_occurrences=True)
-    numerals = [p for noun in tokens.targets if (n := tokens.numeral_for(noun)) for p in n.positions]
-    captured = sorted({*numerals, *(p for span in nouns.values() for p in span)})
     every = tuple(range(geometry.layers))
     return CaptureSpec(
         steps=tuple(steps),
         self_attention=SelfAttentionCapture(layers=every),
         cross_attention=CrossAttentionCapture(
-            layers=every, tokens=tuple(captured), prompt_length=tokens.n_tokens, stats=False
+            layers=every,
+            tokens=captured_positions(tokens, all_occurrences=True),
+            prompt_length=tokens.n_tokens,
+            stats=False,
         ),
     )
 
@@ -334,7 +333,7 @@ class EndToEnd:
     ) -> None:
         self.args, self.model, self.parsed, self.generation = args, model, parsed, generation
         self.pipeline = None
-        self.detector = None
+        self.counter_for = None
 
     def rows(self, options: NuminaOptions) -> list[dict]:
         args = self.args
@@ -343,15 +342,14 @@ class EndToEnd:
                 self.model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
             )
             self.pipeline.set_progress_bar_config(disable=True)
-            if args.counter != "exact":
-                self.detector = load_detector(args.counter, args.counter_model, args.device)
+            self.counter_for = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
         rows = []
         for prompt_id, tokens in self.parsed.items():
             with tempfile.TemporaryDirectory() as scratch:
                 video = run_numina(
                     self.pipeline, tokens, self.generation, options, Path(scratch) / "a.h5"
                 ).video
-            counter = self.detector or ExactColourCounter(palette_for(tokens.targets))
+            counter = self.counter_for(tokens.targets)
             for noun, target in tokens.targets.items():
                 for frame, count in enumerate(counter.count(video, noun).tolist()):
                     rows.append(

@@ -36,24 +36,28 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from analysis.figures import STYLE, save_figure
-from numina.cli import DTYPES, add_model_arguments, add_prompt_arguments, resolve_model_arguments
+from numina.cli import (
+    DTYPES,
+    add_counter_arguments,
+    add_model_arguments,
+    add_prompt_arguments,
+    resolve_counter_arguments,
+    resolve_model_arguments,
+)
 from numina.evaluation import (
     ClipScorer,
-    Counter,
-    ExactColourCounter,
     accuracy_by_categories,
     accuracy_by_target,
     accuracy_summary,
     counts_table,
     load_countbench,
-    load_detector,
     paired_comparison,
-    palette_for,
+    prompt_counter,
     select_prompts,
 )
 from numina.method import preset, run_numina
 from numina.method.presets import PRESETS
-from numina.models import geometry_of, is_tiny_model, load_pipeline, load_tokenizer, resolve_model
+from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
 from numina.run_folder import save_video, slug, write_json
 from numina.tracking import Tracker
@@ -86,14 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=f"{BASELINE},official",
         help=f"comma-separated: {BASELINE} and/or {sorted(PRESETS)}",
     )
-    parser.add_argument(
-        "--counter",
-        choices=["exact", "owlv2", "grounding-dino"],
-        default=None,
-        help="how instances are counted (exact on the tiny model, grounding-dino otherwise, as the release)",
-    )
-    parser.add_argument("--counter-model", default=None, help="hub id or local folder of the detector")
-    parser.add_argument("--palette", type=json.loads, default=None, help='exact counter: {"noun": [r, g, b]}')
+    add_counter_arguments(parser)
     parser.add_argument(
         "--options",
         type=json.loads,
@@ -125,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 preset(method, **args.options)
     except (TypeError, ValueError) as error:
         parser.error(f"--options: {error}")
-    args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")
+    resolve_counter_arguments(args)
     args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.torchrun:  # one shard per rank; rank 0 merges once every rank is done
         args.shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
@@ -139,15 +136,7 @@ def job_name(prompt_id: int, seed: int, method: str) -> str:
     return f"p{prompt_id:03d}-s{seed}-{method}"
 
 
-def make_counter(args: argparse.Namespace, targets: dict[str, int], detector: Counter | None) -> Counter:
-    """The detector, or the exact counter with the given palette (else the targets' nouns coloured in
-    order, `palette_for`)."""
-    if detector is not None:
-        return detector
-    return ExactColourCounter(args.palette or palette_for(targets))
-
-
-def run_job(pipeline, item, seed: int, method: str, args, scorer, detector, folder: Path) -> dict:
+def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, folder: Path) -> dict:
     """Generate, count and score one video; the JSON-able result."""
     tokens = parse_prompt(item.prompt, pipeline.tokenizer, targets=item.targets)
     settings = GenerationSettings(
@@ -168,7 +157,7 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, detector, fold
             numina = run_numina(pipeline, tokens, settings, options, Path(scratch) / "attention.h5")
         video = numina.video
         result.update(numina_path=numina.path, edits=len(numina.edits))
-    counter = make_counter(args, item.targets, detector)
+    counter = counter_for(item.targets)
     result["counts"] = {noun: counter.count(video, noun).tolist() for noun in item.targets}
     if scorer is not None:
         result["clip_score"] = scorer.score(video, item.prompt)
@@ -285,11 +274,9 @@ def main(argv: list[str] | None = None) -> Path:
         )
         pipeline.set_progress_bar_config(disable=True)
         scorer = ClipScorer(args.clip, device=args.device) if args.clip else None
-        detector = (
-            None if args.counter == "exact" else load_detector(args.counter, args.counter_model, args.device)
-        )
+        counter_for = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
         for item, seed, method in tqdm(todo, desc="videos", unit="video"):
-            result = run_job(pipeline, item, seed, method, args, scorer, detector, out / "videos")
+            result = run_job(pipeline, item, seed, method, args, scorer, counter_for, out / "videos")
             write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)
     if args.torchrun:
         torch.distributed.init_process_group("gloo")  # CPU collectives: only a barrier is needed

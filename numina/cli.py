@@ -1,4 +1,4 @@
-"""Command-line options shared by the experiment scripts: prompts, model, video size, sampler, W&B.
+"""Command-line options shared by the experiment scripts: prompts, model, video size, sampler, counter, W&B.
 
 Every script in experiments/ takes the same model and sampler options with the same defaults (the
 release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128 and 20 steps on the
@@ -8,6 +8,7 @@ built-in tiny one), so they are declared once here. May import torch and numina.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -88,3 +89,23 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prompts", type=index_list, default=None, help="0-based prompt lines, e.g. 0,5,9")
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts (of --prompts)")
+
+
+COUNTERS = ("exact", "owlv2", "grounding-dino")
+
+
+def add_counter_arguments(parser: argparse.ArgumentParser) -> None:
+    """--counter, --counter-model, --palette: how generated videos are counted."""
+    parser.add_argument(
+        "--counter",
+        choices=COUNTERS,
+        default=None,
+        help="how instances are counted (exact on the tiny model, grounding-dino otherwise, as the release)",
+    )
+    parser.add_argument("--counter-model", default=None, help="hub id or local folder of the detector")
+    parser.add_argument("--palette", type=json.loads, default=None, help='exact counter: {"noun": [r, g, b]}')
+
+
+def resolve_counter_arguments(args: argparse.Namespace) -> None:
+    """The default counter: exact on the built-in tiny model, GroundingDINO on real models."""
+    args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")

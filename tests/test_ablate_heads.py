@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from experiment_scripts import load_experiment
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("ablate_heads", REPO / "experiments" / "ablate_heads.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ablate_heads"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ablate = _load()
+ablate = load_experiment("ablate_heads")
 GRID = '{"head_rule": ["per_frame", "per_video"], "cross_heads": ["mean", "peak"]}'
 
 

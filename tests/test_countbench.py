@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,21 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from experiment_scripts import load_experiment
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "countbench_experiment", REPO / "experiments" / "countbench.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["countbench_experiment"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-countbench = _load()
+countbench = load_experiment("countbench")
 
 
 def _args(tiny_folder: Path, bench: Path, out: Path, *extra: str) -> list[str]:

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from experiment_scripts import load_experiment
 
 from analysis.statistics import MEASURES
 from numina.evaluation import load_countbench
 from numina.store import open_store
 from numina.tracking import read_transaction_log
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _load_diagnose():
-    spec = importlib.util.spec_from_file_location(
-        "diagnose_numerals", REPO / "experiments" / "diagnose_numerals.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["diagnose_numerals"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-diagnose = _load_diagnose()
+diagnose = load_experiment("diagnose_numerals")
 # Prompt 3 has a numeral ("A"), an adjective ("black") and a noun; 209 has three nouns and numerals.
 PROMPTS = "3,209"
 

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from experiment_scripts import load_experiment
 
 from numina.capture import CaptureSpec
 from numina.prompts import PromptTokens
 from numina.store import IncompleteStoreError, open_store
 from numina.tracking import read_transaction_log
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _load_generate():
-    spec = importlib.util.spec_from_file_location("generate", REPO / "experiments" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["generate"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = _load_generate()
+generate = load_experiment("generate")
 
 
 def _args(tiny_folder: Path, out: Path, *extra: str) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from experiment_scripts import load_experiment
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,20 +40,10 @@ PROMPT = "three cats on a sofa"
 KERNEL_CHECK = "import sys\nprint('kernel python:', sys.executable)"
 
 
-def _load_script(name: str):
-    """An experiments/ script as a module (under a name of its own, beside the other tests' copies)."""
-    path = REPO / "experiments" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"notebook_test_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def run_dir(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generate.py --capture-only run folder of "three cats on a sofa" (3 latent frames)."""
-    generate = _load_script("generate")
+    generate = load_experiment("generate")
     out = tmp_path_factory.mktemp("runs")
     prompt = ["--prompt", PROMPT, "--capture-only"]
     return generate.main([*prompt, "--model", str(tiny_folder), "--out", str(out), *SIZE])
@@ -61,7 +52,7 @@ def run_dir(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def diagnosis_dir(tiny_folder: Path, countbench_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A diagnose_numerals.py output folder of the first 2 CountBench prompts."""
-    diagnose = _load_script("diagnose_numerals")
+    diagnose = load_experiment("diagnose_numerals")
     out = tmp_path_factory.mktemp("diagnosis")
     model = ["--model", str(tiny_folder), "--countbench", str(countbench_dir), "--limit", "2"]
     return diagnose.main([*model, "--out", str(out), *SIZE])

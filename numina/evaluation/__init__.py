@@ -19,6 +19,7 @@ from numina.evaluation.detectors import (
     build_tiny_grounding_dino,
     build_tiny_owlv2,
     load_detector,
+    prompt_counter,
 )
 from numina.evaluation.metrics import (
     PairedComparison,
@@ -54,6 +55,7 @@ __all__ = [
     "load_countbench",
     "paired_comparison",
     "palette_for",
+    "prompt_counter",
     "select_prompts",
     "video_scores",
 ]

@@ -23,6 +23,7 @@ numina.evaluation.clip_score (8-bit frames, and the tiny CLIP towers that `build
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from numina.evaluation.clip_score import tiny_clip_towers, to_uint8_frames
+from numina.evaluation.counters import ExactColourCounter, palette_for
 
 DEFAULT_OWLV2_MODEL = "google/owlv2-base-patch16-ensemble"
 DEFAULT_GROUNDING_DINO_MODEL = "IDEA-Research/grounding-dino-tiny"
@@ -325,3 +327,17 @@ def load_detector(
         raise ValueError(f"unknown detector {kind!r}; choose from {DETECTORS}")
     counter = Owlv2Counter if kind == "owlv2" else GroundingDinoCounter
     return counter(model, device=device) if model else counter(device=device)
+
+
+def prompt_counter(
+    kind: str,
+    model: str | Path | None = None,
+    device: str | None = None,
+    palette: Mapping[str, tuple[float, float, float]] | None = None,
+) -> Callable[[Mapping[str, int]], Any]:
+    """`counter(targets)` for each prompt: the detector `kind` (loaded once, here), or an exact colour
+    counter with `palette` (else the targets' nouns coloured in order, `palette_for`)."""
+    if kind == "exact":
+        return lambda targets: ExactColourCounter(palette or palette_for(targets))
+    detector = load_detector(kind, model, device)
+    return lambda targets: detector

@@ -99,6 +99,13 @@ def noun_positions(tokens: PromptTokens, all_occurrences: bool = False) -> dict[
     return positions
 
 
+def captured_positions(tokens: PromptTokens, all_occurrences: bool = False) -> tuple[int, ...]:
+    """The token positions a walk-through captures: the targets' nouns and the numerals counting them."""
+    nouns = noun_positions(tokens, all_occurrences)
+    numerals = [p for noun in tokens.targets if (n := tokens.numeral_for(noun)) for p in n.positions]
+    return tuple(sorted({*numerals, *(p for span in nouns.values() for p in span)}))
+
+
 def method_spec(
     geometry: Geometry, tokens: PromptTokens, num_steps: int, options: NuminaOptions
 ) -> tuple[CaptureSpec, int, int]:
@@ -109,10 +116,8 @@ def method_spec(
     """
     step = release_reference_step(num_steps) if options.reference_step is None else options.reference_step
     layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
-    nouns = noun_positions(tokens, options.all_occurrences)
-    numerals = [p for noun in tokens.targets if (n := tokens.numeral_for(noun)) for p in n.positions]
-    captured = sorted({*numerals, *(p for span in nouns.values() for p in span)})
-    spec = numina_spec(geometry, tuple(captured), tokens.n_tokens, num_steps, step, layer)
+    captured = captured_positions(tokens, options.all_occurrences)
+    spec = numina_spec(geometry, captured, tokens.n_tokens, num_steps, step, layer)
     layers = tuple(range(geometry.layers)) if options.head_rule == "per_layer" else (layer,)
     spec = replace(
         spec, self_attention=replace(spec.self_attention, layers=layers, score_variant=options.score_variant)
