@@ -7,8 +7,8 @@
    same plain step, alternating, CUDA events, median; a representative edited layout: 2 nouns, per
    latent frame one removed and one added instance (with a reference) for the first noun and a disc
    for the second.
-2. Layout and correction for all frames and nouns (CPU, scikit-learn) on planted components: k
-   blobs per frame, k = 3, and the noun maps over them.
+2. Layout and correction for all frames and nouns (CPU: numina.method.meanshift, scikit-learn's
+   DBSCAN) on planted components: k blobs per frame, k = 3, and the noun maps over them.
 3. Whole generations through the pipeline (pipeline folder built with `build_tiny_pipeline(size=
    "full")`): the baseline; NUMINA `official` (walk-through to the reference step + guided run);
    the same with step caching in the walk-through and after modulation; NUMINA with early accept on

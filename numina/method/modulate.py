@@ -228,7 +228,7 @@ class DevicePlan:
                 )
                 m_ref = sums / noun["reference_count"]  # (frames,)
                 added = noun["added"]
-                head_mean = logits[:, added][:, :, columns].mean(dim=0)  # (n, C)
+                head_mean = logits[:, added.unsqueeze(1), columns.unsqueeze(0)].mean(dim=0)  # (n, C)
                 target = strength * m_ref[noun["added_frame"]].unsqueeze(1)
                 bias[added.unsqueeze(1), columns.unsqueeze(0)] = target - head_mean
         probs = torch.softmax(logits + bias, dim=-1)
