@@ -141,38 +141,57 @@ def wide_spec(geometry: Geometry, tokens: PromptTokens, steps: list[int]) -> Cap
     )
 
 
-def evaluate(
-    setting: dict, base: NuminaOptions, stores: dict[int, Path], geometry: Geometry, num_steps: int
-) -> dict:
-    """The layout of every prompt under one setting, counted against its targets."""
-    options = replace(base, **setting)
+def reference_of(options: NuminaOptions, geometry: Geometry, num_steps: int) -> tuple[int, int]:
+    """(reference step, reference block) a setting reads its phase-1 data from."""
     step = release_reference_step(num_steps) if options.reference_step is None else options.reference_step
     layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
-    rows, scores = [], []
+    return step, layer
+
+
+def evaluate(
+    settings: list[dict], base: NuminaOptions, stores: dict[int, Path], geometry: Geometry, num_steps: int
+) -> list[dict]:
+    """The layout of every prompt under each setting, counted against its targets.
+
+    Settings that share a reference step and block share one read of each prompt's stored data.
+    """
+    options = [replace(base, **setting) for setting in settings]
+    # (step, block, every block's self-attention?): only `per_layer` looks beyond the reference block
+    references = [(*reference_of(o, geometry, num_steps), o.head_rule == "per_layer") for o in options]
+    rows: list[list[dict]] = [[] for _ in settings]
+    scores: list[list[float]] = [[] for _ in settings]
     for prompt_id, path in stores.items():
         with open_store(path) as store:
             tokens = PromptTokens.from_records(store.attrs["tokens"])
-            data = Phase1Data.from_store(store, step, layer)
-        if options.score_variant != "official":  # the stored scores are official: recompute the variant
-            data = data.rescored(
-                geometry.height, geometry.width, options.score_variant, tuple(options.score_weights)
-            )
-        head, _, layout = identify_and_layout(data, tokens, geometry, options, layer)
-        scores.append(float(np.mean(head.score)))
-        for noun, target in tokens.targets.items():
-            for frame, count in enumerate(layout.counts(noun).tolist()):
-                rows.append(
-                    {
-                        "prompt_id": prompt_id,
-                        "seed": 0,
-                        "method": "layout",
-                        "frame": frame,
-                        "noun": noun,
-                        "target": target,
-                        "count": count,
-                    }
+            stored = {
+                (step, layer, every): Phase1Data.from_store(store, step, layer, None if every else [layer])
+                for step, layer, every in sorted(set(references))
+            }
+        for k, (option, reference) in enumerate(zip(options, references, strict=True)):
+            data, layer = stored[reference], reference[1]
+            if option.score_variant != "official":  # the stored scores are official: recompute the variant
+                data = data.rescored(
+                    geometry.height, geometry.width, option.score_variant, tuple(option.score_weights)
                 )
-    return {"setting": setting, "rows": rows, "mean_head_score": float(np.mean(scores))}
+            head, _, layout = identify_and_layout(data, tokens, geometry, option, layer)
+            scores[k].append(float(np.mean(head.score)))
+            rows[k] += [
+                {
+                    "prompt_id": prompt_id,
+                    "seed": 0,
+                    "method": "layout",
+                    "frame": frame,
+                    "noun": noun,
+                    "target": target,
+                    "count": count,
+                }
+                for noun, target in tokens.targets.items()
+                for frame, count in enumerate(layout.counts(noun).tolist())
+            ]
+    return [
+        {"setting": setting, "rows": rows[k], "mean_head_score": float(np.mean(scores[k]))}
+        for k, setting in enumerate(settings)
+    ]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -237,15 +256,30 @@ def main(argv: list[str] | None = None) -> Path:
             output_type="latent",
         )
 
+    def path_of(setting: dict) -> Path:
+        return out / "settings" / f"{setting_id(setting)}.json"
+
+    # Layouts: settings with one reference step and block are scored together (one read per prompt),
+    # and each group's results are written before the next group starts.
+    pending: dict[tuple[int, int], list[dict]] = {}
+    for setting in settings:
+        if not path_of(setting).exists():
+            pending.setdefault(reference_of(replace(base, **setting), geometry, args.steps), []).append(
+                setting
+            )
+    new = set()
+    for group_settings in tqdm(pending.values(), desc="settings (by reference block)", unit="group"):
+        for result in evaluate(group_settings, base, stores, geometry, args.steps):
+            write_json(path_of(result["setting"]), result)
+            new.add(setting_id(result["setting"]))
+
     results = []
     group = f"ablate-{out.name}"
     end_to_end = EndToEnd(args, model, parsed, generation) if args.end_to_end else None
-    for setting in tqdm(settings, desc="settings", unit="setting"):
-        path = out / "settings" / f"{setting_id(setting)}.json"
-        result = json.loads(path.read_text()) if path.exists() else None
-        fresh = result is None or (end_to_end is not None and "end_to_end_rows" not in result)
-        if result is None:
-            result = evaluate(setting, base, stores, geometry, args.steps)
+    for setting in settings:
+        path = path_of(setting)
+        result = json.loads(path.read_text())
+        fresh = setting_id(setting) in new or (end_to_end is not None and "end_to_end_rows" not in result)
         if end_to_end is not None and "end_to_end_rows" not in result:
             result["end_to_end_rows"] = end_to_end.rows(replace(base, **setting))
         if fresh:

@@ -45,7 +45,7 @@ def test_a_sweep_completes_resumes_and_writes_its_table(
     (out / "settings" / f"{ablate.setting_id(setting)}.json").unlink()
     evaluated = []
     original = ablate.evaluate
-    monkeypatch.setattr(ablate, "evaluate", lambda s, *a: evaluated.append(s) or original(s, *a))
+    monkeypatch.setattr(ablate, "evaluate", lambda s, *a: evaluated.extend(s) or original(s, *a))
     monkeypatch.setattr(ablate, "capture_generation", lambda *a, **k: pytest.fail("generated again"))
     ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", GRID, "--heads"))
     assert evaluated == [setting]

@@ -69,12 +69,17 @@ class Phase1Data:
         )
 
     @classmethod
-    def from_store(cls, store: AttentionStore, step: int, cross_layer: int) -> Phase1Data:
-        """From a stored run (file), as the notebooks and analysis read it."""
+    def from_store(
+        cls, store: AttentionStore, step: int, cross_layer: int, layers: Sequence[int] | None = None
+    ) -> Phase1Data:
+        """From a stored run (file), as the notebooks and analysis read it; the self-attention of
+        `layers` only (default: every captured block)."""
         at = {"step": step, "branch": "cond"}
+        if layers is not None:
+            at["layer"] = list(layers)
         components = store["self_attention/components"].sel(at)  # (layer, head, frame, y, x, k)
         values = components.values.astype(np.float32)
-        cross = store["cross_attention/probs"].sel(at, layer=cross_layer)
+        cross = store["cross_attention/probs"].sel(step=step, branch="cond", layer=cross_layer)
         return cls(
             tuple(int(layer) for layer in components.coords["layer"]),
             store["self_attention/scores"].sel(at).values.astype(np.float32),
