@@ -48,15 +48,14 @@ from numina.cli import (
     add_counter_arguments,
     add_model_arguments,
     add_prompt_arguments,
+    load_prompt_set,
     resolve_counter_arguments,
     resolve_model_arguments,
 )
 from numina.evaluation import (
     accuracy_summary,
     counts_table,
-    load_countbench,
     prompt_counter,
-    select_prompts,
 )
 from numina.method.generation import captured_positions, identify_and_layout, run_numina
 from numina.method.identify import Phase1Data
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        prompts = select_prompts(load_countbench(args.countbench), args.prompts, args.limit)
+        prompts = load_prompt_set(args)
         model = resolve_model(args.model)
         geometry = geometry_of(model, args.frames, args.height, args.width)
         tokenizer = load_tokenizer(model)
@@ -383,7 +382,7 @@ class EndToEnd:
                 video = run_numina(
                     self.pipeline, tokens, self.generation, options, Path(scratch) / "a.h5"
                 ).video
-            counter = self.counter_for(tokens.targets)
+            counter = self.counter_for(tokens.prompt, tokens.targets)
             for noun, target in tokens.targets.items():
                 for frame, count in enumerate(counter.count(video, noun).tolist()):
                     rows.append(

@@ -41,6 +41,7 @@ from numina.cli import (
     add_counter_arguments,
     add_model_arguments,
     add_prompt_arguments,
+    load_prompt_set,
     resolve_counter_arguments,
     resolve_model_arguments,
 )
@@ -50,10 +51,8 @@ from numina.evaluation import (
     accuracy_by_target,
     accuracy_summary,
     counts_table,
-    load_countbench,
     paired_comparison,
     prompt_counter,
-    select_prompts,
 )
 from numina.method import preset, run_numina
 from numina.method.presets import PRESETS
@@ -157,7 +156,7 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, f
             numina = run_numina(pipeline, tokens, settings, options, Path(scratch) / "attention.h5")
         video = numina.video
         result.update(numina_path=numina.path, edits=len(numina.edits))
-    counter = counter_for(item.targets)
+    counter = counter_for(item.prompt, item.targets)
     result["counts"] = {noun: counter.count(video, noun).tolist() for noun in item.targets}
     if scorer is not None:
         result["clip_score"] = scorer.score(video, item.prompt)
@@ -228,7 +227,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        prompts = select_prompts(load_countbench(args.countbench), args.prompts, args.limit)
+        prompts = load_prompt_set(args)
         model = resolve_model(args.model)
         geometry_of(model, args.frames, args.height, args.width)
         tokenizer = load_tokenizer(model)

@@ -41,8 +41,14 @@ from analysis.separability import choose_heads, separability_table
 from analysis.statistics import compare_types, summarise, token_table
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
-from numina.cli import DTYPES, add_model_arguments, add_prompt_arguments, index_list, resolve_model_arguments
-from numina.evaluation import load_countbench, select_prompts
+from numina.cli import (
+    DTYPES,
+    add_model_arguments,
+    add_prompt_arguments,
+    index_list,
+    load_prompt_set,
+    resolve_model_arguments,
+)
 from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
 from numina.run_folder import atomic_write, save_video, slug, write_json
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Everything that can be wrong with the request fails here, before any weights are loaded.
     try:
-        prompts = select_prompts(load_countbench(args.countbench), args.prompts, args.limit)
+        prompts = load_prompt_set(args)
         model = resolve_model(args.model)
         settings = GenerationSettings(
             args.frames, args.height, args.width, args.steps, args.guidance, args.seed, args.negative_prompt

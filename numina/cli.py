@@ -2,7 +2,8 @@
 
 Every script in experiments/ takes the same model and sampler options with the same defaults (the
 release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128 and 20 steps on the
-built-in tiny one), so they are declared once here. May import torch and numina.models.
+built-in CountWorld and tiny ones, `numina.models.model_defaults`), so they are declared once here.
+May import torch, numina.models and numina.evaluation.countbench.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from pathlib import Path
 
 import torch
 
-from numina.models import is_tiny_model
+from numina.evaluation.countbench import (
+    CountBenchPrompt,
+    countworld_prompts,
+    load_countbench,
+    select_prompts,
+)
+from numina.models import model_defaults
 
-TINY_DEFAULTS = {"frames": 17, "height": 128, "width": 128, "steps": 20}
-REAL_DEFAULTS = {"frames": 81, "height": 480, "width": 832, "steps": 50}
+PROMPT_SETS = ("countbench", "countworld")
+
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -26,15 +33,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="hub id or local pipeline folder; default: the built-in tiny one ('tiny' or 'tiny:<variant>')",
+        help="hub id or local pipeline folder; 'countworld' (the trained built-in model), or 'tiny' / "
+        "'tiny:<variant>' (random weights; the default until CountWorld's weights are committed)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (50; 20 on the tiny model)")
     parser.add_argument(
-        "--frames", type=int, default=None, help="video frames, 4k+1 (81; 17 on the tiny model)"
+        "--steps", type=int, default=None, help="denoising steps (50; 20 on the built-in models)"
     )
-    parser.add_argument("--height", type=int, default=None, help="pixels (480; 128 on the tiny model)")
-    parser.add_argument("--width", type=int, default=None, help="pixels (832; 128 on the tiny model)")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="video frames, 4k+1 (81; 17 on the built-in models)"
+    )
+    parser.add_argument("--height", type=int, default=None, help="pixels (480; 128 on the built-in models)")
+    parser.add_argument("--width", type=int, default=None, help="pixels (832; 128 on the built-in models)")
     parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
     parser.add_argument(
         "--flow-shift", type=float, default=5.0, help="UniPC flow shift (the release uses 5.0)"
@@ -60,10 +70,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Fill the size, step, device and dtype defaults for the chosen model; reject impossible values."""
-    defaults = TINY_DEFAULTS if is_tiny_model(args.model) else REAL_DEFAULTS
-    for key, value in defaults.items():
+    defaults = model_defaults(args.model)
+    for key in ("frames", "height", "width", "steps"):
         if getattr(args, key) is None:
-            setattr(args, key, value)
+            setattr(args, key, defaults[key])
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.steps < 1:
@@ -83,12 +93,35 @@ def index_list(text: str | None) -> list[int] | None:
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
-    """--countbench, --prompts, --limit: which CountBench prompts a script runs over."""
+    """--prompt-set, --countbench, --countworld-prompts, --prompts, --limit: which prompts a script runs."""
+    parser.add_argument(
+        "--prompt-set",
+        choices=PROMPT_SETS,
+        default=None,
+        help="CountBench's 210 prompts, or CountWorld's (default: countworld on the CountWorld model)",
+    )
     parser.add_argument(
         "--countbench", type=Path, default=None, help="CountBench folder (../shared/countbench)"
     )
+    parser.add_argument(
+        "--countworld-prompts",
+        type=int,
+        default=160,
+        help="size of the CountWorld prompt set (first-kind counts 1-8 in turn)",
+    )
     parser.add_argument("--prompts", type=index_list, default=None, help="0-based prompt lines, e.g. 0,5,9")
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts (of --prompts)")
+
+
+def load_prompt_set(args: argparse.Namespace) -> list[CountBenchPrompt]:
+    """The prompts the options name: the set (the model's default unless --prompt-set), then
+    --prompts and --limit. Records the chosen set in `args.prompt_set`."""
+    args.prompt_set = args.prompt_set or model_defaults(args.model)["prompt_set"]
+    if args.prompt_set == "countworld":
+        prompts = countworld_prompts(args.countworld_prompts)
+    else:
+        prompts = load_countbench(args.countbench)
+    return select_prompts(prompts, args.prompts, args.limit)
 
 
 COUNTERS = ("exact", "owlv2", "grounding-dino")
@@ -100,12 +133,14 @@ def add_counter_arguments(parser: argparse.ArgumentParser) -> None:
         "--counter",
         choices=COUNTERS,
         default=None,
-        help="how instances are counted (exact on the tiny model, grounding-dino otherwise, as the release)",
+        help="how instances are counted (exact on the built-in models, grounding-dino otherwise, "
+        "as the release)",
     )
     parser.add_argument("--counter-model", default=None, help="hub id or local folder of the detector")
     parser.add_argument("--palette", type=json.loads, default=None, help='exact counter: {"noun": [r, g, b]}')
 
 
 def resolve_counter_arguments(args: argparse.Namespace) -> None:
-    """The default counter: exact on the built-in tiny model, GroundingDINO on real models."""
-    args.counter = args.counter or ("exact" if is_tiny_model(args.model) else "grounding-dino")
+    """The default counter: exact on the built-in models, GroundingDINO on real models (or what the
+    model folder declares)."""
+    args.counter = args.counter or model_defaults(args.model)["counter"]

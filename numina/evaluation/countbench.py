@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from numina.countworld.world import benchmark_scenes
 from numina.prompts import validate_targets
 from numina.prompts.phrases import PromptWords
 from numina.prompts.targets import clean_prompt, find_occurrences
@@ -82,6 +83,15 @@ def load_countbench(
             raise ValueError(f"{where}: noun(s) {absent} do not occur in the prompt {prompt!r}.")
         loaded.append(CountBenchPrompt(index, prompt, targets))
     return loaded
+
+
+def countworld_prompts(count: int = 160, seed: int = 0) -> list[CountBenchPrompt]:
+    """CountWorld's benchmark prompts (`benchmark_scenes`: the first kind's count runs through 1-8 in
+    turn, one to three kinds), as CountBench prompts with their targets."""
+    return [
+        CountBenchPrompt(index, scene.caption, scene.targets)
+        for index, scene in enumerate(benchmark_scenes(count, seed))
+    ]
 
 
 def select_prompts(

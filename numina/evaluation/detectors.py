@@ -17,12 +17,14 @@ Both load with `from_pretrained` (a hub id or a local `save_pretrained` folder);
 local folder. `build_tiny_owlv2` and `build_tiny_grounding_dino` write tiny random models (with offline
 tokenizers) that load through the same path, for tests.
 
-May import numpy, torch, transformers, tokenizers (tiny builders only), numina.evaluation.counters and
-numina.evaluation.clip_score (8-bit frames, and the tiny CLIP towers that `build_tiny_owlv2` reuses).
+May import numpy, torch, transformers, tokenizers (tiny builders only), numina.evaluation.counters,
+numina.countworld.world (colour words) and numina.evaluation.clip_score (8-bit frames, and the tiny CLIP
+towers that `build_tiny_owlv2` reuses).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from numina.countworld.world import palette_from_prompt
 from numina.evaluation.clip_score import tiny_clip_towers, to_uint8_frames
 from numina.evaluation.counters import ExactColourCounter, palette_for
 
+logger = logging.getLogger(__name__)
 DEFAULT_OWLV2_MODEL = "google/owlv2-base-patch16-ensemble"
 DEFAULT_GROUNDING_DINO_MODEL = "IDEA-Research/grounding-dino-tiny"
 
@@ -334,10 +338,20 @@ def prompt_counter(
     model: str | Path | None = None,
     device: str | None = None,
     palette: Mapping[str, tuple[float, float, float]] | None = None,
-) -> Callable[[Mapping[str, int]], Any]:
-    """`counter(targets)` for each prompt: the detector `kind` (loaded once, here), or an exact colour
-    counter with `palette` (else the targets' nouns coloured in order, `palette_for`)."""
+) -> Callable[[str, Mapping[str, int]], Any]:
+    """`counter(prompt, targets)` for each prompt: the detector `kind` (loaded once, here), or an exact
+    colour counter. Its colours: `palette` when given, else the colour word the prompt puts before each
+    noun (CountWorld prompts: "three red circles"), else the targets' nouns coloured in order
+    (`palette_for`, the convention of the tiny random pipelines' tests), which is logged."""
     if kind == "exact":
-        return lambda targets: ExactColourCounter(palette or palette_for(targets))
+        return lambda prompt, targets: ExactColourCounter(palette or _prompt_palette(prompt, targets))
     detector = load_detector(kind, model, device)
-    return lambda targets: detector
+    return lambda prompt, targets: detector
+
+
+def _prompt_palette(prompt: str, targets: Mapping[str, int]) -> dict[str, tuple[float, float, float]]:
+    try:
+        return palette_from_prompt(prompt, targets)
+    except (KeyError, ValueError) as reason:
+        logger.warning("exact counter: %s; colouring the nouns in order instead (palette_for)", reason)
+        return palette_for(list(targets))

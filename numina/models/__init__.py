@@ -1,12 +1,15 @@
-"""Wan pipelines: loading real checkpoints, building tiny offline ones, and their token geometry."""
+"""Wan pipelines: loading real checkpoints and the built-in CountWorld model, building tiny offline
+ones, and their token geometry."""
 
 from numina.models.geometry import Geometry
 from numina.models.loading import (
     geometry_of,
     identify_variant,
+    is_builtin_model,
     is_tiny_model,
     load_pipeline,
     load_tokenizer,
+    model_defaults,
     resolve_model,
     set_attention_backend,
 )
@@ -24,8 +27,10 @@ __all__ = [
     "geometry_of",
     "identify_variant",
     "load_tokenizer",
+    "is_builtin_model",
     "is_tiny_model",
     "load_pipeline",
+    "model_defaults",
     "resolve_model",
     "set_attention_backend",
 ]

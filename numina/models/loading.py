@@ -1,13 +1,14 @@
-"""Loading a diffusers Wan text-to-video pipeline: a hub id, a local folder, or the built-in tiny model.
+"""Loading a diffusers Wan text-to-video pipeline: a hub id, a local folder, or a built-in model.
 
 `load_pipeline` is the one entry point every experiment uses, so the real checkpoints
-(Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B) and the tiny offline copies go through the same
-`WanPipeline.from_pretrained` path. It also recognises which Wan family a pipeline is, sets the
-sampler's flow shift and the attention backend. May import numina.models.*.
+(Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B), the trained built-in CountWorld model and the tiny random
+offline copies go through the same `WanPipeline.from_pretrained` path. It also recognises which Wan
+family a pipeline is, sets the sampler's flow shift and the attention backend. May import numina.models.*.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 from transformers import AutoTokenizer
 
+from numina.models import countworld
 from numina.models.geometry import Geometry
 from numina.models.tiny import build_tiny_pipeline, default_tiny_folder
 from numina.models.variants import VARIANTS, WanVariant, get_variant, variant_names
@@ -24,17 +26,68 @@ from numina.models.variants import VARIANTS, WanVariant, get_variant, variant_na
 logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny"
+# What runs when no model is named. It becomes "countworld" once the trained CountWorld weights are
+# committed in models/countworld (issue 7); until then it is the tiny random-weight pipeline.
+DEFAULT_MODEL = TINY_PREFIX
+# A pipeline folder may say how it is meant to be run (video size, steps, counter) in this file.
+DEFAULTS_FILE = "numina.json"
+SMALL_DEFAULTS = {
+    "frames": 17,
+    "height": 128,
+    "width": 128,
+    "steps": 20,
+    "counter": "exact",
+    "prompt_set": "countbench",
+}
+REAL_DEFAULTS = {
+    "frames": 81,
+    "height": 480,
+    "width": 832,
+    "steps": 50,
+    "counter": "grounding-dino",
+    "prompt_set": "countbench",
+}
 
 
 def is_tiny_model(model: str | None) -> bool:
-    """`None`, "tiny" and "tiny:<variant>" name the built-in tiny pipelines."""
-    return model is None or model == TINY_PREFIX or model.startswith(TINY_PREFIX + ":")
+    """ "tiny" and "tiny:<variant>" name the tiny random-weight pipelines built on the fly."""
+    return model is not None and (model == TINY_PREFIX or model.startswith(TINY_PREFIX + ":"))
+
+
+def is_builtin_model(model: str | None) -> bool:
+    """`None` (the default model), "countworld" (the trained CountWorld model) or a tiny random one."""
+    return model in (None, countworld.NAME) or is_tiny_model(model)
+
+
+def model_defaults(model: str | None) -> dict:
+    """How `model` is run unless told otherwise: frames, height, width, steps, counter and prompt set.
+
+    The built-in models are small (17 frames at 128x128, 20 steps, the exact colour counter), and
+    CountWorld is evaluated on its own prompts; a local folder may declare its own in `numina.json`
+    (the CountWorld folder does); real models get the release's 81 frames at 832x480, 50 steps,
+    GroundingDINO and CountBench.
+    """
+    model = model or DEFAULT_MODEL
+    if model == countworld.NAME:
+        return dict(countworld.RUN_DEFAULTS)
+    if is_tiny_model(model):
+        return dict(SMALL_DEFAULTS)
+    declared = Path(model).expanduser() / DEFAULTS_FILE
+    if declared.is_file():
+        return REAL_DEFAULTS | json.loads(declared.read_text())
+    return dict(REAL_DEFAULTS)
 
 
 def resolve_model(model: str | None) -> str:
-    """The folder or hub id that `model` refers to; builds the tiny pipeline when it is asked for."""
+    """The folder or hub id that `model` refers to; builds a tiny pipeline when one is asked for."""
+    model = model or DEFAULT_MODEL
+    if model == countworld.NAME:
+        folder = countworld.COUNTWORLD_FOLDER
+        if not (folder / "model_index.json").is_file():
+            raise FileNotFoundError(countworld.missing_weights_message(folder))
+        return str(folder)
     if is_tiny_model(model):
-        variant = "wan2.1-1.3b" if model in (None, TINY_PREFIX) else model.split(":", 1)[1]
+        variant = "wan2.1-1.3b" if model == TINY_PREFIX else model.split(":", 1)[1]
         get_variant(variant)
         return str(build_tiny_pipeline(default_tiny_folder(variant), variant))
     path = Path(model).expanduser()
@@ -48,8 +101,8 @@ def resolve_model(model: str | None) -> str:
     if model.count("/") != 1 or model.startswith((".", "/", "~")):
         raise FileNotFoundError(
             f"Model {model!r} is neither an existing folder nor a hub id of the form 'owner/name'. "
-            f"Known hub ids: {[v.hub_id for v in VARIANTS.values()]}; or use 'tiny' / 'tiny:<variant>' "
-            f"with a variant in {variant_names()}."
+            f"Known hub ids: {[v.hub_id for v in VARIANTS.values()]}; or use the built-in 'countworld', "
+            f"or 'tiny' / 'tiny:<variant>' (random weights) with a variant in {variant_names()}."
         )
     return model
 
@@ -61,7 +114,7 @@ def load_pipeline(
     flow_shift: float | None = None,
     attention_backend: str | None = None,
 ) -> WanPipeline:
-    """Load a Wan text-to-video pipeline from a hub id, a local folder or the built-in tiny model.
+    """Load a Wan text-to-video pipeline from a hub id, a local folder or a built-in model.
 
     The VAE is kept in float32 (as diffusers recommends for Wan); the transformer and text encoder
     use `dtype`. `flow_shift` replaces the UniPC sampler's shift (the release uses 5.0);

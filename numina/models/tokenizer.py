@@ -32,7 +32,7 @@ _PIECES = "s es ing ed er ly un re in on an en or ar al le st tr ch sh th ou ow 
 _WORD_SCORE, _PIECE_SCORE, _CHAR_SCORE = -4.0, -7.0, -10.0
 
 
-def _vocabulary() -> list[tuple[str, float]]:
+def _vocabulary(whole_words: tuple[str, ...]) -> list[tuple[str, float]]:
     """Pieces with log-probability scores: whole words beat pieces, pieces beat single characters."""
     vocab: list[tuple[str, float]] = [(PAD, 0.0), (EOS, 0.0), (UNK, 0.0), ("▁", _PIECE_SCORE)]
     seen = {piece for piece, _ in vocab}
@@ -42,7 +42,7 @@ def _vocabulary() -> list[tuple[str, float]]:
             seen.add(piece)
             vocab.append((piece, score))
 
-    for word in WHOLE_WORDS:
+    for word in whole_words:
         add("▁" + word, _WORD_SCORE)
         add("▁" + word.capitalize(), _WORD_SCORE)
     for piece in _PIECES.split():
@@ -54,9 +54,11 @@ def _vocabulary() -> list[tuple[str, float]]:
     return vocab
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Build the tiny T5-style tokenizer (deterministic: a fixed vocabulary, no training)."""
-    tokenizer = Tokenizer(models.Unigram(_vocabulary(), unk_id=2, byte_fallback=False))
+def build_tiny_tokenizer(whole_words: tuple[str, ...] = WHOLE_WORDS) -> PreTrainedTokenizerFast:
+    """Build a T5-style tokenizer that keeps `whole_words` as one piece each (deterministic: a fixed
+    vocabulary, no training). The default is the tiny random pipelines' general vocabulary; a model
+    trained on a closed world (CountWorld) passes that world's words."""
+    tokenizer = Tokenizer(models.Unigram(_vocabulary(tuple(whole_words)), unk_id=2, byte_fallback=False))
     tokenizer.normalizer = normalizers.Sequence(
         [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
     )

@@ -1,0 +1,486 @@
+"""Train the CountWorld model (a small Wan text-to-video pipeline) on the procedural world of shapes.
+
+    python experiments/train_countworld.py --work runs/countworld-train --budget-minutes 9
+
+runs the next piece of training and stops within the budget; run the same command again to go on
+until it prints "done". Three stages, each checkpointed and resumable:
+
+1. vae: the AutoencoderKLWan learns to reconstruct clips rendered on the fly (L1 + squared error,
+   object pixels weighted up, a small KL); then it is scored on held-out clips (PSNR, and whether the
+   exact counter counts the reconstructions right);
+2. latents: a fixed data set of `--clips` 17-frame clips is rendered and encoded (parts of 4,096
+   clips, kept in the work folder) with their captions; per-channel statistics go into the VAE config;
+3. transformer: flow matching with caption dropout (for classifier-free guidance), AdamW, warm-up and
+   cosine learning rate, gradient clipping, bf16 autocast on GPU, an EMA of the weights.
+
+Every checkpoint also writes `<work>/portable`: the state and the weights (VAE, transformer, EMA) as
+diffusers folders in files under 15 MB, without optimiser moments. A fresh machine resumes from it
+with `--resume-from <portable copy>` (moments restart; the latent data set is encoded again, the same
+clips as before); lent GPU machines keep nothing between calls, so this is how training goes on there.
+
+After every transformer piece the EMA pipeline is written to `<work>/pipeline` (float16, files under
+15 MB; `--export` copies it elsewhere, e.g. models/countworld). Losses go to `<work>/losses.jsonl`,
+`<work>/loss_curves.png` and W&B. Every step draws its clips, noise and noise levels from generators
+seeded by (seed, step), so a run split into pieces ends with the same weights as one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from numina.countworld.training import (
+    ema_decay,
+    ema_update,
+    flow_matching_pair,
+    from_vae_output,
+    latent_statistics,
+    learning_rate,
+    object_weights,
+    psnr,
+    shifted_sigmas,
+    to_vae_input,
+    vae_loss,
+)
+from numina.countworld.world import palette_from_prompt, render_scenes, sample_scene
+from numina.evaluation.counters import ExactColourCounter
+from numina.models.countworld import SHARD_SIZE, VIDEO, save_countworld, untrained_pipeline
+from numina.run_folder import atomic_write, write_json
+from numina.tracking import Tracker
+
+STAGES = ("vae", "latents", "transformer", "done")
+PART_SIZE = 4096
+# Disjoint seed streams: VAE training clips, held-out evaluation clips, the latent data set, steps.
+VAE_STREAM, EVAL_STREAM, DATA_STREAM, STEP_STREAM = 1, 2, 3, 4
+logger = logging.getLogger("train_countworld")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, required=True, help="work folder (checkpoints, data, logs)")
+    parser.add_argument("--budget-minutes", type=float, default=9.0, help="stop this piece after that long")
+    parser.add_argument("--piece-steps", type=int, default=None, help="stop this piece after N steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=int, default=VIDEO["frames"])
+    parser.add_argument("--size", type=int, default=VIDEO["height"], help="square video size in pixels")
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--vae-batch", type=int, default=8)
+    parser.add_argument("--vae-frames", type=int, default=17, help="clip length while training the VAE")
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--kl-weight", type=float, default=1e-6)
+    parser.add_argument("--object-weight", type=float, default=10.0, help="VAE loss weight of object pixels")
+    parser.add_argument("--eval-clips", type=int, default=64)
+    parser.add_argument("--clips", type=int, default=32768, help="clips in the latent data set")
+    parser.add_argument("--steps", type=int, default=10000, help="transformer optimisation steps")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--shift", type=float, default=3.0, help="noise-level shift while training")
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument("--export", type=Path, default=None, help="copy the trained pipeline here")
+    parser.add_argument(
+        "--resume-from", type=Path, default=None, help="a portable checkpoint, when the work folder is new"
+    )
+    parser.add_argument("--device", default=None, help="cuda when available, else cpu")
+    parser.add_argument("--wandb", choices=["offline", "online", "disabled"], default=None)
+    args = parser.parse_args(argv)
+    if args.frames % 4 != 1 or args.vae_frames % 4 != 1:
+        parser.error("--frames and --vae-frames must be 4k+1 (the VAE's temporal stride is 4)")
+    if args.size % 8:
+        parser.error("--size must be a multiple of 8 (VAE stride 4 times the 2x2 patch)")
+    if args.clips < 1 or args.steps < 1 or args.vae_steps < 0:
+        parser.error("--clips and --steps must be at least 1, --vae-steps at least 0")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return args
+
+
+class Trainer:
+    """Holds the work folder's state and runs whichever stage comes next, within the budget."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = args.work
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(args.device)
+        self.autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        )
+        self.started = time.monotonic()
+        self.steps_this_piece = 0
+        self._last_log: dict[str, tuple[float, int]] = {}
+        self.portable = self.work / "portable"
+        self.resume_from = None
+        if args.resume_from is not None and not (self.work / "state.json").exists():
+            if not (args.resume_from / "state.json").is_file():
+                raise SystemExit(
+                    f"--resume-from {args.resume_from} holds no state.json: not a portable checkpoint"
+                )
+            shutil.copy(args.resume_from / "state.json", self.work / "state.json")
+            self.resume_from = args.resume_from
+            logger.info("resuming from %s (optimiser moments start again)", args.resume_from)
+        self.state = self._load_state()
+        torch.manual_seed(args.seed)
+        self.pipeline = untrained_pipeline(args.seed)
+        self.pipeline.text_encoder.to(self.device)
+        if (self.work / "vae.ckpt").exists():
+            self.pipeline.vae.load_state_dict(torch.load(self.work / "vae.ckpt", map_location="cpu")["vae"])
+        elif self.resume_from is not None and (self.resume_from / "vae").is_dir():
+            self.pipeline.vae.load_state_dict(_weights(AutoencoderKLWan, self.resume_from / "vae"))
+        self.pipeline.vae.to(self.device)
+
+    # ----- bookkeeping -----
+    def _load_state(self) -> dict:
+        path = self.work / "state.json"
+        settings = {
+            key: getattr(self.args, key)
+            for key in ("seed", "frames", "size", "vae_steps", "vae_frames", "clips", "steps", "batch", "lr")
+        }
+        if not path.exists():
+            return {"stage": "vae", "vae_step": 0, "step": 0, "settings": settings}
+        state = json.loads(path.read_text())
+        fixed = ("seed", "frames", "size", "vae_frames", "clips", "batch")
+        changed = {
+            k: (state["settings"][k], settings[k]) for k in fixed if state["settings"][k] != settings[k]
+        }
+        if changed:
+            raise SystemExit(
+                f"{self.work} was trained with other settings {changed} (old, new); "
+                "resume with the same values or use a new --work folder."
+            )
+        if state["stage"] == "done" and settings["steps"] > state["step"]:
+            state["stage"] = "transformer"  # more steps asked for: go on training
+        state["settings"] = settings
+        return state
+
+    def _save_state(self) -> None:
+        write_json(self.work / "state.json", self.state)
+
+    def out_of_budget(self) -> bool:
+        if self.args.piece_steps is not None and self.steps_this_piece >= self.args.piece_steps:
+            return True
+        return time.monotonic() - self.started > self.args.budget_minutes * 60
+
+    def log(self, tracker: Tracker, stage: str, step: int, values: dict) -> None:
+        """One line of the loss log (with the steps per second since the last line), mirrored to W&B."""
+        now = time.monotonic()
+        last_time, last_step = self._last_log.get(stage, (self.started, step))
+        if step > last_step:
+            values = values | {"steps_per_s": (step - last_step) / (now - last_time)}
+        self._last_log[stage] = (now, step)
+        record = {"stage": stage, "step": step, **values}
+        with open(self.work / "losses.jsonl", "a") as file:
+            file.write(json.dumps(record) + "\n")
+        logger.info("%s %d: %s", stage, step, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        offset = 0 if stage == "vae" else self.args.vae_steps
+        tracker.log_scalars({f"{stage}/{key}": value for key, value in values.items()}, step=offset + step)
+
+    def save_checkpoint(self, name: str, payload: dict, portable: dict[str, torch.nn.Module]) -> None:
+        """The full checkpoint (with optimiser moments), the state, and the portable copy of `portable`."""
+        with atomic_write(self.work / name) as temporary:
+            torch.save(payload, temporary)
+        self._save_state()
+        for folder, model in portable.items():
+            model.save_pretrained(self.portable / folder, max_shard_size=SHARD_SIZE)
+        shutil.copy(self.work / "state.json", self.portable / "state.json")
+
+    def generator(self, stream: int, index: int) -> tuple[np.random.Generator, torch.Generator]:
+        """A numpy and a device generator for one step of one seed stream."""
+        seed = (self.args.seed * 1_000_003 + stream) * 10_000_019 + index
+        device_generator = torch.Generator(self.device).manual_seed(seed)
+        return np.random.default_rng(seed), device_generator
+
+    # ----- stage 1: the VAE -----
+    def train_vae(self, tracker: Tracker) -> None:
+        args, vae = self.args, self.pipeline.vae
+        vae.train()
+        optimiser = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+        if (self.work / "vae.ckpt").exists():
+            optimiser.load_state_dict(torch.load(self.work / "vae.ckpt", map_location="cpu")["optimiser"])
+        progress = tqdm(total=args.vae_steps, initial=self.state["vae_step"], desc="vae", unit="step")
+        while self.state["vae_step"] < args.vae_steps and not self.out_of_budget():
+            step = self.state["vae_step"]
+            rng, device_generator = self.generator(VAE_STREAM, step)
+            scenes = [sample_scene(rng) for _ in range(args.vae_batch)]
+            clips = render_scenes(scenes, int(rng.integers(2**31)), args.vae_frames, args.size, self.device)
+            target = to_vae_input(clips.videos)
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(step, args.vae_steps, args.vae_lr, warmup=100)
+            with self.autocast:
+                posterior = vae.encode(target).latent_dist
+                latent = posterior.mean + posterior.std * torch.randn(
+                    posterior.mean.shape, generator=device_generator, device=self.device
+                )
+                reconstruction = vae.decode(latent).sample
+            weights = object_weights(clips.instances, args.object_weight)
+            loss, parts = vae_loss(
+                reconstruction, target, posterior.mean, posterior.logvar, args.kl_weight, weights
+            )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimiser.step()
+            self.state["vae_step"] = step + 1
+            self.steps_this_piece += 1
+            progress.update()
+            if (step + 1) % args.log_every == 0 or step + 1 == args.vae_steps:
+                self.log(tracker, "vae", step + 1, {"loss": loss.item(), **parts})
+            if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.vae_steps or self.out_of_budget():
+                self.save_checkpoint(
+                    "vae.ckpt", {"vae": vae.state_dict(), "optimiser": optimiser.state_dict()}, {"vae": vae}
+                )
+        progress.close()
+        vae.eval()
+        if self.state["vae_step"] >= args.vae_steps:
+            self.state["vae_eval"] = self.evaluate_vae()
+            logger.info("VAE on held-out clips: %s", self.state["vae_eval"])
+            tracker.log_scalars({f"vae_eval/{k}": v for k, v in self.state["vae_eval"].items()})
+            self.state["stage"] = "latents"
+            self._save_state()
+
+    @torch.no_grad()
+    def evaluate_vae(self) -> dict[str, float]:
+        """PSNR of held-out full-length clips, and the share of (clip, frame, noun) whose exact count
+        on the reconstruction equals the truth (the counter's accuracy on real renders is 1)."""
+        args = self.args
+        rng, _ = self.generator(EVAL_STREAM, 0)
+        scenes = [sample_scene(rng) for _ in range(args.eval_clips)]
+        clips = render_scenes(scenes, int(rng.integers(2**31)), args.frames, args.size, self.device)
+        scores, hits, total = [], 0, 0
+        for start in range(0, len(scenes), 16):
+            target = clips.videos[start : start + 16]
+            with self.autocast:
+                latent = self.pipeline.vae.encode(to_vae_input(target)).latent_dist.mode()
+                decoded = from_vae_output(self.pipeline.vae.decode(latent).sample)
+            scores.append(psnr(decoded, target))
+            for scene, video in zip(scenes[start : start + 16], decoded.cpu().numpy(), strict=True):
+                counter = ExactColourCounter(palette_from_prompt(scene.caption, scene.targets))
+                for noun, count in scene.targets.items():
+                    counts = counter.count(video, noun)
+                    hits += int((counts == count).sum())
+                    total += counts.size
+        return {"psnr_db": float(np.mean(scores)), "count_agreement": hits / total}
+
+    # ----- stage 2: the latent data set -----
+    @torch.no_grad()
+    def encode_latents(self) -> None:
+        args, vae = self.args, self.pipeline.vae.eval()
+        parts = (args.clips + PART_SIZE - 1) // PART_SIZE
+        progress = tqdm(total=parts, desc="latents", unit="part")
+        for part in range(parts):
+            path = self.work / "latents" / f"part_{part:04d}.pt"
+            progress.update()
+            if path.exists():
+                continue
+            if self.out_of_budget():
+                return
+            size = min(PART_SIZE, args.clips - part * PART_SIZE)
+            rng, _ = self.generator(DATA_STREAM, part)
+            scenes = [sample_scene(rng) for _ in range(size)]
+            latents = []
+            for start in range(0, size, 64):
+                batch = scenes[start : start + 64]
+                clips = render_scenes(batch, int(rng.integers(2**31)), args.frames, args.size, self.device)
+                with self.autocast:
+                    latent = vae.encode(to_vae_input(clips.videos)).latent_dist.mode()
+                latents.append(latent.to(torch.float16).cpu())
+            path.parent.mkdir(exist_ok=True)
+            with atomic_write(path) as temporary:
+                torch.save(
+                    {"latents": torch.cat(latents), "captions": [s.caption for s in scenes]}, temporary
+                )
+        progress.close()
+        if "latents_mean" not in self.state:  # kept when a fresh machine encodes the same clips again
+            latents, _ = self.load_latents()
+            self.state["latents_mean"], self.state["latents_std"] = latent_statistics(latents)
+        if self.state["stage"] == "latents":
+            self.state["stage"] = "transformer"
+        self._save_state()
+
+    def load_latents(self) -> tuple[torch.Tensor, list[str]]:
+        parts = sorted((self.work / "latents").glob("part_*.pt"))
+        loaded = [torch.load(path) for path in parts]
+        return torch.cat([p["latents"] for p in loaded]), [c for p in loaded for c in p["captions"]]
+
+    # ----- stage 3: the transformer -----
+    def encode_captions(self, captions: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            embeddings, _ = self.pipeline.encode_prompt(
+                captions, do_classifier_free_guidance=False, max_sequence_length=512, device=self.device
+            )
+        return embeddings
+
+    def train_transformer(self, tracker: Tracker) -> None:
+        args = self.args
+        transformer = self.pipeline.transformer.to(self.device).train()
+        average = copy.deepcopy(transformer).eval().requires_grad_(False)
+        optimiser = torch.optim.AdamW(
+            transformer.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0
+        )
+        checkpoint = self.work / "transformer.ckpt"
+        if checkpoint.exists():
+            saved = torch.load(checkpoint, map_location="cpu")
+            transformer.load_state_dict(saved["model"])
+            average.load_state_dict(saved["ema"])
+            optimiser.load_state_dict(saved["optimiser"])
+        elif self.resume_from is not None and (self.resume_from / "transformer").is_dir():
+            transformer.load_state_dict(_weights(WanTransformer3DModel, self.resume_from / "transformer"))
+            average.load_state_dict(_weights(WanTransformer3DModel, self.resume_from / "ema"))
+        if len(list((self.work / "latents").glob("part_*.pt"))) < -(-args.clips // PART_SIZE):
+            self.encode_latents()  # a fresh machine: the same clips again
+        latents, captions = self.load_latents()
+        latents = latents.to(self.device)
+        mean = torch.tensor(self.state["latents_mean"], device=self.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(self.state["latents_std"], device=self.device).view(1, -1, 1, 1, 1)
+        progress = tqdm(total=args.steps, initial=self.state["step"], desc="transformer", unit="step")
+        window: list[torch.Tensor] = []
+        while self.state["step"] < args.steps and not self.out_of_budget():
+            step = self.state["step"]
+            rng, device_generator = self.generator(STEP_STREAM, step)
+            index = rng.integers(len(captions), size=args.batch)
+            dropped = rng.random(args.batch) < args.caption_dropout
+            text = self.encode_captions(
+                ["" if drop else captions[i] for i, drop in zip(index, dropped, strict=True)]
+            )
+            clean = (latents[torch.from_numpy(index).to(self.device)].float() - mean) / std
+            noise = torch.randn(clean.shape, generator=device_generator, device=self.device)
+            sigmas = shifted_sigmas(args.batch, args.shift, device_generator, self.device)
+            noisy, target = flow_matching_pair(clean, noise, sigmas)
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
+            with self.autocast:
+                prediction = transformer(noisy, sigmas * 1000, text, return_dict=False)[0]
+            loss = torch.nn.functional.mse_loss(prediction.float(), target)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+            optimiser.step()
+            ema_update(average, transformer, ema_decay(step, args.ema))
+            self.state["step"] = step + 1
+            self.steps_this_piece += 1
+            window.append(loss.detach())  # no host sync per step
+            progress.update()
+            if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+                values = {"loss": torch.stack(window).mean().item(), "lr": optimiser.param_groups[0]["lr"]}
+                self.log(tracker, "transformer", step + 1, values | {"grad_norm": grad_norm.item()})
+                window = []
+            if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps or self.out_of_budget():
+                self.save_checkpoint(
+                    "transformer.ckpt",
+                    {
+                        "model": transformer.state_dict(),
+                        "ema": average.state_dict(),
+                        "optimiser": optimiser.state_dict(),
+                    },
+                    {"transformer": transformer, "ema": average, "vae": self.pipeline.vae},
+                )
+        progress.close()
+        self.export(average)
+        if self.state["step"] >= args.steps:
+            self.state["stage"] = "done"
+        self._save_state()
+
+    def export(self, average: torch.nn.Module) -> None:
+        """Write the EMA pipeline (with the latent statistics in the VAE config) to <work>/pipeline."""
+        pipeline = self.pipeline
+        pipeline.vae.register_to_config(
+            latents_mean=self.state["latents_mean"], latents_std=self.state["latents_std"]
+        )
+        pipeline.transformer = average
+        folder = save_countworld(pipeline, self.work / "pipeline")
+        (folder / "training.json").write_text(
+            json.dumps(
+                {k: self.state[k] for k in ("step", "settings") if k in self.state} | self.summary(), indent=2
+            )
+        )
+        if self.args.export is not None:
+            shutil.copytree(folder, self.args.export, dirs_exist_ok=True)
+
+    def summary(self) -> dict:
+        """Training time and final losses, from the log."""
+        records = [json.loads(line) for line in (self.work / "losses.jsonl").read_text().splitlines()]
+        last = {stage: [r for r in records if r["stage"] == stage][-20:] for stage in ("vae", "transformer")}
+        return {
+            "vae_eval": self.state.get("vae_eval"),
+            "final_loss": {
+                stage: float(np.mean([r["loss"] for r in rows])) for stage, rows in last.items() if rows
+            },
+            "seconds": self.state.get("seconds", {}),
+        }
+
+    def run(self) -> str:
+        config = vars(self.args) | {"work": str(self.work), "export": str(self.args.export)}
+        with Tracker(
+            self.work, name=self.work.name, config=config, mode=self.args.wandb, job_type="train"
+        ) as tracker:
+            stages = {
+                "vae": self.train_vae,
+                "latents": lambda _: self.encode_latents(),
+                "transformer": self.train_transformer,
+            }
+            while self.state["stage"] != "done" and not self.out_of_budget():
+                stage = self.state["stage"]
+                began = time.monotonic()
+                stages[stage](tracker)
+                seconds = self.state.setdefault("seconds", {})
+                seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - began
+                self._save_state()
+            figure = self.work / "loss_curves.png"
+            loss_curves_figure(self.work / "losses.jsonl").savefig(figure)
+            tracker.log_image("loss_curves", figure)
+        return self.state["stage"]
+
+
+def _weights(model_class: type, folder: Path) -> dict[str, torch.Tensor]:
+    """The float32 state dict of a model saved with `save_pretrained` in `folder`."""
+    return model_class.from_pretrained(folder, dtype=torch.float32).state_dict()
+
+
+def loss_curves_figure(log: Path) -> Figure:
+    """The VAE's and the transformer's training loss against step (raw and smoothed)."""
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    figure = Figure(figsize=(10, 3.5), constrained_layout=True)
+    for axis, stage in zip(figure.subplots(1, 2), ("vae", "transformer"), strict=True):
+        rows = [r for r in records if r["stage"] == stage]
+        axis.set_title(f"{stage} loss")
+        axis.set_xlabel("step")
+        if rows:
+            steps = np.array([r["step"] for r in rows])
+            losses = np.array([r["loss"] for r in rows])
+            axis.plot(steps, losses, alpha=0.35, linewidth=0.8)
+            if len(losses) >= 5:
+                kernel = np.ones(5) / 5
+                axis.plot(steps[2:-2], np.convolve(losses, kernel, mode="valid"), linewidth=1.5)
+            axis.set_yscale("log")
+    return figure
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    stage = Trainer(args).run()
+    if stage == "done":
+        print(f"done: the trained pipeline is in {args.work / 'pipeline'}")
+    else:
+        print(f"stopped in stage {stage!r} at the budget; run the same command again to continue")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

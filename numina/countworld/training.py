@@ -1,0 +1,109 @@
+"""The arithmetic of training the CountWorld model: flow-matching pairs, noise levels, the VAE's
+loss, EMA, the learning-rate schedule and latent statistics.
+
+Kept apart from the loop in `experiments/train_countworld.py` so each piece is small and tested on
+its own. Flow matching as Wan and diffusers' UniPC sampler use it: x_sigma = (1 - sigma) x0 + sigma
+noise, and the transformer predicts the velocity noise - x0 at timestep 1000 sigma. May import torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def shifted_sigmas(
+    count: int, shift: float, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """`count` noise levels in (0, 1): uniform u moved towards high noise by the sampler's shift rule
+    sigma = shift u / (1 + (shift - 1) u), so training sees the levels sampling spends its steps on."""
+    u = torch.rand(count, generator=generator, device=generator.device if generator else device)
+    u = u.clamp(1e-4, 1 - 1e-4)
+    return (shift * u / (1 + (shift - 1) * u)).to(device)
+
+
+def flow_matching_pair(
+    clean: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noisy input (1 - sigma) x0 + sigma noise and the velocity target noise - x0."""
+    sigma = sigmas.view(-1, *([1] * (clean.dim() - 1)))
+    return (1 - sigma) * clean + sigma * noise, noise - clean
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Mean KL divergence of N(mean, exp(logvar)) from N(0, 1), per latent element."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+
+
+def object_weights(instances: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """Per-pixel loss weights (B, 1, F, H, W): `object_weight` on objects and their one-pixel rim, 1
+    on the background. Objects cover a few percent of a frame; unweighted, an autoencoder first
+    learns the plain background and leaves the objects out (seen in the first training run)."""
+    mask = (instances > 0).float().flatten(0, 1).unsqueeze(1)  # (B F, 1, H, W)
+    rim = torch.nn.functional.max_pool2d(mask, kernel_size=3, stride=1, padding=1)
+    weights = 1 + (object_weight - 1) * rim
+    return weights.view(*instances.shape).unsqueeze(1)
+
+
+def vae_loss(
+    reconstruction: torch.Tensor,
+    target: torch.Tensor,
+    mean: torch.Tensor,
+    logvar: torch.Tensor,
+    kl_weight: float,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted L1 + squared error reconstruction plus a small KL term (the latent only has to stay
+    well scaled for diffusion). The squared error pulls towards the mean, so small objects are not
+    lost to the background as under L1 alone."""
+    error = reconstruction.float() - target.float()
+    weights = torch.ones_like(error[:, :1]) if weights is None else weights
+    l1 = (error.abs() * weights).sum() / (weights.sum() * error.shape[1])
+    l2 = (error.pow(2) * weights).sum() / (weights.sum() * error.shape[1])
+    kl = gaussian_kl(mean.float(), logvar.float())
+    return l1 + l2 + kl_weight * kl, {"l1": l1.item(), "l2": l2.item(), "kl": kl.item()}
+
+
+@torch.no_grad()
+def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average <- decay average + (1 - decay) model, parameter by parameter."""
+    kept, new = list(average.parameters()), [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(kept, new, 1 - decay)
+
+
+def ema_decay(step: int, decay: float) -> float:
+    """The EMA's decay at `step`: warmed up as (1 + step) / (10 + step) so early weights fade quickly."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then a cosine down to `floor` x peak at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def latent_statistics(latents: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of (clips, channels, frames, H, W) latents, in float64,
+    for the VAE config's `latents_mean` / `latents_std` (the pipeline un-normalises with them)."""
+    channels = latents.shape[1]
+    flat = latents.transpose(0, 1).reshape(channels, -1).double()
+    return flat.mean(dim=1).tolist(), flat.std(dim=1).tolist()
+
+
+def to_vae_input(videos: torch.Tensor) -> torch.Tensor:
+    """(B, F, H, W, 3) in [0, 1] -> the VAE's (B, 3, F, H, W) in [-1, 1]."""
+    return videos.permute(0, 4, 1, 2, 3) * 2 - 1
+
+
+def from_vae_output(videos: torch.Tensor) -> torch.Tensor:
+    """The VAE's (B, 3, F, H, W) in [-1, 1] -> (B, F, H, W, 3) in [0, 1]."""
+    return ((videos.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1)
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of videos in [0, 1]."""
+    mse = (reconstruction.float() - target.float()).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)

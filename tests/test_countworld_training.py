@@ -1,0 +1,142 @@
+"""CountWorld training: the arithmetic against hand-computed values, and the training script end to end
+(pieces resume to the same weights as one run; the exported folder loads and generates)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from numina.countworld.training import (
+    ema_decay,
+    flow_matching_pair,
+    gaussian_kl,
+    latent_statistics,
+    learning_rate,
+    object_weights,
+    shifted_sigmas,
+    vae_loss,
+)
+from numina.models import load_pipeline
+from tests.experiment_scripts import load_experiment
+
+train = load_experiment("train_countworld")
+
+
+def test_flow_matching_pair_is_the_samplers_convention():
+    clean, noise = torch.full((2, 1, 1), 2.0), torch.full((2, 1, 1), -1.0)
+    noisy, target = flow_matching_pair(clean, noise, torch.tensor([0.25, 1.0]))
+    assert noisy.flatten().tolist() == [0.75 * 2 + 0.25 * -1, -1.0]
+    assert target.flatten().tolist() == [-3.0, -3.0]
+
+
+def test_shifted_sigmas_follow_the_shift_rule():
+    generator = torch.Generator().manual_seed(0)
+    u = torch.rand(5, generator=torch.Generator().manual_seed(0)).clamp(1e-4, 1 - 1e-4)
+    assert torch.allclose(shifted_sigmas(5, 3.0, generator), 3 * u / (1 + 2 * u))
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine():
+    assert learning_rate(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert learning_rate(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert learning_rate(55, 100, 1.0, warmup=10, floor=0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert learning_rate(100, 100, 1.0, warmup=10, floor=0.1) == pytest.approx(0.1)
+    assert ema_decay(0, 0.999) == pytest.approx(0.1) and ema_decay(10**6, 0.999) == 0.999
+
+
+def test_kl_and_weighted_loss_by_hand():
+    assert gaussian_kl(torch.zeros(3), torch.zeros(3)).item() == 0
+    assert gaussian_kl(torch.ones(1), torch.zeros(1)).item() == pytest.approx(0.5)
+    instances = torch.zeros(1, 1, 5, 5, dtype=torch.int16)
+    instances[0, 0, 2, 2] = 1
+    weights = object_weights(instances, 10.0)
+    assert weights.shape == (1, 1, 1, 5, 5)
+    assert weights[0, 0, 0, 1:4, 1:4].eq(10).all() and weights.sum().item() == 9 * 10 + 16
+    # Error 1 on the object's pixel only, in one of three channels: (10 * 1) / (106 * 3) for L1 and L2.
+    target = torch.zeros(1, 3, 1, 5, 5)
+    reconstruction = target.clone()
+    reconstruction[0, 0, 0, 2, 2] = 1
+    loss, parts = vae_loss(reconstruction, target, torch.zeros(1), torch.zeros(1), 1.0, weights)
+    assert parts["l1"] == pytest.approx(10 / 318) and loss.item() == pytest.approx(20 / 318)
+
+
+def test_latent_statistics_are_per_channel():
+    latents = torch.stack([torch.full((2, 1, 2, 2), 1.0), torch.full((2, 1, 2, 2), 3.0)], dim=1)
+    latents[:, 1, 0, 0, 0] = 5.0
+    mean, std = latent_statistics(latents)
+    assert mean[0] == 1.0 and std[0] == 0.0
+    values = torch.tensor([5.0, 3, 3, 3] * 2)
+    assert mean[1] == pytest.approx(values.mean().item()) and std[1] == pytest.approx(values.std().item())
+
+
+SMALL = [
+    "--size", "64", "--frames", "5", "--vae-frames", "5", "--vae-steps", "2", "--vae-batch", "2",
+    "--eval-clips", "2", "--clips", "6", "--steps", "3", "--batch", "2", "--log-every", "1",
+    "--warmup", "1", "--wandb", "disabled",
+]  # fmt: skip
+
+
+def _ema(work):
+    return torch.load(work / "transformer.ckpt", map_location="cpu")["ema"]
+
+
+def test_pieces_resume_to_the_same_weights_and_the_export_loads(tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train.main(["--work", str(whole), *SMALL])
+    # Two VAE steps and one transformer step, then the rest in a second piece.
+    train.main(["--work", str(split), *SMALL, "--piece-steps", "3"])
+    state = json.loads((split / "state.json").read_text())
+    assert (state["stage"], state["vae_step"], state["step"]) == ("transformer", 2, 1)
+    train.main(["--work", str(split), *SMALL])
+    assert json.loads((split / "state.json").read_text())["stage"] == "done"
+    for name, tensor in _ema(whole).items():
+        assert torch.equal(tensor, _ema(split)[name]), name
+    steps = [json.loads(line)["step"] for line in (split / "losses.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 1, 2, 3]  # every step once, none repeated after the resume
+
+    folder = whole / "pipeline"
+    sizes = [path.stat().st_size for path in folder.rglob("*.safetensors")]
+    assert sizes and max(sizes) < 15 * 2**20
+    assert (
+        load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")[
+            "blocks.0.attn1.to_q.weight"
+        ].dtype
+        == torch.float16
+    )
+    assert json.loads((folder / "numina.json").read_text())["counter"] == "exact"
+    vae_config = json.loads((folder / "vae" / "config.json").read_text())
+    assert vae_config["latents_std"] == pytest.approx(
+        json.loads((whole / "state.json").read_text())["latents_std"]
+    )
+    pipeline = load_pipeline(str(folder), torch.float32, "cpu")
+    video = pipeline("two red circles resting on a grey floor", num_frames=5, height=64, width=64,
+                     num_inference_steps=2, output_type="np").frames[0]  # fmt: skip
+    assert video.shape == (5, 64, 64, 3) and math.isfinite(float(video.sum()))
+    assert (whole / "loss_curves.png").stat().st_size > 0
+
+
+def test_a_fresh_machine_resumes_from_the_portable_checkpoint(tmp_path):
+    first, fresh = tmp_path / "first", tmp_path / "fresh"
+    train.main(["--work", str(first), *SMALL, "--piece-steps", "3"])
+    portable = first / "portable"
+    assert max(path.stat().st_size for path in portable.rglob("*.safetensors")) < 15 * 2**20
+    train.main(["--work", str(fresh), *SMALL, "--resume-from", str(portable)])
+    steps = [json.loads(line)["step"] for line in (fresh / "losses.jsonl").read_text().splitlines()]
+    assert steps == [2, 3]  # the VAE is not trained again; the transformer goes on from step 1
+    assert len(list((fresh / "latents").glob("part_*.pt"))) == 1
+    before = torch.load(first / "vae.ckpt", map_location="cpu")["vae"]
+    after = torch.load(fresh / "transformer.ckpt", map_location="cpu")
+    vae = load_pipeline(str(fresh / "pipeline"), torch.float32, "cpu").vae.state_dict()
+    assert all(
+        torch.allclose(vae[name], tensor, atol=1e-3) for name, tensor in before.items()
+    )  # float16 export
+    assert after["model"].keys() == after["ema"].keys()
+
+
+def test_changed_settings_in_a_used_folder_are_refused(tmp_path):
+    train.main(["--work", str(tmp_path), *SMALL, "--piece-steps", "1"])
+    with pytest.raises(SystemExit, match="other settings"):
+        train.main(["--work", str(tmp_path), *SMALL[:-2], "--batch", "4", "--wandb", "disabled"])
