@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--object-weight", type=float, default=10.0, help="VAE loss weight of object pixels")
     parser.add_argument("--eval-clips", type=int, default=64)
-    parser.add_argument("--clips", type=int, default=32768, help="clips in the latent data set")
+    parser.add_argument("--clips", type=int, default=24576, help="clips in the latent data set")
     parser.add_argument("--steps", type=int, default=10000, help="transformer optimisation steps")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-4)
