@@ -13,10 +13,11 @@ until it prints "done". Three stages, each checkpointed and resumable:
 3. transformer: flow matching with caption dropout (for classifier-free guidance), AdamW, warm-up and
    cosine learning rate, gradient clipping, bf16 autocast on GPU, an EMA of the weights.
 
-Every checkpoint also writes `<work>/portable`: the state and the weights (VAE, transformer, EMA) as
-diffusers folders in files under 15 MB, without optimiser moments. A fresh machine resumes from it
-with `--resume-from <portable copy>` (moments restart; the latent data set is encoded again, the same
-clips as before); lent GPU machines keep nothing between calls, so this is how training goes on there.
+Every checkpoint also writes `<work>/portable`: the state, the loss log and the weights (VAE,
+transformer, EMA) as diffusers folders in files under 15 MB, without optimiser moments. A fresh
+machine resumes from it with `--resume-from <portable copy>` (moments restart; the latent data set is
+encoded again, the same clips as before); lent GPU machines keep nothing between calls, so this is
+how training goes on there (`benchmarks/train_countworld_piece.sh`).
 
 After every transformer piece the EMA pipeline is written to `<work>/pipeline` (float16, files under
 15 MB; `--export` copies it elsewhere, e.g. models/countworld). Losses go to `<work>/losses.jsonl`,
@@ -132,7 +133,9 @@ class Trainer:
                 raise SystemExit(
                     f"--resume-from {args.resume_from} holds no state.json: not a portable checkpoint"
                 )
-            shutil.copy(args.resume_from / "state.json", self.work / "state.json")
+            for name in ("state.json", "losses.jsonl"):
+                if (args.resume_from / name).is_file():
+                    shutil.copy(args.resume_from / name, self.work / name)
             self.resume_from = args.resume_from
             logger.info("resuming from %s (optimiser moments start again)", args.resume_from)
         self.state = self._load_state()
@@ -198,7 +201,9 @@ class Trainer:
         self._save_state()
         for folder, model in portable.items():
             model.save_pretrained(self.portable / folder, max_shard_size=SHARD_SIZE)
-        shutil.copy(self.work / "state.json", self.portable / "state.json")
+        for name in ("state.json", "losses.jsonl"):
+            if (self.work / name).is_file():
+                shutil.copy(self.work / name, self.portable / name)
 
     def generator(self, stream: int, index: int) -> tuple[np.random.Generator, torch.Generator]:
         """A numpy and a device generator for one step of one seed stream."""
