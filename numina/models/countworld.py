@@ -6,7 +6,7 @@ count. This module fixes its architecture (a `WanTransformer3DModel`, an `Autoen
 stride 4x4x4, a frozen random two-layer UMT5 encoder, a tokenizer over the world's words, the
 release's flow-matching UniPC sampler), builds it untrained for `experiments/train_countworld.py`,
 and saves it as a diffusers folder in float16, every file under the repository's 16 MB limit.
-May import numina.models.tokenizer/tiny and numina.countworld.world.
+May import numina.models.tokenizer/tiny/variants and numina.countworld.world.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 from numina.countworld.world import vocabulary
 from numina.models.tiny import SCHEDULER
 from numina.models.tokenizer import build_tiny_tokenizer
+from numina.models.variants import WAN21_TRANSFORMER
 
 NAME = "countworld"
 # The committed weights (trained on an H200 with experiments/train_countworld.py).
@@ -29,20 +30,9 @@ COUNTWORLD_FOLDER = Path(__file__).resolve().parents[2] / "models" / NAME
 # 17 frames at 128x128 -> latent 5 x 32 x 32 -> 5 x 16 x 16 tokens after the 1x2x2 patch: eight
 # objects of radius 6-9 px are two to three tokens wide and stay separable in the token grid.
 VIDEO = {"frames": 17, "height": 128, "width": 128}
+# The Wan2.1 transformer, narrowed: 8 blocks of 6 heads of 32, text width 128 (5.2M parameters).
 TRANSFORMER = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=6,
-    attention_head_dim=32,
-    in_channels=16,
-    out_channels=16,
-    text_dim=128,
-    freq_dim=256,
-    ffn_dim=768,
-    num_layers=8,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    rope_max_seq_len=1024,
+    WAN21_TRANSFORMER, num_attention_heads=6, attention_head_dim=32, text_dim=128, ffn_dim=768, num_layers=8
 )
 # Two down-sampling levels, both also in time: stride 4 in time, height and width.
 VAE = dict(

@@ -25,7 +25,7 @@ class WanVariant:
     tiny_vae: dict[str, Any] = field(default_factory=dict)
 
 
-_WAN21_TRANSFORMER = dict(
+WAN21_TRANSFORMER = dict(
     patch_size=(1, 2, 2),
     attention_head_dim=128,
     in_channels=16,
@@ -46,12 +46,12 @@ VARIANTS: dict[str, WanVariant] = {
     "wan2.1-1.3b": WanVariant(
         name="wan2.1-1.3b",
         hub_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-        transformer=dict(_WAN21_TRANSFORMER, num_attention_heads=12, num_layers=30, ffn_dim=8960),
+        transformer=dict(WAN21_TRANSFORMER, num_attention_heads=12, num_layers=30, ffn_dim=8960),
         vae=dict(_WAN21_VAE, base_dim=96),
         expand_timesteps=False,
         default_size=(480, 832),
         tiny_transformer=dict(
-            _WAN21_TRANSFORMER,
+            WAN21_TRANSFORMER,
             num_attention_heads=4,
             attention_head_dim=16,
             num_layers=4,
@@ -64,12 +64,12 @@ VARIANTS: dict[str, WanVariant] = {
     "wan2.1-14b": WanVariant(
         name="wan2.1-14b",
         hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers",
-        transformer=dict(_WAN21_TRANSFORMER, num_attention_heads=40, num_layers=40, ffn_dim=13824),
+        transformer=dict(WAN21_TRANSFORMER, num_attention_heads=40, num_layers=40, ffn_dim=13824),
         vae=dict(_WAN21_VAE, base_dim=96),
         expand_timesteps=False,
         default_size=(480, 832),
         tiny_transformer=dict(
-            _WAN21_TRANSFORMER,
+            WAN21_TRANSFORMER,
             num_attention_heads=6,
             attention_head_dim=16,
             num_layers=6,
@@ -83,7 +83,7 @@ VARIANTS: dict[str, WanVariant] = {
         name="wan2.2-5b",
         hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
         transformer=dict(
-            _WAN21_TRANSFORMER,
+            WAN21_TRANSFORMER,
             num_attention_heads=24,
             num_layers=30,
             ffn_dim=14336,
@@ -105,7 +105,7 @@ VARIANTS: dict[str, WanVariant] = {
         expand_timesteps=True,
         default_size=(704, 1280),
         tiny_transformer=dict(
-            _WAN21_TRANSFORMER,
+            WAN21_TRANSFORMER,
             num_attention_heads=3,
             attention_head_dim=16,
             num_layers=4,
