@@ -245,7 +245,9 @@ class Trainer:
             self.steps_this_piece += 1
             progress.update()
             if (step + 1) % args.log_every == 0 or step + 1 == args.vae_steps:
-                self.log(tracker, "vae", step + 1, {"loss": loss.item(), **parts})
+                self.log(
+                    tracker, "vae", step + 1, {"loss": loss.item()} | {k: v.item() for k, v in parts.items()}
+                )
             if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.vae_steps or self.out_of_budget():
                 self.save_checkpoint(
                     "vae.ckpt", {"vae": vae.state_dict(), "optimiser": optimiser.state_dict()}, {"vae": vae}

@@ -53,16 +53,17 @@ def vae_loss(
     logvar: torch.Tensor,
     kl_weight: float,
     weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted L1 + squared error reconstruction plus a small KL term (the latent only has to stay
     well scaled for diffusion). The squared error pulls towards the mean, so small objects are not
-    lost to the background as under L1 alone."""
+    lost to the background as under L1 alone. The parts come back as detached tensors: reading them
+    is a host sync, left to the steps that log."""
     error = reconstruction.float() - target.float()
     weights = torch.ones_like(error[:, :1]) if weights is None else weights
     l1 = (error.abs() * weights).sum() / (weights.sum() * error.shape[1])
     l2 = (error.pow(2) * weights).sum() / (weights.sum() * error.shape[1])
     kl = gaussian_kl(mean.float(), logvar.float())
-    return l1 + l2 + kl_weight * kl, {"l1": l1.item(), "l2": l2.item(), "kl": kl.item()}
+    return l1 + l2 + kl_weight * kl, {"l1": l1.detach(), "l2": l2.detach(), "kl": kl.detach()}
 
 
 @torch.no_grad()

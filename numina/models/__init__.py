@@ -5,7 +5,6 @@ from numina.models.geometry import Geometry
 from numina.models.loading import (
     geometry_of,
     identify_variant,
-    is_builtin_model,
     is_tiny_model,
     load_pipeline,
     load_tokenizer,
@@ -27,7 +26,6 @@ __all__ = [
     "geometry_of",
     "identify_variant",
     "load_tokenizer",
-    "is_builtin_model",
     "is_tiny_model",
     "load_pipeline",
     "model_defaults",

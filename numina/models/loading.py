@@ -31,14 +31,8 @@ TINY_PREFIX = "tiny"
 DEFAULT_MODEL = TINY_PREFIX
 # A pipeline folder may say how it is meant to be run (video size, steps, counter) in this file.
 DEFAULTS_FILE = "numina.json"
-SMALL_DEFAULTS = {
-    "frames": 17,
-    "height": 128,
-    "width": 128,
-    "steps": 20,
-    "counter": "exact",
-    "prompt_set": "countbench",
-}
+# The tiny random pipelines run like CountWorld, but on CountBench's prompts.
+SMALL_DEFAULTS = countworld.RUN_DEFAULTS | {"prompt_set": "countbench"}
 REAL_DEFAULTS = {
     "frames": 81,
     "height": 480,
@@ -52,11 +46,6 @@ REAL_DEFAULTS = {
 def is_tiny_model(model: str | None) -> bool:
     """ "tiny" and "tiny:<variant>" name the tiny random-weight pipelines built on the fly."""
     return model is not None and (model == TINY_PREFIX or model.startswith(TINY_PREFIX + ":"))
-
-
-def is_builtin_model(model: str | None) -> bool:
-    """`None` (the default model), "countworld" (the trained CountWorld model) or a tiny random one."""
-    return model in (None, countworld.NAME) or is_tiny_model(model)
 
 
 def model_defaults(model: str | None) -> dict:
