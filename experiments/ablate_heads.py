@@ -12,7 +12,9 @@ fixed_head, score_variant, score_weights, cross_heads, concentration_measure, re
 all_occurrences, ...) builds the layout from the stored data and counts it against the targets.
 Nothing is generated again.
 
-Resumable: one JSON per setting in settings/, and a setting whose file exists is skipped. Outputs:
+Resumable: one JSON per setting in settings/, and a setting whose file exists is skipped; a folder
+made with other prompts, model, preset or sampler settings is refused, and a stored walk-through that
+lacks a reference step a new setting needs is captured again. Outputs:
 `summary.csv` (every setting's options, layout accuracy with a 95% prompt-bootstrap interval,
 mean S of the chosen heads), `figures/heads_heatmap.{png,pdf}` (layout accuracy per block and head,
 with `--heads`), `sweep.yaml` (the grid as a `wandb sweep` configuration, for users with a W&B
@@ -31,9 +33,10 @@ import itertools
 import json
 import logging
 import sys
-import tempfile
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,34 +44,47 @@ import yaml
 from tqdm.auto import tqdm
 
 from analysis.figures import save_figure, separability_heatmap
+from analysis.statistics import captured_steps
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
-    DTYPES,
     add_counter_arguments,
     add_model_arguments,
     add_prompt_arguments,
+    generation_settings,
     load_prompt_set,
+    pipeline_from_args,
     resolve_counter_arguments,
     resolve_model_arguments,
 )
-from numina.evaluation import (
-    accuracy_summary,
-    counts_table,
-    prompt_counter,
-)
-from numina.method.generation import captured_positions, identify_and_layout, run_numina
+from numina.evaluation import accuracy_summary, count_rows, counts_table, prompt_counter
+from numina.method.generation import captured_positions, generate_video, identify_and_layout
 from numina.method.identify import Phase1Data
 from numina.method.presets import NuminaOptions, preset
-from numina.models import Geometry, geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
-from numina.run_folder import slug, write_json
+from numina.run_folder import check_resumable, slug, write_json
 from numina.store import open_store
 from numina.tracking import Tracker
 from numina.walkthrough import GenerationSettings, capture_generation
 
 log = logging.getLogger("ablate_heads")
 OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout"}
+# What every setting's result in a folder depends on besides the setting itself.
+FIXED_SETTINGS = (
+    "model",
+    "prompt_set",
+    "prompts",
+    "preset",
+    "frames",
+    "height",
+    "width",
+    "steps",
+    "guidance",
+    "flow_shift",
+    "negative_prompt",
+    "seed",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,27 +182,21 @@ def evaluate(
                 (step, layer, every): Phase1Data.from_store(store, step, layer, None if every else [layer])
                 for step, layer, every in sorted(set(references))
             }
+        # The stored scores are official; other variants are recomputed once per prompt and reference.
+        rescored: dict[tuple, Phase1Data] = {}
         for k, (option, reference) in enumerate(zip(options, references, strict=True)):
             data, layer = stored[reference], reference[1]
-            if option.score_variant != "official":  # the stored scores are official: recompute the variant
-                data = data.rescored(
-                    geometry.height, geometry.width, option.score_variant, tuple(option.score_weights)
-                )
+            if option.score_variant != "official":
+                key = (reference, option.score_variant, tuple(option.score_weights))
+                if key not in rescored:
+                    rescored[key] = data.rescored(
+                        geometry.height, geometry.width, option.score_variant, tuple(option.score_weights)
+                    )
+                data = rescored[key]
             head, _, layout = identify_and_layout(data, tokens, geometry, option, layer)
             scores[k].append(float(np.mean(head.score)))
-            rows[k] += [
-                {
-                    "prompt_id": prompt_id,
-                    "seed": 0,
-                    "method": "layout",
-                    "frame": frame,
-                    "noun": noun,
-                    "target": target,
-                    "count": count,
-                }
-                for noun, target in tokens.targets.items()
-                for frame, count in enumerate(layout.counts(noun).tolist())
-            ]
+            counts = {noun: layout.counts(noun).tolist() for noun in tokens.targets}
+            rows[k] += count_rows(prompt_id, 0, "layout", tokens.targets, counts)
     return [
         {"setting": setting, "rows": rows[k], "mean_head_score": float(np.mean(scores[k]))}
         for k, setting in enumerate(settings)
@@ -208,15 +218,12 @@ def main(argv: list[str] | None = None) -> Path:
             replace(base, **setting)
     except (ValueError, OSError, TypeError) as error:
         raise SystemExit(f"ablate_heads.py: error: {error}") from None
-    steps = sorted(
-        {s for s in args.grid_values.get("reference_step", [None]) if s is not None}
-        or {release_reference_step(args.steps)}
-    )
+    # Every reference step a setting reads, the release's included when a setting leaves it unset.
+    steps = sorted({reference_of(replace(base, **s), geometry, args.steps)[0] for s in settings})
     out = args.out
-    for folder in ("stores", "settings", "figures"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
     config = {
         "model": args.model or "tiny",
+        "prompt_set": args.prompt_set,
         "grid": args.grid_values,
         "heads": args.heads,
         "preset": args.preset,
@@ -225,28 +232,36 @@ def main(argv: list[str] | None = None) -> Path:
         "height": args.height,
         "width": args.width,
         "steps": args.steps,
+        "guidance": args.guidance,
+        "flow_shift": args.flow_shift,
+        "negative_prompt": args.negative_prompt,
+        "seed": args.seed,
         "command": ["experiments/ablate_heads.py", *(sys.argv[1:] if argv is None else argv)],
     }
+    check_resumable(out, config, FIXED_SETTINGS, "ablate_heads.py")
+    for folder in ("stores", "settings", "figures"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
-    write_json(out / "settings.json", {setting_id(s): s for s in settings})
+    settings_by_id = {setting_id(s): s for s in settings}
+    write_json(out / "settings.json", settings_by_id)
     (out / "sweep.yaml").write_text(yaml.safe_dump(_wandb_sweep(args, config)))
 
     stores = {item.index: out / "stores" / f"p{item.index:03d}.h5" for item in prompts}
-    pipeline = None
-    generation = GenerationSettings(
-        args.frames, args.height, args.width, args.steps, args.guidance, args.seed, args.negative_prompt
-    )
+    loaded = []
+
+    def pipeline() -> Any:
+        """The pipeline, loaded once, when something has to be generated."""
+        if not loaded:
+            loaded.append(pipeline_from_args(args, model))
+        return loaded[0]
+
+    generation = generation_settings(args)
     for item in tqdm(prompts, desc="walk-throughs", unit="prompt"):
-        if stores[item.index].exists():
+        if stores[item.index].exists() and set(steps) <= set(_stored_steps(stores[item.index])):
             continue
-        if pipeline is None:
-            pipeline = load_pipeline(
-                model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
-            )
-            pipeline.set_progress_bar_config(disable=True)
         spec = wide_spec(geometry, parsed[item.index], steps)
         capture_generation(
-            pipeline,
+            pipeline(),
             parsed[item.index],
             spec,
             generation,
@@ -274,31 +289,31 @@ def main(argv: list[str] | None = None) -> Path:
 
     results = []
     group = f"ablate-{out.name}"
-    end_to_end = EndToEnd(args, model, parsed, generation) if args.end_to_end else None
+    end_to_end = EndToEnd(args, pipeline, parsed, generation) if args.end_to_end else None
     for setting in settings:
         path = path_of(setting)
         result = json.loads(path.read_text())
-        fresh = setting_id(setting) in new or (end_to_end is not None and "end_to_end_rows" not in result)
         if end_to_end is not None and "end_to_end_rows" not in result:
             result["end_to_end_rows"] = end_to_end.rows(replace(base, **setting))
-        if fresh:
             write_json(path, result)
-            with Tracker(
-                out / "wandb-settings",
-                name=setting_id(setting),
-                group=group,
-                config=setting,
-                mode=args.wandb,
-                job_type="ablate-setting",
-            ) as tracker:
-                tracker.log_scalars(
-                    {f"{name}_accuracy": value for name, value in _accuracies(result).items()}
-                )
-                tracker.log_scalars({"mean_head_score": result["mean_head_score"]})
+            new.add(setting_id(setting))
         results.append(result)
 
     summary = summarise(results)
     summary.to_csv(out / "summary.csv", index=False)
+    for row in summary[summary["setting"].isin(new)].to_dict("records"):
+        with Tracker(
+            out / "wandb-settings",
+            name=row["setting"],
+            group=group,
+            config=settings_by_id[row["setting"]],
+            mode=args.wandb,
+            job_type="ablate-setting",
+        ) as tracker:
+            accuracies = {"layout_accuracy": row["accuracy"], "mean_head_score": row["mean_head_score"]}
+            if "end_to_end_accuracy" in row and pd.notna(row["end_to_end_accuracy"]):
+                accuracies["end_to_end_accuracy"] = row["end_to_end_accuracy"]
+            tracker.log_scalars(accuracies)
     figures = {}
     fixed = summary[summary["head_rule"] == "fixed"] if "head_rule" in summary else summary.iloc[:0]
     if not fixed.empty:
@@ -324,12 +339,13 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
-def _accuracies(result: dict) -> dict[str, float]:
-    """Layout accuracy, and end-to-end accuracy when the setting was generated."""
-    values = {"layout": accuracy_summary(counts_table(result["rows"]))["accuracy"].iloc[0]}
-    if result.get("end_to_end_rows"):
-        values["end_to_end"] = accuracy_summary(counts_table(result["end_to_end_rows"]))["accuracy"].iloc[0]
-    return values
+def _stored_steps(path: Path) -> list[int]:
+    """The reference steps a stored walk-through holds (none when the file cannot be read)."""
+    try:
+        with open_store(path) as store:
+            return captured_steps(store)
+    except (OSError, ValueError):
+        return []
 
 
 def summarise(results: list[dict]) -> pd.DataFrame:
@@ -362,40 +378,25 @@ class EndToEnd:
     """Generates every prompt with NUMINA under a setting and counts the videos (--end-to-end)."""
 
     def __init__(
-        self, args: argparse.Namespace, model: str, parsed: dict, generation: GenerationSettings
+        self,
+        args: argparse.Namespace,
+        pipeline: Callable[[], Any],
+        parsed: dict,
+        generation: GenerationSettings,
     ) -> None:
-        self.args, self.model, self.parsed, self.generation = args, model, parsed, generation
-        self.pipeline = None
+        self.args, self.pipeline, self.parsed, self.generation = args, pipeline, parsed, generation
         self.counter_for = None
 
     def rows(self, options: NuminaOptions) -> list[dict]:
         args = self.args
-        if self.pipeline is None:
-            self.pipeline = load_pipeline(
-                self.model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
-            )
-            self.pipeline.set_progress_bar_config(disable=True)
+        if self.counter_for is None:
             self.counter_for = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
         rows = []
         for prompt_id, tokens in self.parsed.items():
-            with tempfile.TemporaryDirectory() as scratch:
-                video = run_numina(
-                    self.pipeline, tokens, self.generation, options, Path(scratch) / "a.h5"
-                ).video
+            video, _ = generate_video(self.pipeline(), tokens, self.generation, options)
             counter = self.counter_for(tokens.prompt, tokens.targets)
-            for noun, target in tokens.targets.items():
-                for frame, count in enumerate(counter.count(video, noun).tolist()):
-                    rows.append(
-                        {
-                            "prompt_id": prompt_id,
-                            "seed": args.seed,
-                            "method": "end_to_end",
-                            "frame": frame,
-                            "noun": noun,
-                            "target": target,
-                            "count": count,
-                        }
-                    )
+            counts = {noun: counter.count(video, noun).tolist() for noun in tokens.targets}
+            rows += count_rows(prompt_id, args.seed, "end_to_end", tokens.targets, counts)
         return rows
 
 

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib as mpl
@@ -37,12 +36,17 @@ from tqdm.auto import tqdm
 
 from analysis.figures import STYLE, save_figure
 from numina.cli import (
-    DTYPES,
+    BASELINE,
     add_counter_arguments,
+    add_methods_argument,
     add_model_arguments,
     add_prompt_arguments,
+    generation_settings,
     load_prompt_set,
+    method_options,
+    pipeline_from_args,
     resolve_counter_arguments,
+    resolve_methods,
     resolve_model_arguments,
 )
 from numina.evaluation import (
@@ -50,22 +54,32 @@ from numina.evaluation import (
     accuracy_by_categories,
     accuracy_by_target,
     accuracy_summary,
+    count_rows,
     counts_table,
     paired_comparison,
     prompt_counter,
 )
-from numina.method import preset, run_numina
-from numina.method.presets import PRESETS
-from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.method.generation import generate_video
+from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
-from numina.run_folder import save_video, slug, write_json
+from numina.run_folder import check_resumable, save_video, slug, write_json
 from numina.tracking import Tracker
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, plain_generation
 
 log = logging.getLogger("countbench")
-BASELINE = "baseline"
-FIXED_SETTINGS = ("model", "settings", "guidance", "options", "counter", "counter_model", "palette", "clip")
+FIXED_SETTINGS = (
+    "model",
+    "prompt_set",
+    "settings",
+    "guidance",
+    "flow_shift",
+    "negative_prompt",
+    "options",
+    "counter",
+    "counter_model",
+    "palette",
+    "clip",
+)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -84,11 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_prompt_arguments(parser)
     parser.add_argument("--seeds", type=int, default=5, help="videos per prompt and method (5, as the paper)")
-    parser.add_argument(
-        "--methods",
-        default=f"{BASELINE},official",
-        help=f"comma-separated: {BASELINE} and/or {sorted(PRESETS)}",
-    )
+    add_methods_argument(parser, f"{BASELINE},official")
     add_counter_arguments(parser)
     parser.add_argument(
         "--options",
@@ -109,18 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_model_arguments(parser)
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m != BASELINE and m not in PRESETS]
-    if unknown or not args.methods:
-        parser.error(f"--methods: unknown {unknown}; choose from {[BASELINE, *sorted(PRESETS)]}")
+    resolve_methods(parser, args, args.options)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    try:
-        for method in args.methods:
-            if method != BASELINE:
-                preset(method, **args.options)
-    except (TypeError, ValueError) as error:
-        parser.error(f"--options: {error}")
     resolve_counter_arguments(args)
     args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.torchrun:  # one shard per rank; rank 0 merges once every rank is done
@@ -138,9 +139,7 @@ def job_name(prompt_id: int, seed: int, method: str) -> str:
 def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, folder: Path) -> dict:
     """Generate, count and score one video; the JSON-able result."""
     tokens = parse_prompt(item.prompt, pipeline.tokenizer, targets=item.targets)
-    settings = GenerationSettings(
-        args.frames, args.height, args.width, args.steps, args.guidance, seed, args.negative_prompt
-    )
+    settings = generation_settings(args, seed)
     result = {
         "prompt_id": item.index,
         "seed": seed,
@@ -148,13 +147,10 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, f
         "prompt": item.prompt,
         "targets": item.targets,
     }
-    if method == BASELINE:
-        video = plain_generation(pipeline, item.prompt, settings)
-    else:
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            options = preset(method, **args.options)
-            numina = run_numina(pipeline, tokens, settings, options, Path(scratch) / "attention.h5")
-        video = numina.video
+    video, numina = generate_video(
+        pipeline, tokens, settings, method_options(method, args.options), scratch=folder
+    )
+    if numina is not None:
         result.update(numina_path=numina.path, edits=len(numina.edits))
     counter = counter_for(item.prompt, item.targets)
     result["counts"] = {noun: counter.count(video, noun).tolist() for noun in item.targets}
@@ -168,18 +164,9 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, f
 def tables(results: list[dict]) -> dict[str, pd.DataFrame]:
     """results.csv rows, per-video scores, summaries and paired comparisons from the job results."""
     rows = [
-        {
-            "prompt_id": r["prompt_id"],
-            "seed": r["seed"],
-            "method": r["method"],
-            "frame": frame,
-            "noun": noun,
-            "target": r["targets"][noun],
-            "count": count,
-        }
+        row
         for r in results
-        for noun, counts in r["counts"].items()
-        for frame, count in enumerate(counts)
+        for row in count_rows(r["prompt_id"], r["seed"], r["method"], r["targets"], r["counts"])
     ]
     counts = counts_table(rows)
     videos = pd.DataFrame(
@@ -238,17 +225,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.sample_prompts = {item.index for item in prompts[: args.samples]}
     out = args.out
     config = _config(args, model, argv)
-    previous = out / "config.json"
-    if previous.exists():
-        changed = [
-            k
-            for k in FIXED_SETTINGS
-            if json.loads(previous.read_text()).get(k) != json.loads(json.dumps(config[k]))
-        ]
-        if changed:
-            raise SystemExit(
-                f"countbench.py: {out} holds videos made with other {', '.join(changed)}; pass another --out."
-            )
+    check_resumable(out, config, FIXED_SETTINGS, "countbench.py")
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = [
         (item, args.seed + k, method)
@@ -268,10 +245,7 @@ def main(argv: list[str] | None = None) -> Path:
             "%s: %d jobs here, %d done before, %d to run", out, len(mine), len(mine) - len(todo), len(todo)
         )
     if todo and not args.merge:
-        pipeline = load_pipeline(
-            model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
-        )
-        pipeline.set_progress_bar_config(disable=True)
+        pipeline = pipeline_from_args(args, model)
         scorer = ClipScorer(args.clip, device=args.device) if args.clip else None
         counter_for = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
         for item, seed, method in tqdm(todo, desc="videos", unit="video"):
@@ -317,6 +291,7 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
     return {
         "model": args.model or "tiny",
         "model_source": model,
+        "prompt_set": args.prompt_set,
         "methods": args.methods,
         "options": args.options,
         "seeds": args.seeds,
@@ -327,6 +302,8 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "clip": args.clip,
         "settings": {"frames": args.frames, "height": args.height, "width": args.width, "steps": args.steps},
         "guidance": args.guidance,
+        "flow_shift": args.flow_shift,
+        "negative_prompt": args.negative_prompt,
         "code_version": code_version(),
         "command": ["experiments/countbench.py", *(sys.argv[1:] if argv is None else argv)],
     }

@@ -14,24 +14,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.figures import save_figure
-from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
+from numina.cli import (
+    BASELINE,
+    add_methods_argument,
+    add_model_arguments,
+    generation_settings,
+    method_options,
+    pipeline_from_args,
+    resolve_methods,
+    resolve_model_arguments,
+)
 from numina.countworld.world import NUMERALS, ObjectKind, Scene, palette_from_prompt
 from numina.evaluation.counters import ExactColourCounter
-from numina.method.generation import run_numina
-from numina.method.presets import PRESETS, preset
-from numina.models import load_pipeline
+from numina.method.generation import generate_video
 from numina.prompts import parse_prompt
 from numina.run_folder import write_json
-from numina.walkthrough import GenerationSettings, plain_generation
-
-BASELINE = "baseline"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("runs/countworld_samples.png"))
-    parser.add_argument("--methods", default=BASELINE, help=f"comma-separated: {BASELINE} and/or presets")
+    add_methods_argument(parser, BASELINE)
     parser.add_argument("--seeds", type=int, default=1, help="videos per count and method (columns)")
     parser.add_argument("--shape", default="circle")
     parser.add_argument("--colour", default="red")
@@ -48,10 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_model_arguments(parser)
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m != BASELINE and m not in PRESETS]
-    if unknown:
-        parser.error(f"--methods: unknown {unknown}; choose from {[BASELINE, *sorted(PRESETS)]}")
+    resolve_methods(parser, args, {})
     return args
 
 
@@ -84,33 +84,17 @@ def contact_sheet(rows: list[dict], frames_shown: tuple[int, ...]) -> Figure:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    pipeline = load_pipeline(
-        args.model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
-    )
+    pipeline = pipeline_from_args(args, args.model)
     rows = []
     for scene in sample_prompts(args.shape, args.colour, args.background, args.motion):
         counter = ExactColourCounter(palette_from_prompt(scene.caption, scene.targets))
+        tokens = parse_prompt(scene.caption, pipeline.tokenizer, targets=scene.targets)
         noun, target = next(iter(scene.targets.items()))
         videos = []
         for method in args.methods:
             for seed in range(args.seed, args.seed + args.seeds):
-                settings = GenerationSettings(
-                    num_frames=args.frames,
-                    height=args.height,
-                    width=args.width,
-                    steps=args.steps,
-                    guidance=args.guidance,
-                    seed=seed,
-                    negative_prompt=args.negative_prompt,
-                )
-                if method == BASELINE:
-                    video = plain_generation(pipeline, scene.caption, settings)
-                else:
-                    tokens = parse_prompt(scene.caption, pipeline.tokenizer, targets=scene.targets)
-                    with tempfile.TemporaryDirectory() as scratch:
-                        video = run_numina(
-                            pipeline, tokens, settings, preset(method), Path(scratch) / "a.h5"
-                        ).video
+                settings = generation_settings(args, seed)
+                video, _ = generate_video(pipeline, tokens, settings, method_options(method, {}))
                 videos.append((f"{method} s{seed}", video, counter.count(video, noun).tolist()))
         rows.append({"prompt": scene.caption, "target": target, "videos": videos})
     last = args.frames - 1

@@ -42,20 +42,21 @@ from analysis.statistics import compare_types, summarise, token_table
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
-    DTYPES,
     add_model_arguments,
     add_prompt_arguments,
+    generation_settings,
     index_list,
     load_prompt_set,
+    pipeline_from_args,
     resolve_model_arguments,
 )
-from numina.models import geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
 from numina.run_folder import atomic_write, save_video, slug, write_json
 from numina.store import IncompleteStoreError, TruncatedStoreError, open_store
 from numina.tracking import Tracker
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, capture_generation
+from numina.walkthrough import capture_generation
 
 log = logging.getLogger("diagnose_numerals")
 # Settings that change what a stored prompt holds: a resumed run must keep them.
@@ -173,9 +174,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         prompts = load_prompt_set(args)
         model = resolve_model(args.model)
-        settings = GenerationSettings(
-            args.frames, args.height, args.width, args.steps, args.guidance, args.seed, args.negative_prompt
-        )
+        settings = generation_settings(args)
         geometry = geometry_of(model, settings.num_frames, settings.height, settings.width)
         tokenizer = load_tokenizer(model)
         parsed = {item.index: parse_prompt(item.prompt, tokenizer, targets=item.targets) for item in prompts}
@@ -230,10 +229,7 @@ def main(argv: list[str] | None = None) -> Path:
                     state = "analysed stored run"
                 else:
                     if pipeline is None:
-                        pipeline = load_pipeline(
-                            model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend
-                        )
-                        pipeline.set_progress_bar_config(disable=True)
+                        pipeline = pipeline_from_args(args, model)
                     tokens = parsed[item.index]
                     spec = capture_spec(geometry, tokens, args)
                     video = capture_generation(

@@ -24,20 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
-from numina.capture import numina_spec
-from numina.cli import DTYPES, add_model_arguments, resolve_model_arguments
+from numina.cli import add_model_arguments, generation_settings, pipeline_from_args, resolve_model_arguments
 from numina.method.generation import NuminaResult, method_spec, run_numina
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
 from numina.method.layout import MAX_DETECTED
 from numina.method.presets import PRESETS, preset
 from numina.metrics.concentration import STATS
-from numina.models import Geometry, geometry_of, load_pipeline, load_tokenizer, resolve_model
+from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt, validate_targets
 from numina.run_folder import new_run_folder, save_video, slug, write_json
 from numina.store import open_store
 from numina.tracking import Tracker
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, capture_generation, plain_generation
+from numina.walkthrough import capture_generation, plain_generation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,32 +158,19 @@ def main(argv: list[str] | None = None) -> Path:
     # Everything that can be wrong with the request fails here, before any weights are loaded.
     try:
         model = resolve_model(args.model)
-        settings = GenerationSettings(
-            args.frames, args.height, args.width, args.steps, args.guidance, args.seed, args.negative_prompt
-        )
+        settings = generation_settings(args)
         geometry = geometry_of(model, settings.num_frames, settings.height, settings.width)
         tokens = parse_prompt(args.prompt, load_tokenizer(model), targets=args.counts)
         if not tokens.targets:
             raise ValueError(
                 f"no counted noun found in {args.prompt!r}: give the targets with --counts '{{\"noun\": 3}}'"
             )
-        labels = token_labels(tokens)
-        if args.capture_only:
-            captured = sorted({position for span in labels.values() for position in span})
-            spec = numina_spec(
-                geometry,
-                tuple(captured),
-                tokens.n_tokens,
-                settings.steps,
-                args.reference_step,
-                args.reference_layer,
-            ).resolved(geometry, settings.steps)
-        else:
-            spec, _, _ = method_spec(geometry, tokens, settings.steps, args.options)
+        # The walk-through's capture, the same with or without the rest of the method.
+        spec, _, _ = method_spec(geometry, tokens, settings.steps, args.options)
     except (ValueError, OSError) as error:
         raise SystemExit(f"generate.py: error: {error}") from None
 
-    pipeline = load_pipeline(model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend)
+    pipeline = pipeline_from_args(args, model)
     run_dir = new_run_folder(args.out, args.prompt)
     config = {
         "prompt": args.prompt,
@@ -247,7 +233,7 @@ def main(argv: list[str] | None = None) -> Path:
             save_video(np.concatenate([baseline, video], axis=2), run_dir / "side_by_side.mp4", settings.fps)
             tracker.log_video("side_by_side", run_dir / "side_by_side.mp4", fps=settings.fps)
         with open_store(run_dir / "attention.h5") as store:
-            figures["token_maps"] = token_maps_figure(store, labels, step=spec.steps[0])
+            figures["token_maps"] = token_maps_figure(store, token_labels(tokens), step=spec.steps[0])
         for name, figure in figures.items():
             save_figure(figure, run_dir / "figures" / name)
             tracker.log_image(f"figures/{name}", figure)

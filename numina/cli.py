@@ -3,7 +3,8 @@
 Every script in experiments/ takes the same model and sampler options with the same defaults (the
 release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128 and 20 steps on the
 built-in CountWorld and tiny ones, `numina.models.model_defaults`), so they are declared once here.
-May import torch, numina.models and numina.evaluation.countbench.
+May import torch, diffusers, numina.models, numina.method.presets, numina.walkthrough and
+numina.evaluation.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import WanPipeline
 
 from numina.evaluation.countbench import (
     CountBenchPrompt,
@@ -20,7 +22,10 @@ from numina.evaluation.countbench import (
     load_countbench,
     select_prompts,
 )
-from numina.models import model_defaults
+from numina.evaluation.detectors import DETECTORS
+from numina.method.presets import PRESETS, NuminaOptions, preset
+from numina.models import load_pipeline, model_defaults
+from numina.walkthrough import GenerationSettings
 
 PROMPT_SETS = ("countbench", "countworld")
 
@@ -80,6 +85,24 @@ def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         parser.error("--steps must be at least 1")
 
 
+def generation_settings(args: argparse.Namespace, seed: int | None = None) -> GenerationSettings:
+    """The sampler call the options name, at `seed` (the run's --seed when None)."""
+    return GenerationSettings(
+        num_frames=args.frames,
+        height=args.height,
+        width=args.width,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed if seed is None else seed,
+        negative_prompt=args.negative_prompt,
+    )
+
+
+def pipeline_from_args(args: argparse.Namespace, model: str) -> WanPipeline:
+    """`model` loaded with the options' dtype, device, flow shift and attention backend."""
+    return load_pipeline(model, DTYPES[args.dtype], args.device, args.flow_shift, args.attention_backend)
+
+
 def index_list(text: str | None) -> list[int] | None:
     """Comma-separated integers ("0,5,9"); None for "all"."""
     if text is None or text == "all":
@@ -124,7 +147,35 @@ def load_prompt_set(args: argparse.Namespace) -> list[CountBenchPrompt]:
     return select_prompts(prompts, args.prompts, args.limit)
 
 
-COUNTERS = ("exact", "owlv2", "grounding-dino")
+BASELINE = "baseline"
+
+
+def add_methods_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """--methods: the plain pipeline (`baseline`) and/or NUMINA presets, comma-separated."""
+    parser.add_argument(
+        "--methods", default=default, help=f"comma-separated: {BASELINE} and/or {sorted(PRESETS)}"
+    )
+
+
+def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace, overrides: dict) -> None:
+    """Split --methods into a list and check every name, and every preset with `overrides`."""
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m != BASELINE and m not in PRESETS]
+    if unknown or not args.methods:
+        parser.error(f"--methods: unknown {unknown}; choose from {[BASELINE, *sorted(PRESETS)]}")
+    try:
+        for method in args.methods:
+            method_options(method, overrides)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--options: {error}")
+
+
+def method_options(method: str, overrides: dict) -> NuminaOptions | None:
+    """NUMINA's options for a preset name with `overrides`; None for the baseline."""
+    return None if method == BASELINE else preset(method, **overrides)
+
+
+COUNTERS = ("exact", *DETECTORS)
 
 
 def add_counter_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,21 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def check_resumable(folder: str | Path, config: Mapping[str, Any], keys: Sequence[str], script: str) -> None:
+    """Refuse to add results to `folder` when its `config.json` was written with other values of `keys`
+    (compared as JSON): the folder's results would silently mix two experiments."""
+    previous = Path(folder) / "config.json"
+    if not previous.exists():
+        return
+    old = json.loads(previous.read_text())
+    changed = [key for key in keys if json.dumps(old.get(key)) != json.dumps(config.get(key), default=str)]
+    if changed:
+        raise SystemExit(
+            f"{script}: {folder} holds results made with other {', '.join(changed)}; "
+            "resume it with the same settings or pass another --out."
+        )
 
 
 def write_json(path: str | Path, data: Any) -> Path:

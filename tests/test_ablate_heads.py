@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from experiment_scripts import load_experiment
+
+from numina.evaluation import load_countbench
+from numina.method import preset, run_numina
+from numina.models import load_pipeline
+from numina.prompts import parse_prompt
+from numina.walkthrough import GenerationSettings
 
 ablate = load_experiment("ablate_heads")
 GRID = '{"head_rule": ["per_frame", "per_video"], "cross_heads": ["mean", "peak"]}'
@@ -36,10 +43,19 @@ def test_a_sweep_completes_resumes_and_writes_its_table(
     sweep = yaml.safe_load((out / "sweep.yaml").read_text())
     assert sweep["parameters"]["cross_heads"]["values"] == ["mean", "peak"]
 
-    # the layout count recorded for a setting is the one the method computes from the stored run
+    # the layout count recorded for a setting is the one a NUMINA run's own walk-through finds
     setting = {"head_rule": "per_frame", "cross_heads": "mean"}
     result = json.loads((out / "settings" / f"{ablate.setting_id(setting)}.json").read_text())
-    assert {row["prompt_id"] for row in result["rows"]} == {3, 209}
+    pipeline = load_pipeline(str(tiny_folder), torch.float32, "cpu")
+    item = load_countbench(countbench_dir)[3]
+    tokens = parse_prompt(item.prompt, pipeline.tokenizer, targets=item.targets)
+    settings = GenerationSettings(num_frames=9, height=64, width=64, steps=4)
+    numina = run_numina(pipeline, tokens, settings, preset("official", **setting), tmp_path / "a.h5")
+    recorded = {
+        noun: [row["count"] for row in result["rows"] if row["prompt_id"] == 3 and row["noun"] == noun]
+        for noun in tokens.targets
+    }
+    assert recorded == numina.counts("walkthrough")
 
     # interrupted: one setting's result lost; the stores are kept, so nothing is generated again
     (out / "settings" / f"{ablate.setting_id(setting)}.json").unlink()
@@ -50,6 +66,27 @@ def test_a_sweep_completes_resumes_and_writes_its_table(
     ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", GRID, "--heads"))
     assert evaluated == [setting]
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary)
+
+
+def test_a_grid_mixing_the_release_step_and_others_captures_both(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    grid = '{"reference_step": [null, 1]}'
+    out = ablate.main(
+        _args(tiny_folder, countbench_dir, tmp_path / "steps", "--grid", grid, "--prompts", "3")
+    )
+    assert len(pd.read_csv(out / "summary.csv")) == 2
+
+
+def test_a_folder_made_with_other_prompts_is_refused(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    grid = '{"cross_heads": ["mean"]}'
+    ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", grid, "--prompts", "3"))
+    with pytest.raises(SystemExit, match="other prompts"):
+        ablate.main(
+            _args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", grid, "--prompts", "3,209")
+        )
 
 
 def test_unknown_options_fail_before_any_work(
@@ -70,9 +107,9 @@ def test_end_to_end_scores_generate_and_count_each_setting_once(
     args = _args(tiny_folder, countbench_dir, tmp_path / "e2e", "--grid", '{"follow_steps": [false, true]}')
     args = [*args, "--prompts", "3", "--end-to-end", "--counter", "exact"]
     generated = []
-    original = ablate.run_numina
+    original = ablate.generate_video
     monkeypatch.setattr(
-        ablate, "run_numina", lambda *a, **k: generated.append(a[3].follow_steps) or original(*a, **k)
+        ablate, "generate_video", lambda *a, **k: generated.append(a[3].follow_steps) or original(*a, **k)
     )
     out = ablate.main(args)
     summary = pd.read_csv(out / "summary.csv")

@@ -146,7 +146,7 @@ def test_changed_settings_or_bad_requests_fail_before_any_model_work(
     out = tmp_path / "run"
     (out).mkdir()
     (out / "config.json").write_text(json.dumps({"model": str(tiny_folder), "stats_only": True}))
-    monkeypatch.setattr(diagnose, "load_pipeline", no_loading)
+    monkeypatch.setattr(diagnose, "pipeline_from_args", no_loading)
     with pytest.raises(SystemExit, match="resume it with the same settings"):
         diagnose.main(_args(tiny_folder, countbench_dir, out, "--limit", "1"))
     with pytest.raises(SystemExit, match="out of range"):

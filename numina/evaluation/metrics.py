@@ -33,6 +33,25 @@ VIDEO_KEYS = ["prompt_id", "seed", "method"]
 BY_TARGET, BY_CATEGORIES = "target", "n_categories"
 
 
+def count_rows(
+    prompt_id: Any, seed: int, method: str, targets: Mapping[str, int], counts: Mapping[str, Sequence[int]]
+) -> list[dict[str, Any]]:
+    """The counts-table rows of one video: one per (frame, noun) of `counts` (noun -> per-frame counts)."""
+    return [
+        {
+            "prompt_id": prompt_id,
+            "seed": seed,
+            "method": method,
+            "frame": frame,
+            "noun": noun,
+            "target": targets[noun],
+            "count": int(count),
+        }
+        for noun, per_frame in counts.items()
+        for frame, count in enumerate(per_frame)
+    ]
+
+
 def counts_table(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     """Build and check the counts table from dicts (or a DataFrame); return a sorted copy.
 

@@ -21,6 +21,7 @@ and numina (capture, method, models, prompts, store, version, walkthrough).
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -42,7 +43,7 @@ from numina.metrics.separability import DEFAULT_WEIGHTS
 from numina.models import Geometry
 from numina.prompts import PromptTokens
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings
+from numina.walkthrough import GenerationSettings, plain_generation
 
 STAGES = ("walkthrough", "corrected")
 PATHS = (
@@ -192,6 +193,22 @@ def _step_cache(
     if not enabled:
         return contextlib.nullcontext()
     return StepCache(pipeline.transformer, num_steps, first=first, always=always, tau=options.cache_threshold)
+
+
+def generate_video(
+    pipeline: Any,
+    tokens: PromptTokens,
+    settings: GenerationSettings,
+    options: NuminaOptions | None,
+    scratch: str | Path | None = None,
+) -> tuple[np.ndarray, NuminaResult | None]:
+    """One video for an evaluation: the plain pipeline's (`options` None, the baseline) or NUMINA's,
+    whose phase-1 store goes to a temporary folder (inside `scratch` when given) and is removed."""
+    if options is None:
+        return plain_generation(pipeline, tokens.prompt, settings), None
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
+        result = run_numina(pipeline, tokens, settings, options, Path(folder) / "attention.h5")
+    return result.video, result
 
 
 def run_numina(
