@@ -52,7 +52,7 @@ from numina.cli import (
 )
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
-from numina.run_folder import atomic_write, save_video, slug, write_json
+from numina.run_folder import atomic_write, check_resumable, save_video, slug, write_json
 from numina.store import IncompleteStoreError, TruncatedStoreError, open_store
 from numina.tracking import Tracker
 from numina.version import code_version
@@ -151,20 +151,6 @@ def analyse_store(store_path: Path, prompt_id: int, stats_only: bool) -> tuple[p
     return tokens, scores
 
 
-def check_resume(out: Path, config: dict) -> None:
-    """A resumed folder must have been made with the same model, sizes and capture settings."""
-    path = out / "config.json"
-    if not path.exists():
-        return
-    previous = json.loads(path.read_text())
-    changed = [key for key in FIXED_SETTINGS if json.dumps(previous.get(key)) != json.dumps(config[key])]
-    if changed:
-        raise SystemExit(
-            f"diagnose_numerals.py: {out} holds a run with other {', '.join(changed)}; "
-            "resume it with the same settings or pass another --out."
-        )
-
-
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -207,7 +193,7 @@ def main(argv: list[str] | None = None) -> Path:
         "code_version": code_version(),
         "command": ["experiments/diagnose_numerals.py", *(sys.argv[1:] if argv is None else argv)],
     }
-    check_resume(out, config)
+    check_resumable(out, config, FIXED_SETTINGS, "diagnose_numerals.py")
     for folder in ("stores", "tables", "figures"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
