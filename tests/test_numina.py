@@ -132,11 +132,26 @@ def test_options_change_the_choices_they_name(tiny_pipe, tokens, tmp_path: Path)
         tiny_pipe, tokens, SETTINGS, preset("official", head_rule="per_video"), tmp_path / "v.h5"
     )
     assert len(set(video.head.head.tolist())) == 1
-    cached = run_numina(tiny_pipe, tokens, SETTINGS, preset("improved"), tmp_path / "c.h5")
-    assert set(cached.cached_steps) <= {"walkthrough", "guided"} and "walkthrough" in cached.cached_steps
-    assert all(step not in (2, SETTINGS.steps - 1) for step in cached.cached_steps["walkthrough"])
     with pytest.raises(ValueError, match="unknown NUMINA option"):
         preset("official", early_acept=True)
+
+
+def test_walkthrough_caching_skips_steps_but_never_the_reference_or_the_last(
+    tiny_pipe, tokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caching from step 0 with a threshold nothing reaches: every step the rule may skip is skipped.
+    The count is right, so early accept runs the walk-through to the end (6 steps, reference step 2)."""
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    monkeypatch.setattr(
+        generation,
+        "build_layout",
+        lambda *a, **k: _right_layout(tokens.targets, geometry.frames, geometry.height),
+    )
+    monkeypatch.setattr(generation, "WARMUP", 0)
+    options = preset("official", early_accept=True, cache_walkthrough=True, cache_threshold=1e9)
+    cached = run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "c.h5")
+    # steps 0 and 1 are computed to measure the rate, 2 is the reference step, 5 the last
+    assert cached.path == "accepted" and cached.cached_steps["walkthrough"] == [3, 4]
 
 
 def test_score_weights_rescore_the_heads(official, tiny_pipe, tokens) -> None:

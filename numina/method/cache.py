@@ -11,8 +11,9 @@ both branches:
 
 Steps before `first` (10 in the walk-through), the steps in `always` (the reference step) and the
 last step are always computed, and so are steps before two have been computed. In the guided run
-the same rule can run from the step where modulation ends. One host sync per cached step (the
-decision), none on computed steps. May import torch, diffusers hooks and numina.capture.hooks.
+the same rule can run from the step where modulation ends. One host sync per step where the rule
+decides (reading the accumulated change), none on the steps it never considers. May import torch,
+diffusers hooks and numina.capture.hooks.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class StepCacheHook(ModelHook):
         self.context_manager = StateManager(NoState)
         self.first, self.tau = first, tau
         self.always = set(always) | {num_steps - 1}
+        # The record of what was skipped outlives `reset`: diffusers resets stateful hooks when a
+        # pipeline call ends, before the caller reads it.
+        self.skipped: list[int] = []
         self.reset()
 
     def reset(self) -> None:
@@ -49,7 +53,6 @@ class StepCacheHook(ModelHook):
         self.delta: dict[str, torch.Tensor] = {}  # per branch: output - input of its last computed step
         self.accumulated = 0.0
         self.skip: dict[int, bool] = {}
-        self.skipped: list[int] = []
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.reset()

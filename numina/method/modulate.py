@@ -18,7 +18,8 @@ How: everything the bias needs is turned into index tensors on the device once p
 on the output projection `to_out[0]` recomputes only the touched query rows, densely over the 512
 text positions with the bias, and writes them over the fast kernel's output. No L x 512 tensor is
 built, nothing leaves the device, and untouched rows are the model's own output: with nothing to
-modulate the output is unchanged to the bit. May import torch, diffusers hooks and numina.capture.
+modulate the output is unchanged to the bit. May import torch, diffusers hooks, numina.capture and the
+layout labels (numina.method.layout, correct).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import StateManager
 
 from numina.capture.hooks import HookSet, KeepOutputHook, NoState, denoising_context
+from numina.method.correct import smallest_instance
+from numina.method.layout import ADDED_BASE, BACKGROUND, REMOVED
 
 RELEASE_CENTRE, RELEASE_STEPS = 25.0, 50
 GATE = 0.25
 REMOVED_BIAS, DISC_BIAS = -10.0, 0.8
-REMOVED, ADDED = -1, 100
 HOOK_PREFIX = "numina.modulate"
 
 
@@ -57,12 +59,10 @@ def is_active(step: float, centre: float = RELEASE_CENTRE) -> bool:
     return delta(step, centre) > GATE
 
 
-def smallest_instance(labels: np.ndarray) -> int | None:
-    """The detected instance (label 1..99) with the fewest positions, ties to the lower label, or None."""
-    values, sizes = np.unique(labels[(labels >= 1) & (labels < ADDED)], return_counts=True)
-    if len(values) == 0:
-        return None
-    return int(values[np.argmin(sizes)])  # argmin takes the first (lowest label) of equal sizes
+def reference_instance(labels: np.ndarray) -> int | None:
+    """The frame's reference: its smallest detected instance (labels 1..99; added ones do not count),
+    ties to the lower label, or None."""
+    return smallest_instance(np.where(labels < ADDED_BASE, labels, BACKGROUND))
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,10 @@ class NounModulation:
             flat = labels[frame].reshape(-1)
             offset = frame * tokens_per_frame
             removed.append(offset + np.flatnonzero(flat == REMOVED))
-            new = offset + np.flatnonzero(flat >= ADDED)
+            new = offset + np.flatnonzero(flat >= ADDED_BASE)
             if len(new) == 0:
                 continue
-            instance = smallest_instance(labels[frame])
+            instance = reference_instance(labels[frame])
             if instance is None:
                 disc.append(new)
                 continue

@@ -3,7 +3,7 @@
 `official` reproduces the public release (METHOD.md); `paper` changes what the paper text describes
 differently (per-noun cross-attention head by concentration); `improved` switches on this project's
 improvements, each also a separate option. The default stays `official` until a measurement says an
-improvement is better. May import numina.method (identify, layout) and numina.metrics.
+improvement is better. May import numina.method (identify, layout, correct, cache) and numina.metrics.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from numina.method.cache import TAU
+from numina.method.correct import DEFAULT_WEIGHTS as COST_WEIGHTS
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
 from numina.method.layout import LayoutOptions
 from numina.metrics.concentration import STATS
+from numina.metrics.separability import DEFAULT_WEIGHTS as SCORE_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class NuminaOptions:
     head_rule: str = "per_frame"  # self-attention head: per_frame (release), per_video, per_layer, fixed
     fixed_head: int | None = None  # the head of the reference block under head_rule="fixed"
     score_variant: str = "official"  # S2 from block sums (official) or block means (normalised)
-    score_weights: tuple[float, float, float] = (1.0, 1.0, 0.1)  # S = w1 S1 + w2 S2 + w3 S3
+    score_weights: tuple[float, float, float] = SCORE_WEIGHTS  # S = w1 S1 + w2 S2 + w3 S3
     cross_heads: str = "mean"  # noun map: mean over heads (release), concentration (paper), peak
     concentration_measure: str = "entropy"  # for cross_heads="concentration"
     all_occurrences: bool = False  # every occurrence of a repeated noun (release: the first only)
@@ -34,8 +37,8 @@ class NuminaOptions:
     track_instances: bool = False  # one label per object over time; remove whole tracks (release: per frame)
     cache_walkthrough: bool = False  # EasyCache's step caching in the walk-through (from step 10)
     cache_guided: bool = False  # the same in the guided run, once modulation has ended
-    cache_threshold: float = 0.05  # tau: accumulated relative change allowed before computing again
-    cost_weights: tuple[float, float, float] = (1.0, 1.0, 8.0)  # C_o, C_c, C_t of a placement
+    cache_threshold: float = TAU  # tau: accumulated relative change allowed before computing again
+    cost_weights: tuple[float, float, float] = COST_WEIGHTS  # C_o, C_c, C_t of a placement
     stride: int = 2  # placement search stride
     disc_radius: int = 5  # template for frames without an instance
     layout: LayoutOptions = field(default_factory=LayoutOptions)
@@ -55,16 +58,6 @@ class NuminaOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> NuminaOptions:
-        values = dict(values)
-        if "layout" in values and isinstance(values["layout"], dict):
-            values["layout"] = LayoutOptions(**values["layout"])
-        for name in ("cost_weights", "score_weights"):
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
 
 
 PRESETS: dict[str, NuminaOptions] = {
