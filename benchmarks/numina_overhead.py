@@ -104,7 +104,7 @@ def step_benchmark(args: argparse.Namespace, geometry: Geometry) -> dict:
             times[name] += time_call(fn, 1)
     median = {name: statistics.median(values) for name, values in times.items()}
     return {
-        "touched_rows": plan.to("cuda").rows.numel(),
+        "touched_rows": shortcut.device_plan.rows.numel(),
         "rows": geometry.tokens,
         "median_ms": median,
         "ratio": {name: value / median["plain"] for name, value in median.items()},

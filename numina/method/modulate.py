@@ -351,7 +351,8 @@ class CrossAttentionModulation:
         if self.plan.empty:
             return
         device = next(self.transformer.parameters()).device
-        self.device_plan = self.plan.to(device)
+        if self.device_plan is None or self.device_plan.rows.device != device:
+            self.device_plan = self.plan.to(device)  # built once, however often the hooks go on
         self._hooks.register(self.transformer, "step", _StepHook(self.state, self.plan.centre))
         for layer, block in enumerate(self.transformer.blocks):
             attention = block.attn2
