@@ -83,7 +83,7 @@ def token_maps_figure(
     probs = store["cross_attention/probs"].sel(step=step, branch=branch)
     positions = [int(p) for p in probs.coords["token"]]
     frames = probs.coords["frame"]
-    shown = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
+    shown = _frames_shown(len(frames), max_frames)
     with mpl.rc_context(STYLE):
         figure = Figure(figsize=(1.6 * len(shown) + 0.8, 1.5 * len(tokens)))
         axes = figure.subplots(len(tokens), len(shown), squeeze=False)

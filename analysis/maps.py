@@ -33,11 +33,17 @@ def token_maps(
     if positions is not None:
         probs = probs.sel(token=list(positions))
     maps = probs.values.astype(np.float32)
-    if normalisation == "prompt":
-        # the share of each video position's attention that went to the prompt: (head, frame, y, x)
-        mass = store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)
-        maps = renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
-    return maps
+    return over_prompt(store, maps, step, layer, branch) if normalisation == "prompt" else maps
+
+
+def over_prompt(
+    store: AttentionStore, maps: np.ndarray, step: int, layer: int, branch: str = "cond"
+) -> np.ndarray:
+    """(head, token, frame, y, x) maps of one step and block renormalised over the prompt's tokens, with
+    the share of each video position's attention that went to the prompt (stored beside the maps)."""
+    index = {"step": step, "branch": branch, "layer": layer}
+    mass = store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)  # (head, frame, y, x)
+    return renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
 
 
 def word_maps(

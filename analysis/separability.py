@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from numina.method.identify import best_heads
 from numina.metrics.separability import DEFAULT_WEIGHTS, TERMS, Variant, separability
 from numina.store import AttentionStore
 
@@ -116,16 +117,17 @@ def choose_heads(
         if layer not in layers:
             raise ValueError(f"layer {layer} was not captured; captured: {layers}")
         table = table[table["layer"] == layer]
-    ordered = table.sort_values(["step", "frame", "layer", "head"])
-    if rule == "per_frame":
-        best = ordered.loc[ordered.groupby(["step", "frame"])[term].idxmax()]
-        return best[["step", "frame", "layer", "head", term]].reset_index(drop=True)
-    means = ordered.groupby(["step", "layer", "head"])[term].mean().reset_index()
-    best = means.loc[means.groupby("step")[term].idxmax(), ["step", "layer", "head"]]
-    chosen = ordered.merge(best, on=["step", "layer", "head"])
-    return (
-        chosen[["step", "frame", "layer", "head", term]].sort_values(["step", "frame"]).reset_index(drop=True)
-    )
+    rows = []
+    for step, scores in table.groupby("step"):
+        # (layer, head, frame) array of the term, for the method's own rule (`best_heads`).
+        grid = scores.pivot_table(index=["layer", "head"], columns="frame", values=term, aggfunc="first")
+        layers, heads = grid.index.levels
+        total = grid.to_numpy().reshape(len(layers), len(heads), len(grid.columns))
+        layer_index, head_index = best_heads(total, list(layers), rule, layer)
+        for f, frame in enumerate(grid.columns):
+            value = total[layer_index[f], head_index[f], f]
+            rows.append((step, frame, layers[layer_index[f]], heads[head_index[f]], value))
+    return pd.DataFrame(rows, columns=["step", "frame", "layer", "head", term])
 
 
 def _check_term(table: pd.DataFrame, term: str) -> None:

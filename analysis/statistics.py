@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from scipy import stats as scipy_stats
 
-from analysis.maps import token_maps
+from analysis.maps import over_prompt, token_maps
 from numina.metrics.concentration import STATS, concentration_stats
 from numina.prompts import PromptTokens
 from numina.store import AttentionStore
@@ -48,7 +48,7 @@ def captured_steps(store: AttentionStore, branch: str = "cond") -> list[int]:
 
 def token_table(
     store: AttentionStore,
-    normalisation: Normalisation = "all",
+    normalisation: Normalisation | Sequence[Normalisation] = "all",
     steps: Sequence[int] | None = None,
     layers: Sequence[int] | None = None,
     branch: str = "cond",
@@ -59,18 +59,21 @@ def token_table(
 
     A map is what one text token receives from one latent frame's video positions, for one head of
     one block at one step. `normalisation="prompt"` renormalises it over the prompt's own tokens first
-    (needs stored maps); `frames="mean"` averages each measure over the frames (one row per
-    step/layer/head/token), `"each"` keeps a `frame` column. Statistics come from the stored maps when
-    present, else from the statistics the capture computed on the device (`normalisation="all"` only).
+    (needs stored maps); several normalisations give their rows together from one read of the maps.
+    `frames="mean"` averages each measure over the frames (one row per step/layer/head/token), `"each"`
+    keeps a `frame` column. Statistics come from the stored maps when present, else from the statistics
+    the capture computed on the device (`normalisation="all"` only).
     """
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}.")
+    normalisations = [normalisation] if isinstance(normalisation, str) else list(normalisation)
+    unknown = [n for n in normalisations if n not in NORMALISATIONS]
+    if unknown or not normalisations:
+        raise ValueError(f"normalisation must be one or more of {NORMALISATIONS}, got {normalisation!r}.")
     if frames not in ("mean", "each"):
         raise ValueError(f"frames must be 'mean' or 'each', got {frames!r}.")
     has_maps = "cross_attention/probs" in store
     if not has_maps and "cross_attention/stats" not in store:
         raise KeyError(f"{store} holds no cross-attention maps or statistics; capture cross_attention first.")
-    if not has_maps and normalisation == "prompt":
+    if not has_maps and "prompt" in normalisations:
         raise ValueError(
             "Maps renormalised over the prompt need the stored cross-attention maps, but this store has "
             "statistics only; capture with CrossAttentionCapture(maps=True) or use normalisation='all'."
@@ -82,32 +85,36 @@ def token_table(
     heads = np.asarray(source.coords["head"], dtype=int)
     positions = np.asarray(source.coords["token"], dtype=int)
     frame_ids = np.asarray(source.coords["frame"], dtype=int)
-    pieces = []
+    text_mass = store["cross_attention/text_mass"]
+    pieces: dict[str, list[pd.DataFrame]] = {n: [] for n in normalisations}
     for step in steps:
         for layer in layers:
             index = {"step": step, "branch": branch, "layer": layer}
-            if has_maps:
-                measures = _measures_from_maps(store, index, normalisation)
-            else:
-                measures = source.sel(index).values.astype(np.float32)  # (head, token, frame, stat)
-            padding = store["cross_attention/text_mass"].sel(index, part="padding").values  # (head, frame)
-            padding = np.broadcast_to(padding[:, None, :, None], (*measures.shape[:3], 1))
-            measures = np.concatenate([measures, padding], axis=-1)
-            pieces.append(_rows(measures, step, layer, heads, positions, frame_ids, frames))
-    table = pd.concat(pieces, ignore_index=True) if pieces else _rows_empty(frames)
-    table = table.dropna(subset=list(STATS), how="all").reset_index(drop=True)
-    _describe_tokens(table, tokens)
+            padding = text_mass.sel(index, part="padding").values  # (head, frame)
+            raw = token_maps(store, step, layer, branch=branch) if has_maps else None
+            for name in normalisations:
+                if raw is None:
+                    measures = source.sel(index).values.astype(np.float32)  # (head, token, frame, stat)
+                else:
+                    maps = over_prompt(store, raw, step, layer, branch) if name == "prompt" else raw
+                    measures = concentration_stats(torch.from_numpy(maps)).numpy()
+                measures = np.concatenate(
+                    [measures, np.broadcast_to(padding[:, None, :, None], (*measures.shape[:3], 1))], axis=-1
+                )
+                pieces[name].append(_rows(measures, step, layer, heads, positions, frame_ids, frames))
+    tables = []
+    for name, parts in pieces.items():
+        table = pd.concat(parts, ignore_index=True) if parts else _rows_empty(frames)
+        table = table.dropna(subset=list(STATS), how="all").reset_index(drop=True)
+        _describe_tokens(table, tokens)
+        table.insert(table.columns.get_loc("token_type") + 1, "normalisation", name)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
     table.insert(
         0, "prompt_id", prompt_id if prompt_id is not None else store.attrs.get("prompt_id", tokens.prompt)
     )
-    table.insert(table.columns.get_loc("token_type") + 1, "normalisation", normalisation)
     table["branch"] = branch
     return table
-
-
-def _measures_from_maps(store: AttentionStore, index: dict, normalisation: Normalisation) -> np.ndarray:
-    maps = token_maps(store, index["step"], index["layer"], None, normalisation, index["branch"])
-    return concentration_stats(torch.from_numpy(maps)).numpy()  # (head, token, frame, stat)
 
 
 def _rows(

@@ -38,7 +38,7 @@ from analysis.figures import (
     token_maps_figure,
 )
 from analysis.separability import choose_heads, separability_table
-from analysis.statistics import compare_types, summarise, token_table
+from analysis.statistics import compare_types, prompt_tokens_of, summarise, token_table
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
@@ -60,7 +60,15 @@ from numina.walkthrough import capture_generation
 
 log = logging.getLogger("diagnose_numerals")
 # Settings that change what a stored prompt holds: a resumed run must keep them.
-FIXED_SETTINGS = ("model", "settings", "capture_steps", "layers", "self_attention_layers", "stats_only")
+FIXED_SETTINGS = (
+    "model",
+    "prompt_set",
+    "settings",
+    "capture_steps",
+    "layers",
+    "self_attention_layers",
+    "stats_only",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def capture_spec(geometry, tokens: PromptTokens, args: argparse.Namespace) -> CaptureSpec:
+def capture_spec(tokens: PromptTokens, args: argparse.Namespace) -> CaptureSpec:
     """Every prompt token plus the first padding position (all padding keys are alike)."""
     positions = list(range(tokens.n_tokens))
     if tokens.n_tokens < tokens.max_length:
@@ -143,9 +151,7 @@ def analyse_store(store_path: Path, prompt_id: int, stats_only: bool) -> tuple[p
     """The token table (raw and, with maps, renormalised over the prompt) and separability of one store."""
     with open_store(store_path) as store:
         normalisations = ["all"] if stats_only else ["all", "prompt"]
-        tokens = pd.concat(
-            [token_table(store, n, prompt_id=prompt_id) for n in normalisations], ignore_index=True
-        )
+        tokens = token_table(store, normalisations, prompt_id=prompt_id)  # one read of the maps
         scores = separability_table(store)
     scores.insert(0, "prompt_id", prompt_id)
     return tokens, scores
@@ -169,11 +175,13 @@ def main(argv: list[str] | None = None) -> Path:
     args.capture_steps = args.capture_steps or [release_reference_step(settings.steps)]
     args.layers = args.layers if args.layers is not None else list(range(geometry.layers))
     args.self_attention_layers = args.self_attention_layers or [release_reference_layer(geometry)]
-    for item in prompts:  # checks steps, layers and tokens against the model before any work
-        try:
-            capture_spec(geometry, parsed[item.index], args).resolved(geometry, settings.steps)
-        except ValueError as error:
-            raise SystemExit(f"diagnose_numerals.py: error: {error}") from None
+    try:  # checks steps, layers and tokens against the model before any work
+        specs = {
+            item.index: capture_spec(parsed[item.index], args).resolved(geometry, settings.steps)
+            for item in prompts
+        }
+    except ValueError as error:
+        raise SystemExit(f"diagnose_numerals.py: error: {error}") from None
 
     out = args.out
     config = {
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> Path:
         "layers": args.layers,
         "self_attention_layers": args.self_attention_layers,
         "stats_only": args.stats_only,
+        "prompt_set": args.prompt_set,
         "countbench": str(args.countbench or "default"),
         "prompts": [item.index for item in prompts],
         "code_version": code_version(),
@@ -216,12 +225,10 @@ def main(argv: list[str] | None = None) -> Path:
                 else:
                     if pipeline is None:
                         pipeline = pipeline_from_args(args, model)
-                    tokens = parsed[item.index]
-                    spec = capture_spec(geometry, tokens, args)
                     video = capture_generation(
                         pipeline,
-                        tokens,
-                        spec,
+                        parsed[item.index],
+                        specs[item.index],
                         settings,
                         store_path,
                         {"model": config["model"], "prompt_id": item.index},
@@ -288,14 +295,13 @@ def summarise_run(
 
     summary = summarise(tokens, by=("normalisation", "token_type", "layer"), method=args.ci)
     write_table(summary, out / "summary.csv")
-    present = set(tokens["token_type"])
     differences = [
         compare_types(part, "numeral", other, by=("layer",), method=args.ci)
         .rename(columns={"numeral": "numeral_level", other: "compared_level"})
         .assign(normalisation=normalisation, comparison=f"numeral - {other}")
         for normalisation, part in tokens.groupby("normalisation")
         for other in ("noun", "adjective")
-        if {"numeral", other} <= present and {"numeral", other} <= set(part["token_type"])
+        if {"numeral", other} <= set(part["token_type"])
     ]
     differences = pd.concat(differences, ignore_index=True) if differences else pd.DataFrame()
     write_table(differences, out / "type_differences.csv")
@@ -323,7 +329,7 @@ def summarise_run(
     if not args.stats_only:
         first = prompts[0]
         with open_store(out / "stores" / f"p{first.index:03d}.h5") as store:
-            tokens_of = PromptTokens.from_records(store.attrs["tokens"])
+            tokens_of = prompt_tokens_of(store)
             labels = {
                 f'{word.type} "{word.text}"': list(word.positions)
                 for word in tokens_of.words

@@ -118,38 +118,51 @@ class HeadChoice:
         return {"layer": self.layer.tolist(), "head": self.head.tolist(), "score": self.score.tolist()}
 
 
-def choose_head(
-    data: Phase1Data, rule: str = "per_frame", layer: int | None = None, head: int | None = None
-) -> HeadChoice:
-    """The self-attention head per frame under `rule`; `layer` defaults to the first captured block.
+def best_heads(
+    total: np.ndarray,
+    layers: Sequence[int],
+    rule: str = "per_frame",
+    layer: int | None = None,
+    head: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rule itself on a score array `total` (layer, head, frame) whose first axis holds `layers`:
+    per frame, the index of the chosen layer and head. Ties go to the lower index, as argmax does.
 
-    `fixed` takes `head` of `layer` in every frame (head sweeps).
+    `per_frame`: the best head of `layer` in each frame (the release); `per_video`: the head of `layer`
+    with the best mean over frames; `per_layer`: the (layer, head) with the best mean; `fixed`: `head`
+    of `layer` in every frame. `layer` defaults to the first of `layers`.
     """
     if rule not in HEAD_RULES:
         raise ValueError(f"head rule must be one of {HEAD_RULES}, got {rule!r}")
-    if rule == "fixed" and (head is None or not 0 <= head < data.scores.shape[1]):
-        raise ValueError(f"the fixed head rule needs a head in 0..{data.scores.shape[1] - 1}, got {head!r}")
-    total = data.scores[..., TERMS.index("S")]  # (layer, head, frame)
+    if rule == "fixed" and (head is None or not 0 <= head < total.shape[1]):
+        raise ValueError(f"the fixed head rule needs a head in 0..{total.shape[1] - 1}, got {head!r}")
     frames = total.shape[-1]
     if rule == "per_layer":
         means = total.mean(axis=-1)  # (layer, head)
-        layer_index, head = np.unravel_index(int(np.argmax(means)), means.shape)
-        chosen_layers = np.full(frames, data.layers[layer_index])
+        layer_index, best = np.unravel_index(int(np.argmax(means)), means.shape)
+        return np.full(frames, layer_index), np.full(frames, best)
+    layer = layers[0] if layer is None else layer
+    if layer not in layers:
+        raise ValueError(f"block {layer} was not captured; captured: {list(layers)}")
+    layer_index = list(layers).index(layer)
+    per_head = total[layer_index]  # (head, frame)
+    if rule == "fixed":
         heads = np.full(frames, head)
+    elif rule == "per_frame":
+        heads = per_head.argmax(axis=0)
     else:
-        layer = data.layers[0] if layer is None else layer
-        if layer not in data.layers:
-            raise ValueError(f"block {layer} was not captured; captured: {list(data.layers)}")
-        layer_index = data.layers.index(layer)
-        per_head = total[layer_index]  # (head, frame)
-        if rule == "fixed":
-            heads = np.full(frames, head)
-        elif rule == "per_frame":
-            heads = per_head.argmax(axis=0)
-        else:
-            heads = np.full(frames, per_head.mean(axis=1).argmax())
-        chosen_layers = np.full(frames, layer)
-    scores = total[[data.layers.index(int(lay)) for lay in chosen_layers], heads, np.arange(frames)]
+        heads = np.full(frames, per_head.mean(axis=1).argmax())
+    return np.full(frames, layer_index), heads
+
+
+def choose_head(
+    data: Phase1Data, rule: str = "per_frame", layer: int | None = None, head: int | None = None
+) -> HeadChoice:
+    """The self-attention head per frame under `rule` (`best_heads`) on the stored S scores."""
+    total = data.scores[..., TERMS.index("S")]  # (layer, head, frame)
+    layer_index, heads = best_heads(total, data.layers, rule, layer, head)
+    scores = total[layer_index, heads, np.arange(total.shape[-1])]
+    chosen_layers = np.asarray(data.layers)[layer_index]
     return HeadChoice(chosen_layers.astype(int), heads.astype(int), scores)
 
 
