@@ -25,9 +25,9 @@ import numpy as np
 
 from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
 from numina.cli import add_model_arguments, generation_settings, pipeline_from_args, resolve_model_arguments
+from numina.method.correct import check_correction
 from numina.method.generation import NuminaResult, method_spec, run_numina
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
-from numina.method.layout import MAX_DETECTED
 from numina.method.presets import PRESETS, preset
 from numina.metrics.concentration import STATS
 from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
@@ -93,13 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.counts is not None:
         try:
             args.counts = validate_targets(args.counts)
+            check_correction(args.counts)
         except (TypeError, ValueError) as error:
             parser.error(f"--counts: {error}")
-        too_many = {noun: count for noun, count in args.counts.items() if count > MAX_DETECTED}
-        if too_many:
-            parser.error(
-                f"--counts: at most {MAX_DETECTED} instances per noun can be laid out, got {too_many}"
-            )
     options = {
         "reference_step": args.reference_step,
         "reference_layer": args.reference_layer,

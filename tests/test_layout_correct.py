@@ -24,6 +24,7 @@ from numina.method.layout import (
     instance_features,
     segment_frame,
 )
+from numina.method.tracking import correct_tracked
 
 H, W = 30, 52  # the latent grid of Wan2.1 at 832 x 480
 # Four well separated 6 x 8 blobs, each with its own component vector (background 0): MeanShift then
@@ -350,5 +351,8 @@ def test_corrected_counts_equal_targets_in_every_frame() -> None:
     np.testing.assert_array_equal(corrected["bird"], layout["bird"])  # no target: left as it is
     with pytest.raises(ValueError, match="no layout"):
         correct_layout(layout, {"fish": 1})
-    with pytest.raises(ValueError, match="whole number"):
-        correct_layout(layout, {"cat": -1})
+    for correct in (correct_layout, correct_tracked):  # one check for both corrections
+        with pytest.raises(ValueError, match="whole number from 0 to 99"):
+            correct(layout, {"cat": -1})
+        with pytest.raises(ValueError, match="whole number from 0 to 99"):
+            correct(layout, {"cat": 100})

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from numina.method.layout import ADDED_BASE, BACKGROUND, REMOVED, Layout
+from numina.method.layout import ADDED_BASE, BACKGROUND, MAX_DETECTED, REMOVED, Layout
 
 Weights = tuple[float, float, float]
 Centre = tuple[float, float]
@@ -198,6 +198,23 @@ def correct_frame(
     return labels, added, edits
 
 
+def check_correction(
+    targets: Mapping[str, int], nouns: Sequence[str] | None = None, stride: int = 2, disc_radius: int = 5
+) -> None:
+    """What a correction can do, checked before it starts (and by the command line before any model
+    work): whole targets from 0 to MAX_DETECTED (the layout numbers detected instances 1..99), for
+    nouns the layout has (`nouns`, when known), a stride >= 1 and a disc radius >= 0."""
+    if stride < 1 or disc_radius < 0:
+        raise ValueError(f"Need stride >= 1 and disc_radius >= 0, got {stride} and {disc_radius}.")
+    for noun, target in targets.items():
+        if nouns is not None and noun not in nouns:
+            raise ValueError(f"Target noun {noun!r} has no layout; the layout has nouns {list(nouns)}.")
+        if int(target) != target or not 0 <= target <= MAX_DETECTED:
+            raise ValueError(
+                f"Target count of {noun!r} must be a whole number from 0 to {MAX_DETECTED}, got {target!r}."
+            )
+
+
 def correct_layout(
     layout: Layout,
     targets: Mapping[str, int],
@@ -210,15 +227,10 @@ def correct_layout(
     Each noun is corrected on its own label map; nouns without a target are kept as they are. Frames
     run in order because C_t looks at the previous frame's additions (only the one frame before).
     """
-    if stride < 1 or disc_radius < 0:
-        raise ValueError(f"Need stride >= 1 and disc_radius >= 0, got {stride} and {disc_radius}.")
+    check_correction(targets, layout.nouns, stride, disc_radius)
     labels = layout.to_dict()
     edits: list[Edit] = []
     for noun, target in targets.items():
-        if noun not in labels:
-            raise ValueError(f"Target noun {noun!r} has no layout; the layout has nouns {list(labels)}.")
-        if int(target) != target or target < 0:
-            raise ValueError(f"Target count of {noun!r} must be a whole number >= 0, got {target!r}.")
         previous: list[Centre] = []
         for frame in range(labels[noun].shape[0]):
             corrected, previous, done = correct_frame(

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from numina.method.correct import DEFAULT_WEIGHTS, Edit, Weights, correct_frame
+from numina.method.correct import DEFAULT_WEIGHTS, Edit, Weights, check_correction, correct_frame
 from numina.method.layout import ADDED_BASE, BACKGROUND, REMOVED, Layout
 
 
@@ -80,11 +80,10 @@ def correct_tracked(
     min_iou: float = 0.1,
 ) -> tuple[Layout, list[Edit]]:
     """Like `correct.correct_layout`, on tracked labels, removing whole tracks in one order."""
+    check_correction(targets, layout.nouns, stride, disc_radius)
     labels = layout.to_dict()
     edits: list[Edit] = []
     for noun, target in targets.items():
-        if noun not in labels:
-            raise ValueError(f"Target noun {noun!r} has no layout; the layout has nouns {list(labels)}.")
         tracked = track_instances(labels[noun], min_iou)
         order = removal_order(tracked)
         previous: list[tuple[float, float]] = []
