@@ -205,15 +205,13 @@ def main(argv: list[str] | None = None) -> Path:
             video = result.video
             write_json(run_dir / "numina.json", result.summary())
             figures.update(layout_figures(result, geometry, video, baseline))
-            for stage in ("walkthrough", "corrected"):
-                for noun, counts in result.counts(stage).items():
-                    tracker.log_scalars(
-                        {
-                            f"counts/{stage}/{noun}/frames_right": sum(
-                                c == tokens.targets[noun] for c in counts
-                            )
-                        }
-                    )
+            tracker.log_scalars(  # one history row
+                {
+                    f"counts/{stage}/{noun}/frames_right": sum(c == tokens.targets[noun] for c in counts)
+                    for stage in ("walkthrough", "corrected")
+                    for noun, counts in result.counts(stage).items()
+                }
+            )
             tracker.log_table("edits", [edit.__dict__ for edit in result.edits] or [{"edit": "none"}])
             log.info(
                 "NUMINA %s: counts %s -> %s, %d edits",

@@ -130,16 +130,6 @@ def test_uint8_and_float_give_the_same_score(scorer: ClipScorer) -> None:
     assert scorer.score(video.astype(np.float64), PROMPT) == reference
 
 
-def test_score_many(scorer: ClipScorer) -> None:
-    videos = [_video(17, seed=0), _video(9, seed=1)]
-    prompts = [PROMPT, "two dogs"]
-    assert scorer.score_many(videos, prompts) == [
-        scorer.score(v, p) for v, p in zip(videos, prompts, strict=True)
-    ]
-    with pytest.raises(ValueError, match="2 videos but 1 prompts"):
-        scorer.score_many(videos, prompts[:1])
-
-
 def test_bad_video_shape(scorer: ClipScorer) -> None:
     with pytest.raises(ValueError, match=r"shape \(frames, H, W, 3\)"):
         scorer.score(np.zeros((4, 32, 32)), PROMPT)

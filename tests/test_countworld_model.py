@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from experiment_scripts import load_experiment
 
 from numina.cli import add_prompt_arguments, load_prompt_set
 from numina.countworld.world import render_scenes, sample_scene
@@ -17,7 +18,6 @@ from numina.evaluation.countbench import countworld_prompts
 from numina.evaluation.detectors import prompt_counter
 from numina.models import countworld as countworld_model
 from numina.models import load_pipeline, model_defaults, resolve_model
-from tests.experiment_scripts import load_experiment
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
+from experiment_scripts import load_experiment
 from safetensors.torch import load_file
 
 from numina.countworld.training import (
@@ -23,7 +24,6 @@ from numina.countworld.training import (
 )
 from numina.models import load_pipeline
 from numina.models.countworld import SHARD_SIZE
-from tests.experiment_scripts import load_experiment
 
 train = load_experiment("train_countworld")
 

@@ -8,18 +8,19 @@ where E_img / E_txt are CLIPModel's projected image / text embeddings (`get_imag
 `get_text_features`). `frames` frames are sampled evenly (see `sample_frame_indices`). The model is always
 loaded with `from_pretrained(model_id_or_local_folder)`; `build_tiny_clip` writes a tiny random CLIP
 (model, CLIP BPE tokenizer, image processor) into a folder that loads through exactly that same path, for
-tests and offline smoke runs (its scores are meaningless). May import torch, numpy, tokenizers and
-transformers; nothing from numina.
+tests and offline smoke runs (its scores are meaningless). May import torch, numpy, tokenizers,
+transformers and numina.evaluation.hub (model loading).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from numina.evaluation.hub import default_device, load_error, resolve_source, save_tiny
 
 # The documented default model id: the common choice for text-video CLIP score.
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -80,28 +81,15 @@ class ClipScorer:
 
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
-        self.model_id = str(model)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model_id, source = resolve_source(model, "CLIP", DEFAULT_CLIP_MODEL)
+        self.device = default_device(device)
         self.dtype = dtype or torch.float32
         self.frames = frames
-        looks_like_path = isinstance(model, Path) or self.model_id.startswith((".", "/", "~"))
-        if looks_like_path and not Path(self.model_id).expanduser().is_dir():
-            raise OSError(
-                f"CLIP model folder '{self.model_id}' does not exist. Pass a local folder written by "
-                "save_pretrained (model + processor), or a hub id such as "
-                f"'{DEFAULT_CLIP_MODEL}' when the hub is reachable."
-            )
-        source = str(Path(self.model_id).expanduser()) if looks_like_path else self.model_id
         try:
             self.model = CLIPModel.from_pretrained(source, dtype=self.dtype)
             self.processor = CLIPProcessor.from_pretrained(source)
         except Exception as err:  # offline, missing files, bad id: all end here
-            raise OSError(
-                f"Could not load the CLIP model '{self.model_id}' with from_pretrained ({err}). Without a "
-                "network (or if the id is wrong), pass a local folder holding the model and processor "
-                "(save_pretrained output, e.g. a downloaded copy of "
-                f"'{DEFAULT_CLIP_MODEL}'; build_tiny_clip writes a tiny random one for tests)."
-            ) from err
+            raise load_error("CLIP", self.model_id, DEFAULT_CLIP_MODEL, err, "build_tiny_clip") from err
         self.model.to(self.device).eval()
         tokenizer_max = getattr(self.processor.tokenizer, "model_max_length", None) or 10**9
         self.max_length = int(min(tokenizer_max, self.model.config.text_config.max_position_embeddings))
@@ -133,12 +121,6 @@ class ClipScorer:
     def score(self, video: np.ndarray | torch.Tensor, prompt: str) -> float:
         """CLIP score in [0, 100]: mean over sampled frames of 100 * max(cos, 0) (Hessel et al. 2021)."""
         return float(np.mean(100.0 * np.maximum(self.frame_cosines(video, prompt), 0.0)))
-
-    def score_many(self, videos: Sequence[np.ndarray | torch.Tensor], prompts: Sequence[str]) -> list[float]:
-        """`score` of each (video, prompt) pair, in order."""
-        if len(videos) != len(prompts):
-            raise ValueError(f"got {len(videos)} videos but {len(prompts)} prompts")
-        return [self.score(video, prompt) for video, prompt in zip(videos, prompts, strict=True)]
 
 
 # Words the tiny tokenizer keeps whole (one BPE token each); other words split into smaller pieces.
@@ -208,9 +190,5 @@ def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
         vision_config=vision_config,
         projection_dim=16,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CLIPModel(config)
-    model.save_pretrained(folder)
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return save_tiny(folder, CLIPModel, config, processor, seed)

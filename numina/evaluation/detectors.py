@@ -18,8 +18,8 @@ local folder. `build_tiny_owlv2` and `build_tiny_grounding_dino` write tiny rand
 tokenizers) that load through the same path, for tests.
 
 May import numpy, torch, transformers, tokenizers (tiny builders only), numina.evaluation.counters,
-numina.countworld.world (colour words) and numina.evaluation.clip_score (8-bit frames, and the tiny CLIP
-towers that `build_tiny_owlv2` reuses).
+numina.countworld.world (colour words), numina.evaluation.hub (model loading) and
+numina.evaluation.clip_score (8-bit frames, and the tiny CLIP towers that `build_tiny_owlv2` reuses).
 """
 
 from __future__ import annotations
@@ -35,34 +35,11 @@ import torch
 from numina.countworld.world import palette_from_prompt
 from numina.evaluation.clip_score import tiny_clip_towers, to_uint8_frames
 from numina.evaluation.counters import ExactColourCounter, palette_for
+from numina.evaluation.hub import default_device, load_error, resolve_source, save_tiny
 
 logger = logging.getLogger(__name__)
 DEFAULT_OWLV2_MODEL = "google/owlv2-base-patch16-ensemble"
 DEFAULT_GROUNDING_DINO_MODEL = "IDEA-Research/grounding-dino-tiny"
-
-
-def _resolve_source(model: str | Path, what: str, default: str) -> tuple[str, str]:
-    """(model id as given, source for from_pretrained); a path-like id that is no folder: OSError."""
-    model_id = str(model)
-    looks_like_path = isinstance(model, Path) or model_id.startswith((".", "/", "~"))
-    if looks_like_path and not Path(model_id).expanduser().is_dir():
-        raise OSError(
-            f"{what} model folder '{model_id}' does not exist. Pass a local folder written by "
-            f"save_pretrained (model + processor), or a hub id such as '{default}' when the hub is reachable."
-        )
-    return model_id, str(Path(model_id).expanduser()) if looks_like_path else model_id
-
-
-def _load_error(what: str, model_id: str, default: str, err: Exception, builder: str) -> OSError:
-    return OSError(
-        f"Could not load the {what} model '{model_id}' with from_pretrained ({err}). Without a network "
-        "(or if the id is wrong), pass a local folder holding the model and processor (save_pretrained "
-        f"output, e.g. a downloaded copy of '{default}'; {builder} writes a tiny random one for tests)."
-    )
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def box_iou(boxes: torch.Tensor) -> torch.Tensor:
@@ -83,14 +60,14 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True)
-    iou = box_iou(boxes[order].float())
-    suppressed = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    overlaps = (box_iou(boxes[order].float()) > iou_threshold).cpu().numpy()  # one copy, no sync per box
+    suppressed = np.zeros(len(order), dtype=bool)
     keep = []
     for i in range(len(order)):
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= iou[i] > iou_threshold
+        suppressed |= overlaps[i]
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
 
@@ -110,14 +87,14 @@ class Owlv2Counter:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_id, source = _resolve_source(model, "OWLv2", DEFAULT_OWLV2_MODEL)
+        self.model_id, source = resolve_source(model, "OWLv2", DEFAULT_OWLV2_MODEL)
         self.threshold, self.batch_size, self.nms_iou = float(threshold), int(batch_size), nms_iou
-        self.device = _device(device)
+        self.device = default_device(device)
         try:
             self.model = Owlv2ForObjectDetection.from_pretrained(source)
             self.processor = Owlv2Processor.from_pretrained(source)
         except Exception as err:  # offline, missing files, bad id: all end here
-            raise _load_error("OWLv2", self.model_id, DEFAULT_OWLV2_MODEL, err, "build_tiny_owlv2") from err
+            raise load_error("OWLv2", self.model_id, DEFAULT_OWLV2_MODEL, err, "build_tiny_owlv2") from err
         self.model.to(self.device).eval()
 
     @staticmethod
@@ -172,12 +149,8 @@ def build_tiny_owlv2(folder: str | Path, seed: int = 0) -> Path:
         vision_config=vision_config,
         projection_dim=32,  # the class head compares projected text with vision-width features
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Owlv2ForObjectDetection(config)
-    model.save_pretrained(folder)
-    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    processor = Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    return save_tiny(folder, Owlv2ForObjectDetection, config, processor, seed)
 
 
 class GroundingDinoCounter:
@@ -200,15 +173,15 @@ class GroundingDinoCounter:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_id, source = _resolve_source(model, "GroundingDINO", DEFAULT_GROUNDING_DINO_MODEL)
+        self.model_id, source = resolve_source(model, "GroundingDINO", DEFAULT_GROUNDING_DINO_MODEL)
         self.box_threshold, self.text_threshold = float(box_threshold), float(text_threshold)
         self.batch_size = int(batch_size)
-        self.device = _device(device)
+        self.device = default_device(device)
         try:
             self.model = AutoModelForZeroShotObjectDetection.from_pretrained(source)
             self.processor = AutoProcessor.from_pretrained(source)
         except Exception as err:  # offline, missing files, bad id: all end here
-            raise _load_error(
+            raise load_error(
                 "GroundingDINO", self.model_id, DEFAULT_GROUNDING_DINO_MODEL, err, "build_tiny_grounding_dino"
             ) from err
         self.model.to(self.device).eval()
@@ -312,12 +285,8 @@ def build_tiny_grounding_dino(folder: str | Path, seed: int = 0) -> Path:
         decoder_n_points=2,
         max_text_len=max_text_len,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GroundingDinoForObjectDetection(config)
-    model.save_pretrained(folder)
-    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    processor = GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return save_tiny(folder, GroundingDinoForObjectDetection, config, processor, seed)
 
 
 DETECTORS = ("owlv2", "grounding-dino")
