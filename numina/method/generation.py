@@ -187,12 +187,12 @@ def _declare_layout(writer: Any, nouns: list[str], geometry: Geometry) -> None:
 
 
 def _step_cache(
-    pipeline: Any, enabled: bool, num_steps: int, first: int, always: tuple[int, ...], options: NuminaOptions
+    pipeline: Any, enabled: bool, num_steps: int, first: int, always: tuple[int, ...], tau: float
 ) -> Any:
     """EasyCache's step caching from step `first` when `enabled`, else a context that does nothing."""
     if not enabled:
         return contextlib.nullcontext()
-    return StepCache(pipeline.transformer, num_steps, first=first, always=always, tau=options.cache_threshold)
+    return StepCache(pipeline.transformer, num_steps, first=first, always=always, tau=tau)
 
 
 def generate_video(
@@ -257,7 +257,9 @@ def run_numina(
 
     try:
         started = time.perf_counter()
-        cache = _step_cache(pipeline, options.cache_walkthrough, settings.steps, WARMUP, (step,), options)
+        cache = _step_cache(
+            pipeline, options.cache_walkthrough, settings.steps, WARMUP, (step,), options.cache_threshold
+        )
         with AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)), cache as hook:
             latents = pipeline(
                 **settings.call(tokens.prompt), output_type="latent", callback_on_step_end=at_step_end
@@ -284,12 +286,14 @@ def run_numina(
             modulation_ends = next(
                 (s for s in range(settings.steps) if not is_active(s, plan.centre)), settings.steps
             )
-            cache = _step_cache(pipeline, options.cache_guided, settings.steps, modulation_ends, (), options)
+            cache = _step_cache(
+                pipeline, options.cache_guided, settings.steps, modulation_ends, (), options.cache_threshold
+            )
             with (
                 CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens),
                 cache as hook,
             ):
-                video = pipeline(**settings.call(tokens.prompt), output_type=output_type).frames[0]
+                video = plain_generation(pipeline, tokens.prompt, settings, output_type)
             cached["guided"] = list(hook.skipped) if hook else []
         timings["final"] = time.perf_counter() - started
         for stage, state in zip(STAGES, (layout, corrected), strict=True):
