@@ -9,15 +9,17 @@ until it prints "done". Three stages, each checkpointed and resumable:
    object pixels weighted up, a small KL); then it is scored on held-out clips (PSNR, and whether the
    exact counter counts the reconstructions right);
 2. latents: a fixed data set of `--clips` 17-frame clips is rendered and encoded (parts of 4,096
-   clips, kept in the work folder) with their captions; per-channel statistics go into the VAE config;
-3. transformer: flow matching with caption dropout (for classifier-free guidance), AdamW, warm-up and
-   cosine learning rate, gradient clipping, bf16 autocast on GPU, an EMA of the weights.
+   clips, kept in the work folder) with their captions and the latent positions their objects cover;
+   per-channel statistics go into the VAE config;
+3. transformer: flow matching with caption dropout (for classifier-free guidance), object positions
+   weighted up in the loss, AdamW, warm-up and cosine learning rate, gradient clipping, bf16 autocast
+   on GPU, an EMA of the weights.
 
 Every checkpoint also writes `<work>/portable`: the state, the loss log and the weights (VAE,
 transformer, EMA) as diffusers folders in files under 15 MB, without optimiser moments. A fresh
-machine resumes from it with `--resume-from <portable copy>` (moments restart; the latent data set is
-encoded again, the same clips as before); lent GPU machines keep nothing between calls, so this is
-how training goes on there (`benchmarks/train_countworld_piece.sh`).
+machine resumes from it with `--resume-from <portable copy>` (moments restart, so the learning rate
+warms up again; the latent data set is encoded again, the same clips as before); lent GPU machines
+keep nothing between calls, so this is how training goes on there (`benchmarks/train_countworld_piece.sh`).
 
 After every transformer piece the EMA pipeline is written to `<work>/pipeline` (float16, files under
 15 MB; `--export` copies it elsewhere, e.g. models/countworld). Losses go to `<work>/losses.jsonl`,
@@ -47,6 +49,7 @@ from numina.countworld.training import (
     ema_update,
     flow_matching_pair,
     from_vae_output,
+    latent_object_mask,
     latent_statistics,
     learning_rate,
     object_weights,
@@ -54,6 +57,7 @@ from numina.countworld.training import (
     shifted_sigmas,
     to_vae_input,
     vae_loss,
+    weighted_flow_loss,
 )
 from numina.countworld.world import palette_from_prompt, render_scenes, sample_scene
 from numina.evaluation.counters import ExactColourCounter
@@ -92,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument(
+        "--flow-object-weight",
+        type=float,
+        default=5.0,
+        help="flow loss weight of latent positions on objects",
+    )
     parser.add_argument("--shift", type=float, default=3.0, help="noise-level shift while training")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--checkpoint-every", type=int, default=500)
@@ -139,6 +149,8 @@ class Trainer:
             self.resume_from = args.resume_from
             logger.info("resuming from %s (optimiser moments start again)", args.resume_from)
         self.state = self._load_state()
+        if self.resume_from is not None:
+            self.state["restarted_at"] = {"vae": self.state["vae_step"], "transformer": self.state["step"]}
         torch.manual_seed(args.seed)
         self.pipeline = untrained_pipeline(args.seed)
         self.pipeline.text_encoder.to(self.device)
@@ -171,6 +183,10 @@ class Trainer:
             state["stage"] = "transformer"  # more steps asked for: go on training
         state["settings"] = settings
         return state
+
+    def restarted_at(self, stage: str) -> int | None:
+        """The step at which a portable resume restarted this stage's optimiser moments, if one did."""
+        return self.state.get("restarted_at", {}).get(stage)
 
     def _save_state(self) -> None:
         write_json(self.work / "state.json", self.state)
@@ -226,7 +242,9 @@ class Trainer:
             clips = render_scenes(scenes, int(rng.integers(2**31)), args.vae_frames, args.size, self.device)
             target = to_vae_input(clips.videos)
             for group in optimiser.param_groups:
-                group["lr"] = learning_rate(step, args.vae_steps, args.vae_lr, warmup=100)
+                group["lr"] = learning_rate(
+                    step, args.vae_steps, args.vae_lr, 100, restarted_at=self.restarted_at("vae")
+                )
             with self.autocast:
                 posterior = vae.encode(target).latent_dist
                 latent = posterior.mean + posterior.std * torch.randn(
@@ -300,30 +318,46 @@ class Trainer:
             size = min(PART_SIZE, args.clips - part * PART_SIZE)
             rng, _ = self.generator(DATA_STREAM, part)
             scenes = [sample_scene(rng) for _ in range(size)]
-            latents = []
+            latents, objects = [], []
             for start in range(0, size, 64):
                 batch = scenes[start : start + 64]
                 clips = render_scenes(batch, int(rng.integers(2**31)), args.frames, args.size, self.device)
                 with self.autocast:
                     latent = vae.encode(to_vae_input(clips.videos)).latent_dist.mode()
                 latents.append(latent.to(torch.float16).cpu())
+                objects.append(latent_object_mask(clips.instances).cpu())
             path.parent.mkdir(exist_ok=True)
             with atomic_write(path) as temporary:
                 torch.save(
-                    {"latents": torch.cat(latents), "captions": [s.caption for s in scenes]}, temporary
+                    {
+                        "latents": torch.cat(latents),
+                        "objects": torch.cat(objects),
+                        "captions": [s.caption for s in scenes],
+                    },
+                    temporary,
                 )
         progress.close()
         if "latents_mean" not in self.state:  # kept when a fresh machine encodes the same clips again
-            latents, _ = self.load_latents()
+            latents, _, _ = self.load_latents()
             self.state["latents_mean"], self.state["latents_std"] = latent_statistics(latents)
         if self.state["stage"] == "latents":
             self.state["stage"] = "transformer"
         self._save_state()
 
-    def load_latents(self) -> tuple[torch.Tensor, list[str]]:
+    def load_latents(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """The latent data set: latents, the object masks on the latent grid, and the captions."""
         parts = sorted((self.work / "latents").glob("part_*.pt"))
         loaded = [torch.load(path) for path in parts]
-        return torch.cat([p["latents"] for p in loaded]), [c for p in loaded for c in p["captions"]]
+        if any("objects" not in part for part in loaded):
+            raise SystemExit(
+                f"{self.work / 'latents'} was encoded by an older version without object masks; "
+                "delete that folder and run again to encode the same clips with them."
+            )
+        return (
+            torch.cat([p["latents"] for p in loaded]),
+            torch.cat([p["objects"] for p in loaded]),
+            [c for p in loaded for c in p["captions"]],
+        )
 
     # ----- stage 3: the transformer -----
     def encode_captions(self, captions: list[str]) -> torch.Tensor:
@@ -351,8 +385,8 @@ class Trainer:
             average.load_state_dict(_weights(WanTransformer3DModel, self.resume_from / "ema"))
         if len(list((self.work / "latents").glob("part_*.pt"))) < -(-args.clips // PART_SIZE):
             self.encode_latents()  # a fresh machine: the same clips again
-        latents, captions = self.load_latents()
-        latents = latents.to(self.device)
+        latents, objects, captions = self.load_latents()
+        latents, objects = latents.to(self.device), objects.to(self.device)
         mean = torch.tensor(self.state["latents_mean"], device=self.device).view(1, -1, 1, 1, 1)
         std = torch.tensor(self.state["latents_std"], device=self.device).view(1, -1, 1, 1, 1)
         progress = tqdm(total=args.steps, initial=self.state["step"], desc="transformer", unit="step")
@@ -365,15 +399,18 @@ class Trainer:
             text = self.encode_captions(
                 ["" if drop else captions[i] for i, drop in zip(index, dropped, strict=True)]
             )
-            clean = (latents[torch.from_numpy(index).to(self.device)].float() - mean) / std
+            chosen = torch.from_numpy(index).to(self.device)
+            clean = (latents[chosen].float() - mean) / std
             noise = torch.randn(clean.shape, generator=device_generator, device=self.device)
             sigmas = shifted_sigmas(args.batch, args.shift, device_generator, self.device)
             noisy, target = flow_matching_pair(clean, noise, sigmas)
             for group in optimiser.param_groups:
-                group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
+                group["lr"] = learning_rate(
+                    step, args.steps, args.lr, args.warmup, restarted_at=self.restarted_at("transformer")
+                )
             with self.autocast:
                 prediction = transformer(noisy, sigmas * 1000, text, return_dict=False)[0]
-            loss = torch.nn.functional.mse_loss(prediction.float(), target)
+            loss = weighted_flow_loss(prediction, target, objects[chosen], args.flow_object_weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)

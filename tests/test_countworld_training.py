@@ -16,11 +16,13 @@ from numina.countworld.training import (
     ema_decay,
     flow_matching_pair,
     gaussian_kl,
+    latent_object_mask,
     latent_statistics,
     learning_rate,
     object_weights,
     shifted_sigmas,
     vae_loss,
+    weighted_flow_loss,
 )
 from numina.models import load_pipeline
 from numina.models.countworld import SHARD_SIZE
@@ -47,6 +49,42 @@ def test_learning_rate_warms_up_then_follows_the_cosine():
     assert learning_rate(55, 100, 1.0, warmup=10, floor=0.1) == pytest.approx(0.1 + 0.9 * 0.5)
     assert learning_rate(100, 100, 1.0, warmup=10, floor=0.1) == pytest.approx(0.1)
     assert ema_decay(0, 0.999) == pytest.approx(0.1) and ema_decay(10**6, 0.999) == 0.999
+
+
+def test_learning_rate_warms_up_again_after_the_moments_restart():
+    plain = learning_rate(55, 100, 1.0, warmup=10)
+    assert learning_rate(50, 100, 1.0, warmup=10, restarted_at=50) == pytest.approx(
+        0.1 * learning_rate(50, 100, 1.0, 10)
+    )
+    assert learning_rate(55, 100, 1.0, warmup=10, restarted_at=50) == pytest.approx(0.6 * plain)
+    assert learning_rate(60, 100, 1.0, warmup=10, restarted_at=50) == learning_rate(60, 100, 1.0, 10)
+
+
+def test_latent_object_mask_follows_the_causal_strides():
+    # 9 frames of 16 x 16 -> latent frames {0}, {1-4}, {5-8} on a 4 x 4 grid.
+    instances = torch.zeros(1, 9, 16, 16, dtype=torch.int16)
+    instances[0, 0, 0, 0] = 1  # frame 0, latent cell (0, 0)
+    instances[0, 6, 13, 9] = 2  # frame 6 -> latent frame 2, cell (3, 2)
+    mask = latent_object_mask(instances)
+    assert mask.shape == (1, 3, 4, 4)
+    assert mask[0, 1].sum() == 0
+    # each touched cell grows by one cell (3 x 3, cut at the edge)
+    assert mask[0, 0].nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert mask[0, 2].nonzero().tolist() == [[2, 1], [2, 2], [2, 3], [3, 1], [3, 2], [3, 3]]
+    with pytest.raises(ValueError, match="causal VAE"):
+        latent_object_mask(torch.zeros(1, 8, 16, 16))
+
+
+def test_weighted_flow_loss_by_hand():
+    target = torch.zeros(1, 2, 1, 1, 2)
+    prediction = target.clone()
+    prediction[0, 0, 0, 0, 0] = 2.0  # error 4 at the object position, channel 0
+    objects = torch.tensor([[[[True, False]]]])
+    # weights 5 and 1 in both channels: (5 * 4) / ((5 + 1) * 2)
+    assert weighted_flow_loss(prediction, target, objects, 5.0).item() == pytest.approx(20 / 12)
+    assert weighted_flow_loss(prediction, target, objects, 1.0).item() == pytest.approx(
+        torch.nn.functional.mse_loss(prediction, target).item()
+    )
 
 
 def test_kl_and_weighted_loss_by_hand():
