@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from matplotlib.figure import Figure
@@ -59,11 +60,13 @@ from numina.countworld.training import (
     vae_loss,
     weighted_flow_loss,
 )
-from numina.countworld.world import palette_from_prompt, render_scenes, sample_scene
+from numina.countworld.world import benchmark_scenes, palette_from_prompt, render_scenes, sample_scene
 from numina.evaluation.counters import ExactColourCounter
+from numina.evaluation.metrics import count_rows, video_scores
 from numina.models.countworld import SHARD_SIZE, VIDEO, save_countworld, untrained_pipeline
 from numina.run_folder import atomic_write, write_json
 from numina.tracking import Tracker
+from numina.walkthrough import GenerationSettings
 
 STAGES = ("vae", "latents", "transformer", "done")
 PART_SIZE = 4096
@@ -103,6 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="flow loss weight of latent positions on objects",
     )
     parser.add_argument("--shift", type=float, default=3.0, help="noise-level shift while training")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the transformer's blocks (regional compilation)"
+    )
+    parser.add_argument(
+        "--sample-prompts", type=int, default=32, help="benchmark prompts the model draws after each piece"
+    )
+    parser.add_argument("--sample-steps", type=int, default=20, help="denoising steps of those samples")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--export", type=Path, default=None, help="copy the trained pipeline here")
@@ -116,8 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--frames and --vae-frames must be 4k+1 (the VAE's temporal stride is 4)")
     if args.size % 8:
         parser.error("--size must be a multiple of 8 (VAE stride 4 times the 2x2 patch)")
-    if args.clips < 1 or args.steps < 1 or args.vae_steps < 0:
-        parser.error("--clips and --steps must be at least 1, --vae-steps at least 0")
+    if args.clips < 1 or args.steps < 1 or args.vae_steps < 0 or args.sample_prompts < 0:
+        parser.error("--clips and --steps must be at least 1, --vae-steps and --sample-prompts at least 0")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return args
 
@@ -367,10 +377,20 @@ class Trainer:
             )
         return embeddings
 
+    def caption_bank(self, captions: list[str]) -> torch.Tensor:
+        """Every clip's text embedding, encoded once (the text encoder is frozen): (clips, 512, width),
+        in bfloat16 under autocast (what the transformer's layers read anyway), else float32. Saves
+        the tokenizer and the text encoder in every step."""
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        chunks = [self.encode_captions(captions[i : i + 512]).to(dtype) for i in range(0, len(captions), 512)]
+        return torch.cat(chunks)
+
     def train_transformer(self, tracker: Tracker) -> None:
         args = self.args
         transformer = self.pipeline.transformer.to(self.device).train()
         average = copy.deepcopy(transformer).eval().requires_grad_(False)
+        if args.compile:
+            transformer.compile_repeated_blocks(fullgraph=True)
         optimiser = torch.optim.AdamW(
             transformer.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0
         )
@@ -387,6 +407,7 @@ class Trainer:
             self.encode_latents()  # a fresh machine: the same clips again
         latents, objects, captions = self.load_latents()
         latents, objects = latents.to(self.device), objects.to(self.device)
+        bank, no_caption = self.caption_bank(captions), self.encode_captions([""])
         mean = torch.tensor(self.state["latents_mean"], device=self.device).view(1, -1, 1, 1, 1)
         std = torch.tensor(self.state["latents_std"], device=self.device).view(1, -1, 1, 1, 1)
         progress = tqdm(total=args.steps, initial=self.state["step"], desc="transformer", unit="step")
@@ -396,10 +417,9 @@ class Trainer:
             rng, device_generator = self.generator(STEP_STREAM, step)
             index = rng.integers(len(captions), size=args.batch)
             dropped = rng.random(args.batch) < args.caption_dropout
-            text = self.encode_captions(
-                ["" if drop else captions[i] for i, drop in zip(index, dropped, strict=True)]
-            )
+            dropped_rows = torch.from_numpy(dropped).to(self.device).view(-1, 1, 1)
             chosen = torch.from_numpy(index).to(self.device)
+            text = torch.where(dropped_rows, no_caption, bank[chosen].float())
             clean = (latents[chosen].float() - mean) / std
             noise = torch.randn(clean.shape, generator=device_generator, device=self.device)
             sigmas = shifted_sigmas(args.batch, args.shift, device_generator, self.device)
@@ -435,18 +455,22 @@ class Trainer:
                     {"transformer": transformer, "ema": average, "vae": self.pipeline.vae},
                 )
         progress.close()
-        self.export(average)
+        self.export(average, tracker)
         if self.state["step"] >= args.steps:
             self.state["stage"] = "done"
         self._save_state()
 
-    def export(self, average: torch.nn.Module) -> None:
-        """Write the EMA pipeline (with the latent statistics in the VAE config) to <work>/pipeline."""
+    def export(self, average: torch.nn.Module, tracker: Tracker) -> None:
+        """Write the EMA pipeline (with the latent statistics in the VAE config) to <work>/pipeline,
+        after scoring its own samples."""
         pipeline = self.pipeline
         pipeline.vae.register_to_config(
             latents_mean=self.state["latents_mean"], latents_std=self.state["latents_std"]
         )
         pipeline.transformer = average
+        if self.args.sample_prompts:
+            self.state["sample_eval"] = {"step": self.state["step"], **self.evaluate_samples()}
+            self.log(tracker, "samples", self.state["step"], self.state["sample_eval"])
         folder = save_countworld(pipeline, self.work / "pipeline")
         (folder / "training.json").write_text(
             json.dumps(
@@ -456,12 +480,47 @@ class Trainer:
         if self.args.export is not None:
             shutil.copytree(folder, self.args.export, dirs_exist_ok=True)
 
+    @torch.no_grad()
+    def evaluate_samples(self) -> dict[str, float]:
+        """Counting accuracy of the pipeline's own videos, the number that says whether the model
+        counts: the first `--sample-prompts` prompts of CountWorld's benchmark (first-kind counts 1-8 in
+        turn), one video each at the run defaults, scored as CountBench scores (exact counter, mean over
+        videos of the fraction of nouns counted exactly per frame)."""
+        args, pipeline = self.args, self.pipeline
+        scenes = benchmark_scenes(args.sample_prompts, seed=args.seed)
+        pipeline.set_progress_bar_config(disable=True)
+        rows = []
+        for start in range(0, len(scenes), 16):
+            batch = scenes[start : start + 16]
+            with self.autocast:
+                videos = pipeline(
+                    [scene.caption for scene in batch],
+                    num_frames=args.frames,
+                    height=args.size,
+                    width=args.size,
+                    num_inference_steps=args.sample_steps,
+                    guidance_scale=GenerationSettings.guidance,
+                    generator=torch.Generator().manual_seed(args.seed),  # CPU noise: same on any device
+                    output_type="np",
+                ).frames
+            for offset, (scene, video) in enumerate(zip(batch, videos, strict=True)):
+                counter = ExactColourCounter(palette_from_prompt(scene.caption, scene.targets))
+                counts = {noun: counter.count(video, noun) for noun in scene.targets}
+                rows += count_rows(start + offset, args.seed, "baseline", scene.targets, counts)
+        scores = video_scores(pd.DataFrame(rows))
+        return {
+            "accuracy": float(scores["accuracy"].mean()),
+            "all_frames_exact": float(scores["all_frames_exact"].mean()),
+            "mean_abs_error": float(scores["mean_abs_error"].mean()),
+        }
+
     def summary(self) -> dict:
         """Training time and final losses, from the log."""
         records = [json.loads(line) for line in (self.work / "losses.jsonl").read_text().splitlines()]
         last = {stage: [r for r in records if r["stage"] == stage][-20:] for stage in ("vae", "transformer")}
         return {
             "vae_eval": self.state.get("vae_eval"),
+            "sample_eval": self.state.get("sample_eval"),
             "final_loss": {
                 stage: float(np.mean([r["loss"] for r in rows])) for stage, rows in last.items() if rows
             },

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
@@ -24,6 +26,7 @@ from numina.countworld.training import (
     vae_loss,
     weighted_flow_loss,
 )
+from numina.countworld.world import benchmark_scenes, render_scenes
 from numina.models import load_pipeline
 from numina.models.countworld import SHARD_SIZE
 
@@ -115,7 +118,7 @@ def test_latent_statistics_are_per_channel():
 SMALL = [
     "--size", "64", "--frames", "5", "--vae-frames", "5", "--vae-steps", "2", "--vae-batch", "2",
     "--eval-clips", "2", "--clips", "6", "--steps", "3", "--batch", "2", "--log-every", "1",
-    "--warmup", "1", "--wandb", "disabled",
+    "--warmup", "1", "--sample-prompts", "2", "--sample-steps", "2", "--wandb", "disabled",
 ]  # fmt: skip
 
 
@@ -134,8 +137,12 @@ def test_pieces_resume_to_the_same_weights_and_the_export_loads(tmp_path):
     assert json.loads((split / "state.json").read_text())["stage"] == "done"
     for name, tensor in _ema(whole).items():
         assert torch.equal(tensor, _ema(split)[name]), name
-    steps = [json.loads(line)["step"] for line in (split / "losses.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (split / "losses.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["stage"] != "samples"]
     assert steps == [1, 2, 1, 2, 3]  # every step once, none repeated after the resume
+    # the model's own samples were scored after each piece
+    assert [r["step"] for r in records if r["stage"] == "samples"] == [1, 3]
+    assert json.loads((split / "state.json").read_text())["sample_eval"]["step"] == 3
 
     folder = whole / "pipeline"
     sizes = [path.stat().st_size for path in folder.rglob("*.safetensors")]
@@ -169,7 +176,8 @@ def test_a_fresh_machine_resumes_from_the_portable_checkpoint(tmp_path):
     carried.scale_shift_table.data.copy_(marked)
     carried.save_pretrained(portable / "transformer", max_shard_size=SHARD_SIZE)
     train.main(["--work", str(fresh), *SMALL, "--resume-from", str(portable)])
-    steps = [json.loads(line)["step"] for line in (fresh / "losses.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (fresh / "losses.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["stage"] != "samples"]
     # The log came along; the VAE is not trained again; the transformer goes on from step 1.
     assert steps == [1, 2, 1, 2, 3]
     assert len(list((fresh / "latents").glob("part_*.pt"))) == 1
@@ -187,3 +195,49 @@ def test_changed_settings_in_a_used_folder_are_refused(tmp_path):
     train.main(["--work", str(tmp_path), *SMALL, "--piece-steps", "1"])
     with pytest.raises(SystemExit, match="other settings"):
         train.main(["--work", str(tmp_path), *SMALL[:-2], "--batch", "4", "--wandb", "disabled"])
+
+
+class _Replay:
+    """Stands in for the pipeline: returns the true renders of the captions it is asked for (or blank
+    frames), so the sample score's arithmetic can be checked against known answers."""
+
+    def __init__(self, scenes, blank=False):
+        self.by_caption = {scene.caption: scene for scene in scenes}
+        self.blank = blank
+
+    def set_progress_bar_config(self, **_):
+        pass
+
+    def __call__(self, captions, num_frames, height, width, **_):
+        scenes = [self.by_caption[caption] for caption in captions]
+        videos = render_scenes(scenes, 0, num_frames, height).videos.numpy()
+        return SimpleNamespace(frames=np.zeros_like(videos) if self.blank else videos)
+
+
+def test_sample_score_is_one_on_true_renders_and_zero_on_blank_frames(tmp_path):
+    args = train.parse_args(["--work", str(tmp_path), *SMALL, "--sample-prompts", "3"])
+    trainer = train.Trainer(args)
+    scenes = benchmark_scenes(3, seed=args.seed)
+    trainer.pipeline = _Replay(scenes)
+    assert trainer.evaluate_samples() == {"accuracy": 1.0, "all_frames_exact": 1.0, "mean_abs_error": 0.0}
+    trainer.pipeline = _Replay(scenes, blank=True)
+    blank = trainer.evaluate_samples()
+    assert blank["accuracy"] == 0.0 and blank["all_frames_exact"] == 0.0
+    # every noun counted 0: the mean absolute error is the mean of each video's mean target
+    expected = np.mean([np.mean(list(scene.targets.values())) for scene in scenes])
+    assert blank["mean_abs_error"] == pytest.approx(expected)
+
+
+def test_compiled_blocks_train_like_the_eager_ones(tmp_path):
+    small = [
+        "--size", "64", "--frames", "5", "--vae-frames", "5", "--vae-steps", "0", "--eval-clips", "1",
+        "--clips", "2", "--steps", "2", "--batch", "2", "--log-every", "1", "--warmup", "1",
+        "--sample-prompts", "0", "--wandb", "disabled",
+    ]  # fmt: skip
+    losses = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        train.main(["--work", str(tmp_path / name), *small, *extra])
+        records = [json.loads(line) for line in (tmp_path / name / "losses.jsonl").read_text().splitlines()]
+        losses[name] = [r["loss"] for r in records if r["stage"] == "transformer"]
+    assert len(losses["eager"]) == 2
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
