@@ -25,6 +25,7 @@ import numpy as np
 
 from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
 from numina.cli import add_model_arguments, generation_settings, pipeline_from_args, resolve_model_arguments
+from numina.method.cache import CACHE_METHODS
 from numina.method.correct import check_correction
 from numina.method.generation import NuminaResult, method_spec, run_numina
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
@@ -73,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("--cache-guided", "the same in the guided run once modulation has ended"),
     ):
         parser.add_argument(flag, action="store_const", const=True, default=None, help=meaning)
+    parser.add_argument(
+        "--cache-method",
+        choices=CACHE_METHODS,
+        default=None,
+        help="step cache of --cache-walkthrough/--cache-guided: this project's EasyCache hook (easycache) "
+        "or diffusers' FirstBlockCache (first_block)",
+    )
     parser.add_argument("--baseline", action="store_true", help="also generate the plain video, side by side")
     parser.add_argument(
         "--reference-step",
@@ -109,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "track_instances": args.track_instances,
         "cache_walkthrough": args.cache_walkthrough,
         "cache_guided": args.cache_guided,
+        "cache_method": args.cache_method,
     }
     args.options = preset(args.preset, **{key: value for key, value in options.items() if value is not None})
     return args

@@ -10,6 +10,7 @@ May import torch, numina.capture, numina.models, numina.prompts and numina.versi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,15 @@ class GenerationSettings:
 
 
 def plain_generation(
-    pipeline: Any, prompt: str, settings: GenerationSettings, output_type: str = "np"
+    pipeline: Any,
+    prompt: str,
+    settings: GenerationSettings,
+    output_type: str = "np",
+    step_end: Callable[..., dict[str, Any]] | None = None,
 ) -> Any:
-    """The pipeline's own video for `prompt` with these settings and seed: NUMINA's baseline."""
-    return pipeline(**settings.call(prompt), output_type=output_type).frames[0]
+    """The pipeline's own video for `prompt` with these settings and seed: NUMINA's baseline.
+    `step_end` is passed as the pipeline's `callback_on_step_end` (e.g. a step cache's switch)."""
+    return pipeline(**settings.call(prompt), output_type=output_type, callback_on_step_end=step_end).frames[0]
 
 
 def capture_generation(

@@ -100,6 +100,17 @@ def test_bad_requests_fail_before_model_work(tiny_folder: Path, tmp_path: Path) 
     assert not any(tmp_path.iterdir())  # no run folder was started
 
 
+def test_the_cache_method_reaches_numina_options(tiny_folder: Path, tmp_path: Path, capsys) -> None:
+    args = generate.parse_args(
+        _args(tiny_folder, tmp_path, "--cache-guided", "--cache-method", "first_block")
+    )
+    assert args.options.cache_guided and args.options.cache_method == "first_block"
+    assert generate.parse_args(_args(tiny_folder, tmp_path)).options.cache_method == "easycache"
+    with pytest.raises(SystemExit):
+        generate.parse_args(_args(tiny_folder, tmp_path, "--cache-method", "teacache"))
+    assert "invalid choice: 'teacache'" in capsys.readouterr().err
+
+
 def test_interrupted_run_leaves_no_complete_store(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise KeyboardInterrupt

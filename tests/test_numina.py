@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import numina.method.generation as generation
-from numina.method.generation import identify_and_layout, method_spec, run_numina
+import numina.method.modulate as modulate
+from numina.capture import AttentionCapture, MemorySink
+from numina.method.generation import NuminaResult, identify_and_layout, method_spec, run_numina
 from numina.method.identify import Phase1Data
 from numina.method.layout import Layout
 from numina.method.presets import preset
@@ -165,3 +167,95 @@ def test_score_weights_rescore_the_heads(official, tiny_pipe, tokens) -> None:
     head, _, _ = identify_and_layout(data, tokens, geometry, options, layer)
     edges = data.rescored(geometry.height, geometry.width).scores[0, :, :, 2]  # (head, frame) S3
     np.testing.assert_array_equal(head.head, edges.argmax(axis=0))
+
+
+FIRST_BLOCK = {"cache_method": "first_block", "cache_threshold": 1e9}  # diffusers' cache, skipping all it may
+CAPTURED = (
+    "self_attention/components",
+    "self_attention/scores",
+    "cross_attention/probs",
+    "cross_attention/text_mass",
+)
+
+
+def _reference_capture(path: Path, step: int, layer: int) -> dict[str, np.ndarray]:
+    """What a stored walk-through captured at its reference step and block, conditional branch."""
+    with open_store(path) as store:
+        return {name: store[name].sel(step=step, branch="cond", layer=layer).values for name in CAPTURED}
+
+
+def _transformer_inputs(tiny_pipe, run) -> tuple[NuminaResult, list[dict]]:
+    """`run()`'s result and the keyword arguments of every transformer call it made, in order."""
+    calls = []
+
+    def keep(module, args, kwargs) -> None:
+        calls.append({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+
+    handle = tiny_pipe.transformer.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        return run(), calls
+    finally:
+        handle.remove()
+
+
+def test_first_block_cache_after_the_reference_step_leaves_its_capture_as_uncached(
+    official, tiny_pipe, tokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """diffusers' cache from step 3 in a walk-through that runs to the end (right count, early accept):
+    step 3 is computed afresh, step 4 skipped; the reference step's maps are the uncached run's."""
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    right = _right_layout(tokens.targets, geometry.frames, geometry.height)
+    monkeypatch.setattr(generation, "build_layout", lambda *a, **k: right)
+    monkeypatch.setattr(generation, "WARMUP", 3)
+    options = preset("official", early_accept=True, cache_walkthrough=True, **FIRST_BLOCK)
+    cached = run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "c.h5")
+    assert cached.path == "accepted" and cached.cached_steps["walkthrough"] == [4]
+    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options)
+    plain = _reference_capture(official[1], step, layer)
+    for name, values in _reference_capture(tmp_path / "c.h5", step, layer).items():
+        np.testing.assert_array_equal(values, plain[name], err_msg=name)
+
+
+def test_first_block_cache_is_off_on_the_walkthroughs_reference_step(
+    tiny_pipe, tokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """diffusers' cache from step 0 skips step 1, yet the reference step 2 runs every block: its capture
+    is that of an uncached transformer call on the same inputs, to the bit."""
+    monkeypatch.setattr(generation, "WARMUP", 0)
+    options = preset("official", cache_walkthrough=True, **FIRST_BLOCK)
+    result, calls = _transformer_inputs(
+        tiny_pipe, lambda: run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "c.h5")
+    )
+    assert result.cached_steps["walkthrough"] == [1]
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    spec, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options)
+    memory, transformer = MemorySink(), tiny_pipe.transformer
+    with (
+        torch.no_grad(),
+        AttentionCapture(transformer, spec, geometry, memory),
+        transformer.cache_context("cond", step_index=step),
+    ):
+        transformer(**calls[2 * step])  # the reference step's conditional call (cond, uncond per step)
+    for name, values in _reference_capture(tmp_path / "c.h5", step, layer).items():
+        expected = memory.get(name, step=step, branch="cond", layer=layer).cpu().numpy()
+        np.testing.assert_array_equal(values, expected, err_msg=name)
+
+
+def test_first_block_cache_leaves_the_guided_runs_modulated_steps_unchanged(
+    tiny_pipe, tokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Modulation on steps 0-2 of 6 (delta made a step function): the guided run's latents up to step 3
+    are the uncached run's to the bit; diffusers' cache is on from step 3 (computed afresh), skips 4."""
+    monkeypatch.setattr(modulate, "delta", lambda step, centre=25.0: 1.75 if step < 3 else 0.25)
+
+    def guided_latents(name: str, **options) -> tuple[NuminaResult, list[torch.Tensor]]:
+        run = lambda: run_numina(tiny_pipe, tokens, SETTINGS, preset("official", **options), tmp_path / name)  # noqa: E731
+        result, calls = _transformer_inputs(tiny_pipe, run)
+        return result, [call["hidden_states"] for call in calls[-2 * SETTINGS.steps :: 2]]
+
+    plain, plain_latents = guided_latents("p.h5")
+    cached, cached_latents = guided_latents("c.h5", cache_guided=True, **FIRST_BLOCK)
+    assert plain.path == cached.path == "guided" and cached.cached_steps == {"walkthrough": [], "guided": [4]}
+    for step in range(4):
+        torch.testing.assert_close(cached_latents[step], plain_latents[step], rtol=0, atol=0)
+    assert not torch.equal(cached_latents[5], plain_latents[5])  # step 4 reused the cache

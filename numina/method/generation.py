@@ -32,7 +32,7 @@ import torch
 
 from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, open_capture_store
 from numina.capture.spec import CaptureSpec, release_reference_layer, release_reference_step
-from numina.method.cache import WARMUP, StepCache
+from numina.method.cache import WARMUP, FirstBlockStepCache, StepCache
 from numina.method.correct import Edit, correct_layout
 from numina.method.identify import HeadChoice, Phase1Data, choose_head, noun_cross_maps
 from numina.method.layout import Layout, build_layout
@@ -187,12 +187,16 @@ def _declare_layout(writer: Any, nouns: list[str], geometry: Geometry) -> None:
 
 
 def _step_cache(
-    pipeline: Any, enabled: bool, num_steps: int, first: int, always: tuple[int, ...], tau: float
+    pipeline: Any, options: NuminaOptions, run: str, num_steps: int, first: int, always: tuple[int, ...] = ()
 ) -> Any:
-    """EasyCache's step caching from step `first` when `enabled`, else a context that does nothing."""
-    if not enabled:
+    """The chosen step cache from step `first` when the options cache this run ("walkthrough" or
+    "guided"), else a context that yields None."""
+    if not getattr(options, f"cache_{run}"):
         return contextlib.nullcontext()
-    return StepCache(pipeline.transformer, num_steps, first=first, always=always, tau=tau)
+    rule = {"first": first, "always": always}
+    if options.cache_method == "first_block":
+        return FirstBlockStepCache(pipeline.transformer, num_steps, threshold=options.cache_threshold, **rule)
+    return StepCache(pipeline.transformer, num_steps, tau=options.cache_threshold, **rule)
 
 
 def generate_video(
@@ -243,6 +247,8 @@ def run_numina(
     timings: dict[str, float] = {}
 
     def at_step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if cache:  # the step cache of the `with` below (first_block: switched off for the reference step)
+            cache.step_end(pipe, index, timestep, tensors)
         if index == step:
             started = time.perf_counter()
             data = Phase1Data.from_sink(memory, spec, step, reference_layer)
@@ -257,15 +263,15 @@ def run_numina(
 
     try:
         started = time.perf_counter()
-        cache = _step_cache(
-            pipeline, options.cache_walkthrough, settings.steps, WARMUP, (step,), options.cache_threshold
-        )
-        with AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)), cache as hook:
+        with (
+            AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)),
+            _step_cache(pipeline, options, "walkthrough", settings.steps, WARMUP, (step,)) as cache,
+        ):
             latents = pipeline(
                 **settings.call(tokens.prompt), output_type="latent", callback_on_step_end=at_step_end
             ).frames
         timings["walkthrough"] = time.perf_counter() - started - timings.get("layout", 0.0)
-        cached = {"walkthrough": list(hook.skipped) if hook else []}
+        cached = {"walkthrough": list(cache.skipped) if cache else []}
         memory.records.clear()
         layout = found["layout"]
         started = time.perf_counter()
@@ -286,14 +292,12 @@ def run_numina(
             modulation_ends = next(
                 (s for s in range(settings.steps) if not is_active(s, plan.centre)), settings.steps
             )
-            cache = _step_cache(
-                pipeline, options.cache_guided, settings.steps, modulation_ends, (), options.cache_threshold
-            )
             with (
                 CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens),
-                cache as hook,
+                _step_cache(pipeline, options, "guided", settings.steps, modulation_ends) as hook,
             ):
-                video = plain_generation(pipeline, tokens.prompt, settings, output_type)
+                step_end = hook.step_end if hook else None
+                video = plain_generation(pipeline, tokens.prompt, settings, output_type, step_end)
             cached["guided"] = list(hook.skipped) if hook else []
         timings["final"] = time.perf_counter() - started
         for stage, state in zip(STAGES, (layout, corrected), strict=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from numina.method.cache import TAU
+from numina.method.cache import CACHE_METHODS, TAU
 from numina.method.correct import DEFAULT_WEIGHTS as COST_WEIGHTS
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
 from numina.method.layout import LayoutOptions
@@ -37,7 +37,8 @@ class NuminaOptions:
     track_instances: bool = False  # one label per object over time; remove whole tracks (release: per frame)
     cache_walkthrough: bool = False  # EasyCache's step caching in the walk-through (from step 10)
     cache_guided: bool = False  # the same in the guided run, once modulation has ended
-    cache_threshold: float = TAU  # tau: accumulated relative change allowed before computing again
+    cache_method: str = "easycache"  # easycache (this project's hook), first_block (diffusers')
+    cache_threshold: float = TAU  # easycache: accumulated change (tau); first_block: the first block's change
     cost_weights: tuple[float, float, float] = COST_WEIGHTS  # C_o, C_c, C_t of a placement
     stride: int = 2  # placement search stride
     disc_radius: int = 5  # template for frames without an instance
@@ -49,6 +50,7 @@ class NuminaOptions:
             "score_variant": ("official", "normalised"),
             "cross_heads": CROSS_HEADS,
             "concentration_measure": STATS,
+            "cache_method": CACHE_METHODS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
