@@ -199,7 +199,11 @@ class Trainer:
         return self.state.get("restarted_at", {}).get(stage)
 
     def _save_state(self) -> None:
+        """The state, also in the portable copy once there is one (the time spent is added after a
+        stage's last checkpoint, and a fresh machine must see it)."""
         write_json(self.work / "state.json", self.state)
+        if self.portable.is_dir():
+            write_json(self.portable / "state.json", self.state)
 
     def out_of_budget(self) -> bool:
         if self.args.piece_steps is not None and self.steps_this_piece >= self.args.piece_steps:

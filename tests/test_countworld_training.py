@@ -169,6 +169,8 @@ def test_a_fresh_machine_resumes_from_the_portable_checkpoint(tmp_path):
     first, fresh = tmp_path / "first", tmp_path / "fresh"
     train.main(["--work", str(first), *SMALL, "--piece-steps", "3"])
     portable = first / "portable"
+    # the portable state is the work folder's, with the time spent in this piece
+    assert json.loads((portable / "state.json").read_text()) == json.loads((first / "state.json").read_text())
     assert max(path.stat().st_size for path in portable.rglob("*.safetensors")) < 15 * 2**20
     # Mark the carried weights, so that the resumed model shows it started from them.
     carried = WanTransformer3DModel.from_pretrained(portable / "transformer")
