@@ -26,9 +26,11 @@ callback, switches it between steps): skipped blocks never run, so a capture or 
 step outside that range sees the model's full computation. Each time it is enabled it starts from
 nothing, so its first step there is computed. One host sync per call on the steps it may skip.
 
-Both yield an object with `skipped` (steps that reused a cached output: under `first_block`, steps
-where either guidance branch skipped its blocks, seen from whether the last block ran) and
-`step_end` (the pipeline's `callback_on_step_end`). May import torch, diffusers hooks and
+Both yield an object with `skipped` (steps that reused a cached output) and `step_end` (the
+pipeline's `callback_on_step_end`). diffusers does not report what FirstBlockCache skipped, so under
+`first_block` it is observed: a hook inside the cache's hook on the last block runs only when that
+block is computed, and a step is recorded when either guidance branch ran without it (which branch,
+and the first block's measured change, are not recorded). May import torch, diffusers hooks and
 numina.capture.hooks.
 """
 
