@@ -11,21 +11,31 @@ from numina.method.cache import FirstBlockStepCache, StepCache
 from numina.method.presets import preset
 
 
+def _denoise(
+    transformer, inputs: list[torch.Tensor], text: torch.Tensor, step_end=None
+) -> list[torch.Tensor]:
+    """Both branches per step as the Wan pipeline calls them; the conditional outputs. `step_end` is
+    called after each step, as the pipeline's step-end callback."""
+    outputs = []
+    for step, latents in enumerate(inputs):
+        for branch in ("cond", "uncond"):
+            with torch.no_grad(), transformer.cache_context(branch, step_index=step):
+                out = transformer(
+                    hidden_states=latents, timestep=torch.tensor([900.0]),
+                    encoder_hidden_states=text, return_dict=False,
+                )[0]  # fmt: skip
+            if branch == "cond":
+                outputs.append(out)
+        if step_end is not None:
+            step_end(None, step, None, {})
+    return outputs
+
+
 def _run(
     transformer, inputs: list[torch.Tensor], text: torch.Tensor, **rule
 ) -> tuple[list[torch.Tensor], list[int]]:
-    outputs = []
-    with torch.no_grad(), StepCache(transformer, len(inputs), **rule) as hook:
-        for step, latents in enumerate(inputs):
-            for branch in ("cond", "uncond"):
-                with transformer.cache_context(branch, step_index=step):
-                    out = transformer(
-                        hidden_states=latents, timestep=torch.tensor([900.0]),
-                        encoder_hidden_states=text, return_dict=False,
-                    )[0]  # fmt: skip
-                if branch == "cond":
-                    outputs.append(out)
-    return outputs, hook.skipped
+    with StepCache(transformer, len(inputs), **rule) as hook:
+        return _denoise(transformer, inputs, text), hook.skipped
 
 
 def test_slowly_changing_inputs_reuse_the_last_output_change(tiny_pipe) -> None:
@@ -49,25 +59,6 @@ def test_slowly_changing_inputs_reuse_the_last_output_change(tiny_pipe) -> None:
     assert skipped == []  # every step changes the output a lot: all computed
 
 
-def _run_first_block(
-    transformer, inputs: list[torch.Tensor], text: torch.Tensor, cache: FirstBlockStepCache | None
-) -> list[torch.Tensor]:
-    """Both branches per step as the Wan pipeline calls them, the cache switched by its step-end callback."""
-    outputs = []
-    for step, latents in enumerate(inputs):
-        for branch in ("cond", "uncond"):
-            with torch.no_grad(), transformer.cache_context(branch, step_index=step):
-                out = transformer(
-                    hidden_states=latents, timestep=torch.tensor([900.0]),
-                    encoder_hidden_states=text, return_dict=False,
-                )[0]  # fmt: skip
-            if branch == "cond":
-                outputs.append(out)
-        if cache is not None:
-            cache.step_end(None, step, None, {})
-    return outputs
-
-
 def test_first_block_cache_skips_only_where_allowed_and_computes_the_rest_exactly(tiny_pipe) -> None:
     """diffusers' cache with a threshold nothing reaches, from step 0 with step 3 always computed, on 8
     steps: it starts afresh each time it is switched on (steps 0 and 4 computed), skips 1, 2, 5, 6; the
@@ -76,9 +67,9 @@ def test_first_block_cache_skips_only_where_allowed_and_computes_the_rest_exactl
     generator = torch.Generator().manual_seed(1)
     inputs = [torch.randn(1, 16, 2, 8, 8, generator=generator) for _ in range(8)]
     text = torch.randn(1, 512, transformer.config.text_dim, generator=generator)
-    plain = _run_first_block(transformer, inputs, text, None)
+    plain = _denoise(transformer, inputs, text)
     with FirstBlockStepCache(transformer, 8, first=0, always=(3,), threshold=1e9) as cache:
-        cached = _run_first_block(transformer, inputs, text, cache)
+        cached = _denoise(transformer, inputs, text, cache.step_end)
     assert cache.skipped == [1, 2, 5, 6]
     for step in range(8):
         if step in cache.skipped:
@@ -90,7 +81,7 @@ def test_first_block_cache_skips_only_where_allowed_and_computes_the_rest_exactl
         assert not HookRegistry.check_if_exists_or_initialize(module).hooks
 
     with FirstBlockStepCache(transformer, 4, first=0, threshold=0.0) as cache:  # every change exceeds 0
-        _run_first_block(transformer, inputs[:4], text, cache)
+        _denoise(transformer, inputs[:4], text, cache.step_end)
     assert cache.skipped == []
 
 
