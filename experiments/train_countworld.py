@@ -228,12 +228,11 @@ class Trainer:
         """The full checkpoint (with optimiser moments), the state, and the portable copy of `portable`."""
         with atomic_write(self.work / name) as temporary:
             torch.save(payload, temporary)
-        self._save_state()
         for folder, model in portable.items():
             model.save_pretrained(self.portable / folder, max_shard_size=SHARD_SIZE)
-        for name in ("state.json", "losses.jsonl"):
-            if (self.work / name).is_file():
-                shutil.copy(self.work / name, self.portable / name)
+        self._save_state()  # also the portable copy, now that the folder exists
+        if (self.work / "losses.jsonl").is_file():
+            shutil.copy(self.work / "losses.jsonl", self.portable / "losses.jsonl")
 
     def generator(self, stream: int, index: int) -> tuple[np.random.Generator, torch.Generator]:
         """A numpy and a device generator for one step of one seed stream."""

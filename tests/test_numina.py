@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -249,8 +250,10 @@ def test_first_block_cache_leaves_the_guided_runs_modulated_steps_unchanged(
     monkeypatch.setattr(modulate, "delta", lambda step, centre=25.0: 1.75 if step < 3 else 0.25)
 
     def guided_latents(name: str, **options) -> tuple[NuminaResult, list[torch.Tensor]]:
-        run = lambda: run_numina(tiny_pipe, tokens, SETTINGS, preset("official", **options), tmp_path / name)  # noqa: E731
-        result, calls = _transformer_inputs(tiny_pipe, run)
+        result, calls = _transformer_inputs(
+            tiny_pipe,
+            partial(run_numina, tiny_pipe, tokens, SETTINGS, preset("official", **options), tmp_path / name),
+        )
         return result, [call["hidden_states"] for call in calls[-2 * SETTINGS.steps :: 2]]
 
     plain, plain_latents = guided_latents("p.h5")
