@@ -24,7 +24,9 @@ keep nothing between calls, so this is how training goes on there (`benchmarks/t
 After every transformer piece the EMA pipeline is written to `<work>/pipeline` (float16, files under
 15 MB; `--export` copies it elsewhere, e.g. models/countworld). Losses go to `<work>/losses.jsonl`,
 `<work>/loss_curves.png` and W&B. Every step draws its clips, noise and noise levels from generators
-seeded by (seed, step), so a run split into pieces ends with the same weights as one run.
+seeded by (seed, step), so a run split into pieces ends with the same weights as one run. The batch
+size alone may change between pieces (the state's `changes` records at which step); every other
+data setting of a work folder is fixed.
 """
 
 from __future__ import annotations
@@ -164,11 +166,27 @@ class Trainer:
         torch.manual_seed(args.seed)
         self.pipeline = untrained_pipeline(args.seed)
         self.pipeline.text_encoder.to(self.device)
-        if (self.work / "vae.ckpt").exists():
-            self.pipeline.vae.load_state_dict(torch.load(self.work / "vae.ckpt", map_location="cpu")["vae"])
-        elif self.resume_from is not None and (self.resume_from / "vae").is_dir():
-            self.pipeline.vae.load_state_dict(_weights(AutoencoderKLWan, self.resume_from / "vae"))
-        self.pipeline.vae.to(self.device)
+        self._load_vae()
+
+    def _load_vae(self) -> None:
+        """The VAE's weights: the work folder's checkpoint, else the carried portable copy, which is
+        then written to the work folder's checkpoint so that the next piece in this folder finds it
+        (without that, a second piece on a still-warm machine once decoded with a random VAE). A
+        folder whose VAE has trained steps but no weights is refused: a random VAE would silently
+        spoil the latents and every sample."""
+        vae, checkpoint = self.pipeline.vae, self.work / "vae.ckpt"
+        if not checkpoint.exists() and self.resume_from is not None and (self.resume_from / "vae").is_dir():
+            vae.load_state_dict(_weights(AutoencoderKLWan, self.resume_from / "vae"))
+            with atomic_write(checkpoint) as temporary:
+                torch.save({"vae": vae.state_dict()}, temporary)  # no optimiser moments: they restart
+        if checkpoint.exists():
+            vae.load_state_dict(torch.load(checkpoint, map_location="cpu")["vae"])
+        elif self.state["vae_step"] > 0:
+            raise SystemExit(
+                f"{self.work} has trained its VAE for {self.state['vae_step']} steps but holds no vae.ckpt; "
+                "carry the portable checkpoint in with --resume-from to a new --work folder."
+            )
+        vae.to(self.device)
 
     # ----- bookkeeping -----
     def _load_state(self) -> dict:
@@ -180,7 +198,7 @@ class Trainer:
         if not path.exists():
             return {"stage": "vae", "vae_step": 0, "step": 0, "settings": settings}
         state = json.loads(path.read_text())
-        fixed = ("seed", "frames", "size", "vae_frames", "clips", "batch")
+        fixed = ("seed", "frames", "size", "vae_frames", "clips")
         changed = {
             k: (state["settings"][k], settings[k]) for k in fixed if state["settings"][k] != settings[k]
         }
@@ -189,6 +207,12 @@ class Trainer:
                 f"{self.work} was trained with other settings {changed} (old, new); "
                 "resume with the same values or use a new --work folder."
             )
+        if state["settings"]["batch"] != settings["batch"]:
+            # Allowed (a small model may train faster at a larger batch), but the run is then no
+            # longer the same as one uninterrupted run, so the change is recorded where it happened.
+            change = {"step": state["step"], "batch": [state["settings"]["batch"], settings["batch"]]}
+            state.setdefault("changes", []).append(change)
+            logger.info("batch size %d -> %d from step %d", *change["batch"], change["step"])
         if state["stage"] == "done" and settings["steps"] > state["step"]:
             state["stage"] = "transformer"  # more steps asked for: go on training
         state["settings"] = settings
@@ -245,8 +269,9 @@ class Trainer:
         args, vae = self.args, self.pipeline.vae
         vae.train()
         optimiser = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-        if (self.work / "vae.ckpt").exists():
-            optimiser.load_state_dict(torch.load(self.work / "vae.ckpt", map_location="cpu")["optimiser"])
+        saved = torch.load(self.work / "vae.ckpt", map_location="cpu") if self.state["vae_step"] else {}
+        if "optimiser" in saved:  # absent after a portable resume: the moments restart
+            optimiser.load_state_dict(saved["optimiser"])
         progress = tqdm(total=args.vae_steps, initial=self.state["vae_step"], desc="vae", unit="step")
         while self.state["vae_step"] < args.vae_steps and not self.out_of_budget():
             step = self.state["vae_step"]

@@ -191,12 +191,23 @@ def test_a_fresh_machine_resumes_from_the_portable_checkpoint(tmp_path):
     )  # float16 export
     # Two Adam steps of at most lr 5e-4 each from the marked weights (a fresh start would be 1 away).
     assert torch.allclose(after["model"]["scale_shift_table"], marked, atol=2e-3)
+    # The next piece in the same folder (a machine still warm) keeps the carried VAE, not a random one.
+    train.main(["--work", str(fresh), *SMALL, "--steps", "4"])
+    vae = load_pipeline(str(fresh / "pipeline"), torch.float32, "cpu").vae.state_dict()
+    assert all(torch.allclose(vae[name], tensor, atol=1e-3) for name, tensor in before.items())
+    (fresh / "vae.ckpt").unlink()
+    with pytest.raises(SystemExit, match="holds no vae.ckpt"):
+        train.main(["--work", str(fresh), *SMALL, "--steps", "5"])
 
 
-def test_changed_settings_in_a_used_folder_are_refused(tmp_path):
-    train.main(["--work", str(tmp_path), *SMALL, "--piece-steps", "1"])
+def test_changed_data_settings_are_refused_and_a_batch_change_is_recorded(tmp_path):
+    train.main(["--work", str(tmp_path), *SMALL, "--piece-steps", "3"])  # 2 VAE steps, 1 transformer step
     with pytest.raises(SystemExit, match="other settings"):
-        train.main(["--work", str(tmp_path), *SMALL[:-2], "--batch", "4", "--wandb", "disabled"])
+        train.main(["--work", str(tmp_path), *SMALL, "--seed", "1"])
+    train.main(["--work", str(tmp_path), *SMALL, "--batch", "3", "--piece-steps", "1"])
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["changes"] == [{"step": 1, "batch": [2, 3]}]
+    assert state["settings"]["batch"] == 3 and state["step"] == 2
 
 
 class _Replay:
