@@ -20,7 +20,9 @@ if [ -n "${RESUME:-}" ] && [ ! -d "$work/countbench" ]; then
     cp -r "$RESUME" "$work/countbench"
 fi
 common=(--model "$model" --prompt-set countworld --countworld-prompts "${PROMPTS:-160}" --wandb disabled)
-benchmark=("${common[@]}" --seeds "${SEEDS:-4}" --methods baseline,official,improved --out "$work/countbench")
+# --samples 0: no mp4s (they are not packed, and lent machines may lack ffmpeg for writing them)
+benchmark=("${common[@]}" --seeds "${SEEDS:-4}" --methods baseline,official,improved --samples 0
+    --out "$work/countbench")
 
 started=$(date +%s)
 pids=()
