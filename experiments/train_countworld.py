@@ -223,11 +223,13 @@ class Trainer:
         return self.state.get("restarted_at", {}).get(stage)
 
     def _save_state(self) -> None:
-        """The state, also in the portable copy once there is one (the time spent is added after a
-        stage's last checkpoint, and a fresh machine must see it)."""
+        """The state, and the loss log, also in the portable copy once there is one (the time spent
+        and the sample score are added after a stage's last checkpoint; a fresh machine must see them)."""
         write_json(self.work / "state.json", self.state)
         if self.portable.is_dir():
             write_json(self.portable / "state.json", self.state)
+            if (self.work / "losses.jsonl").is_file():
+                shutil.copy(self.work / "losses.jsonl", self.portable / "losses.jsonl")
 
     def out_of_budget(self) -> bool:
         if self.args.piece_steps is not None and self.steps_this_piece >= self.args.piece_steps:
@@ -255,8 +257,6 @@ class Trainer:
         for folder, model in portable.items():
             model.save_pretrained(self.portable / folder, max_shard_size=SHARD_SIZE)
         self._save_state()  # also the portable copy, now that the folder exists
-        if (self.work / "losses.jsonl").is_file():
-            shutil.copy(self.work / "losses.jsonl", self.portable / "losses.jsonl")
 
     def generator(self, stream: int, index: int) -> tuple[np.random.Generator, torch.Generator]:
         """A numpy and a device generator for one step of one seed stream."""

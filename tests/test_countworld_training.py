@@ -171,6 +171,7 @@ def test_a_fresh_machine_resumes_from_the_portable_checkpoint(tmp_path):
     portable = first / "portable"
     # the portable state is the work folder's, with the time spent in this piece
     assert json.loads((portable / "state.json").read_text()) == json.loads((first / "state.json").read_text())
+    assert (portable / "losses.jsonl").read_text() == (first / "losses.jsonl").read_text()  # with samples
     assert max(path.stat().st_size for path in portable.rglob("*.safetensors")) < 15 * 2**20
     # Mark the carried weights, so that the resumed model shows it started from them.
     carried = WanTransformer3DModel.from_pretrained(portable / "transformer")
