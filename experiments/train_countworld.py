@@ -8,8 +8,10 @@ until it prints "done". Three stages, each checkpointed and resumable:
 1. vae: the AutoencoderKLWan learns to reconstruct clips rendered on the fly (L1 + squared error,
    object pixels weighted up, a small KL); then it is scored on held-out clips (PSNR, and whether the
    exact counter counts the reconstructions right);
-2. latents: a fixed data set of `--clips` 17-frame clips is rendered and encoded (parts of 4,096
-   clips, kept in the work folder) with their captions and the latent positions their objects cover;
+2. latents: a data set of `--clips` 17-frame clips is rendered and encoded (parts of 4,096 clips,
+   kept in the work folder) with their captions and the latent positions their objects cover; with
+   `--refresh-every N` one part is replaced by new clips every N transformer steps, so the model sees
+   more of the world than one fixed set (which part holds which clips follows from the step alone);
    per-channel statistics go into the VAE config;
 3. transformer: flow matching with caption dropout (for classifier-free guidance), object positions
    weighted up in the loss, AdamW, warm-up and cosine learning rate, gradient clipping, bf16 autocast
@@ -72,6 +74,11 @@ from numina.walkthrough import GenerationSettings
 
 STAGES = ("vae", "latents", "transformer", "done")
 PART_SIZE = 4096
+VERSION_STRIDE = 100_000  # a refreshed part's seed index: part + version * VERSION_STRIDE
+# The settings written into a work folder's state (those that shape its data are then fixed).
+RECORDED_SETTINGS = (
+    "seed", "frames", "size", "vae_steps", "vae_frames", "clips", "steps", "batch", "lr", "refresh_every",
+)  # fmt: skip
 # Disjoint seed streams: VAE training clips, held-out evaluation clips, the latent data set, steps.
 VAE_STREAM, EVAL_STREAM, DATA_STREAM, STEP_STREAM = 1, 2, 3, 4
 logger = logging.getLogger("train_countworld")
@@ -96,6 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-clips", type=int, default=64)
     parser.add_argument("--clips", type=int, default=24576, help="clips in the latent data set")
     parser.add_argument("--steps", type=int, default=10000, help="transformer optimisation steps")
+    parser.add_argument(
+        "--refresh-every",
+        type=int,
+        default=0,
+        help="replace one part of the latent set with new clips every N transformer steps (0: never)",
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--warmup", type=int, default=300)
@@ -128,8 +141,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--frames and --vae-frames must be 4k+1 (the VAE's temporal stride is 4)")
     if args.size % 8:
         parser.error("--size must be a multiple of 8 (VAE stride 4 times the 2x2 patch)")
-    if args.clips < 1 or args.steps < 1 or args.vae_steps < 0 or args.sample_prompts < 0:
-        parser.error("--clips and --steps must be at least 1, --vae-steps and --sample-prompts at least 0")
+    if args.clips < 1 or args.steps < 1 or min(args.vae_steps, args.sample_prompts, args.refresh_every) < 0:
+        parser.error(
+            "--clips and --steps must be at least 1; --vae-steps, --sample-prompts, --refresh-every >= 0"
+        )
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return args
 
@@ -191,10 +206,7 @@ class Trainer:
     # ----- bookkeeping -----
     def _load_state(self) -> dict:
         path = self.work / "state.json"
-        settings = {
-            key: getattr(self.args, key)
-            for key in ("seed", "frames", "size", "vae_steps", "vae_frames", "clips", "steps", "batch", "lr")
-        }
+        settings = {key: getattr(self.args, key) for key in RECORDED_SETTINGS}
         if not path.exists():
             return {"stage": "vae", "vae_step": 0, "step": 0, "settings": settings}
         state = json.loads(path.read_text())
@@ -341,39 +353,59 @@ class Trainer:
         return {"psnr_db": float(np.mean(scores)), "count_agreement": hits / total}
 
     # ----- stage 2: the latent data set -----
+    @property
+    def parts(self) -> int:
+        return -(-self.args.clips // PART_SIZE)
+
+    def part_version(self, part: int) -> int:
+        """How often `part` of the latent set has been replaced by new clips at the current step: with
+        --refresh-every N, the r-th refresh (at step r N) replaces part (r - 1) mod parts."""
+        if not self.args.refresh_every:
+            return 0
+        refreshes = self.state["step"] // self.args.refresh_every
+        return (refreshes - part + self.parts - 1) // self.parts if refreshes > part else 0
+
+    def part_path(self, part: int, version: int) -> Path:
+        suffix = f"_v{version:03d}" if version else ""  # version 0 keeps the name of the first data set
+        return self.work / "latents" / f"part_{part:04d}{suffix}.pt"
+
     @torch.no_grad()
-    def encode_latents(self) -> None:
+    def encode_part(self, part: int, version: int) -> dict:
+        """Render and encode one part of the latent set (its clips drawn from the part's and version's
+        own seed) and write it, replacing the part's older version."""
         args, vae = self.args, self.pipeline.vae.eval()
-        parts = (args.clips + PART_SIZE - 1) // PART_SIZE
-        progress = tqdm(total=parts, desc="latents", unit="part")
-        for part in range(parts):
-            path = self.work / "latents" / f"part_{part:04d}.pt"
+        size = min(PART_SIZE, args.clips - part * PART_SIZE)
+        rng, _ = self.generator(DATA_STREAM, part + version * VERSION_STRIDE)
+        scenes = [sample_scene(rng) for _ in range(size)]
+        latents, objects = [], []
+        for start in range(0, size, 64):
+            batch = scenes[start : start + 64]
+            clips = render_scenes(batch, int(rng.integers(2**31)), args.frames, args.size, self.device)
+            with self.autocast:
+                latent = vae.encode(to_vae_input(clips.videos)).latent_dist.mode()
+            latents.append(latent.to(torch.float16).cpu())
+            objects.append(latent_object_mask(clips.instances).cpu())
+        captions = [scene.caption for scene in scenes]
+        data = {"latents": torch.cat(latents), "objects": torch.cat(objects), "captions": captions}
+        path = self.part_path(part, version)
+        path.parent.mkdir(exist_ok=True)
+        with atomic_write(path) as temporary:
+            torch.save(data, temporary)
+        for older in path.parent.glob(f"part_{part:04d}*.pt"):
+            if older != path:
+                older.unlink()
+        return data
+
+    def encode_latents(self) -> None:
+        """Every part of the latent set that is missing at the version the current step calls for."""
+        progress = tqdm(total=self.parts, desc="latents", unit="part")
+        for part in range(self.parts):
             progress.update()
-            if path.exists():
+            if self.part_path(part, self.part_version(part)).exists():
                 continue
             if self.out_of_budget():
                 return
-            size = min(PART_SIZE, args.clips - part * PART_SIZE)
-            rng, _ = self.generator(DATA_STREAM, part)
-            scenes = [sample_scene(rng) for _ in range(size)]
-            latents, objects = [], []
-            for start in range(0, size, 64):
-                batch = scenes[start : start + 64]
-                clips = render_scenes(batch, int(rng.integers(2**31)), args.frames, args.size, self.device)
-                with self.autocast:
-                    latent = vae.encode(to_vae_input(clips.videos)).latent_dist.mode()
-                latents.append(latent.to(torch.float16).cpu())
-                objects.append(latent_object_mask(clips.instances).cpu())
-            path.parent.mkdir(exist_ok=True)
-            with atomic_write(path) as temporary:
-                torch.save(
-                    {
-                        "latents": torch.cat(latents),
-                        "objects": torch.cat(objects),
-                        "captions": [s.caption for s in scenes],
-                    },
-                    temporary,
-                )
+            self.encode_part(part, self.part_version(part))
         progress.close()
         if "latents_mean" not in self.state:  # kept when a fresh machine encodes the same clips again
             latents, _, _ = self.load_latents()
@@ -384,8 +416,7 @@ class Trainer:
 
     def load_latents(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """The latent data set: latents, the object masks on the latent grid, and the captions."""
-        parts = sorted((self.work / "latents").glob("part_*.pt"))
-        loaded = [torch.load(path) for path in parts]
+        loaded = [torch.load(self.part_path(part, self.part_version(part))) for part in range(self.parts)]
         if any("objects" not in part for part in loaded):
             raise SystemExit(
                 f"{self.work / 'latents'} was encoded by an older version without object masks; "
@@ -431,7 +462,7 @@ class Trainer:
         elif self.resume_from is not None and (self.resume_from / "transformer").is_dir():
             transformer.load_state_dict(_weights(WanTransformer3DModel, self.resume_from / "transformer"))
             average.load_state_dict(_weights(WanTransformer3DModel, self.resume_from / "ema"))
-        if len(list((self.work / "latents").glob("part_*.pt"))) < -(-args.clips // PART_SIZE):
+        if not all(self.part_path(p, self.part_version(p)).exists() for p in range(self.parts)):
             self.encode_latents()  # a fresh machine: the same clips again
         latents, objects, captions = self.load_latents()
         latents, objects = latents.to(self.device), objects.to(self.device)
@@ -467,6 +498,13 @@ class Trainer:
             self.state["step"] = step + 1
             self.steps_this_piece += 1
             window.append(loss.detach())  # no host sync per step
+            if args.refresh_every and (step + 1) % args.refresh_every == 0:
+                part = ((step + 1) // args.refresh_every - 1) % self.parts
+                fresh = self.encode_part(part, self.part_version(part))
+                rows = slice(part * PART_SIZE, part * PART_SIZE + len(fresh["captions"]))
+                latents[rows] = fresh["latents"].to(self.device)
+                objects[rows] = fresh["objects"].to(self.device)
+                bank[rows] = self.caption_bank(fresh["captions"])
             progress.update()
             if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
                 values = {"loss": torch.stack(window).mean().item(), "lr": optimiser.param_groups[0]["lr"]}

@@ -211,6 +211,31 @@ def test_changed_data_settings_are_refused_and_a_batch_change_is_recorded(tmp_pa
     assert state["settings"]["batch"] == 3 and state["step"] == 2
 
 
+def test_refresh_replaces_one_part_per_interval_and_a_fresh_machine_agrees(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "PART_SIZE", 2)  # --clips 6: three parts of two clips
+    args = train.parse_args(["--work", str(tmp_path / "t"), *SMALL, "--refresh-every", "2"])
+    trainer = train.Trainer(args)
+    # Hand-computed: the r-th refresh (step 2r) replaces part (r - 1) mod 3.
+    expected = {0: [0, 0, 0], 2: [1, 0, 0], 4: [1, 1, 0], 6: [1, 1, 1], 8: [2, 1, 1], 14: [3, 2, 2]}
+    for step, versions in expected.items():
+        trainer.state["step"] = step
+        assert [trainer.part_version(part) for part in range(3)] == versions
+    first = tmp_path / "first"
+    train.main(["--work", str(first), *SMALL, "--refresh-every", "2", "--steps", "4"])
+    names = sorted(path.name for path in (first / "latents").glob("*.pt"))
+    assert names == ["part_0000_v001.pt", "part_0001_v001.pt", "part_0002.pt"]
+    captions = {name: torch.load(first / "latents" / name)["captions"] for name in names}
+    start = train.Trainer(train.parse_args(["--work", str(tmp_path / "u"), *SMALL]))
+    original = [start.encode_part(part, 0)["captions"] for part in range(2)]
+    assert captions["part_0000_v001.pt"] != original[0] and captions["part_0001_v001.pt"] != original[1]
+    # A fresh machine at step 4 encodes the same versions: the same clips.
+    fresh = tmp_path / "fresh"
+    train.main(["--work", str(fresh), *SMALL, "--refresh-every", "2", "--steps", "5",
+                "--resume-from", str(first / "portable"), "--piece-steps", "1"])  # fmt: skip
+    for name in ("part_0000_v001.pt", "part_0001_v001.pt"):
+        assert torch.load(fresh / "latents" / name)["captions"] == captions[name]
+
+
 class _Replay:
     """Stands in for the pipeline: returns the true renders of the captions it is asked for (or blank
     frames), so the sample score's arithmetic can be checked against known answers."""
