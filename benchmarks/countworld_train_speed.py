@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from diffusers import WanTransformer3DModel
 
-from numina.countworld.training import ema_update, flow_matching_pair, shifted_sigmas, weighted_flow_loss
+from numina.countworld.training import flow_training_step, shifted_sigmas
 from numina.models.countworld import TRANSFORMER, VAE, VIDEO
 
 TEXT_LENGTH = 512  # the pipeline zero-pads every caption to 512 positions
@@ -50,17 +50,9 @@ def time_training(batch: int, compiled: bool, steps: int, warmup: int, device: s
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step() -> None:
-        noise = torch.randn_like(clean)
-        sigmas = shifted_sigmas(batch, 3.0, device=device)
-        noisy, target = flow_matching_pair(clean, noise, sigmas)
-        with autocast:
-            prediction = model(noisy, sigmas * 1000, text, return_dict=False)[0]
-        loss = weighted_flow_loss(prediction, target, objects, 5.0)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        ema_update(average, model, 0.999)
+        data = {"clean": clean, "noise": torch.randn_like(clean), "text": text, "objects": objects}
+        data["sigmas"] = shifted_sigmas(batch, 3.0, device=device)
+        flow_training_step(model, average, optimiser, data, 5.0, 0.999, autocast)
 
     for _ in range(warmup):
         step()

@@ -51,8 +51,7 @@ from tqdm import tqdm
 
 from numina.countworld.training import (
     ema_decay,
-    ema_update,
-    flow_matching_pair,
+    flow_training_step,
     from_vae_output,
     latent_object_mask,
     latent_statistics,
@@ -62,7 +61,6 @@ from numina.countworld.training import (
     shifted_sigmas,
     to_vae_input,
     vae_loss,
-    weighted_flow_loss,
 )
 from numina.countworld.world import benchmark_scenes, palette_from_prompt, render_scenes, sample_scene
 from numina.evaluation.counters import ExactColourCounter
@@ -482,22 +480,22 @@ class Trainer:
             clean = (latents[chosen].float() - mean) / std
             noise = torch.randn(clean.shape, generator=device_generator, device=self.device)
             sigmas = shifted_sigmas(args.batch, args.shift, device_generator, self.device)
-            noisy, target = flow_matching_pair(clean, noise, sigmas)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(
                     step, args.steps, args.lr, args.warmup, restarted_at=self.restarted_at("transformer")
                 )
-            with self.autocast:
-                prediction = transformer(noisy, sigmas * 1000, text, return_dict=False)[0]
-            loss = weighted_flow_loss(prediction, target, objects[chosen], args.flow_object_weight)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-            optimiser.step()
-            ema_update(average, transformer, ema_decay(step, args.ema))
+            loss, grad_norm = flow_training_step(
+                transformer,
+                average,
+                optimiser,
+                {"clean": clean, "noise": noise, "sigmas": sigmas, "text": text, "objects": objects[chosen]},
+                args.flow_object_weight,
+                ema_decay(step, args.ema),
+                self.autocast,
+            )
             self.state["step"] = step + 1
             self.steps_this_piece += 1
-            window.append(loss.detach())  # no host sync per step
+            window.append(loss)  # no host sync per step
             if args.refresh_every and (step + 1) % args.refresh_every == 0:
                 part = ((step + 1) // args.refresh_every - 1) % self.parts
                 fresh = self.encode_part(part, self.part_version(part))

@@ -31,6 +31,31 @@ def flow_matching_pair(
     return (1 - sigma) * clean + sigma * noise, noise - clean
 
 
+def flow_training_step(
+    model: torch.nn.Module,
+    average: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    object_weight: float,
+    decay: float,
+    autocast: torch.autocast,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step of the transformer on a `batch` of normalised latents ("clean"), their
+    "noise", "sigmas", "text" embeddings and latent "objects" mask: the object-weighted flow loss
+    under `autocast`, gradients clipped to norm 1, the optimiser's step, then the EMA `average`.
+    Returns the loss and the gradient norm as device tensors (reading them is a host sync)."""
+    noisy, target = flow_matching_pair(batch["clean"], batch["noise"], batch["sigmas"])
+    with autocast:
+        prediction = model(noisy, batch["sigmas"] * 1000, batch["text"], return_dict=False)[0]
+    loss = weighted_flow_loss(prediction, target, batch["objects"], object_weight)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimiser.step()
+    ema_update(average, model, decay)
+    return loss.detach(), grad_norm
+
+
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Mean KL divergence of N(mean, exp(logvar)) from N(0, 1), per latent element."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
