@@ -188,12 +188,12 @@ class Trainer:
         folder whose VAE has trained steps but no weights is refused: a random VAE would silently
         spoil the latents and every sample."""
         vae, checkpoint = self.pipeline.vae, self.work / "vae.ckpt"
-        if not checkpoint.exists() and self.resume_from is not None and (self.resume_from / "vae").is_dir():
+        if checkpoint.exists():
+            vae.load_state_dict(torch.load(checkpoint, map_location="cpu")["vae"])
+        elif self.resume_from is not None and (self.resume_from / "vae").is_dir():
             vae.load_state_dict(_weights(AutoencoderKLWan, self.resume_from / "vae"))
             with atomic_write(checkpoint) as temporary:
                 torch.save({"vae": vae.state_dict()}, temporary)  # no optimiser moments: they restart
-        if checkpoint.exists():
-            vae.load_state_dict(torch.load(checkpoint, map_location="cpu")["vae"])
         elif self.state["vae_step"] > 0:
             raise SystemExit(
                 f"{self.work} has trained its VAE for {self.state['vae_step']} steps but holds no vae.ckpt; "
@@ -460,8 +460,7 @@ class Trainer:
         elif self.resume_from is not None and (self.resume_from / "transformer").is_dir():
             transformer.load_state_dict(_weights(WanTransformer3DModel, self.resume_from / "transformer"))
             average.load_state_dict(_weights(WanTransformer3DModel, self.resume_from / "ema"))
-        if not all(self.part_path(p, self.part_version(p)).exists() for p in range(self.parts)):
-            self.encode_latents()  # a fresh machine: the same clips again
+        self.encode_latents()  # on a fresh machine the same clips again; else nothing to do
         latents, objects, captions = self.load_latents()
         latents, objects = latents.to(self.device), objects.to(self.device)
         bank, no_caption = self.caption_bank(captions), self.encode_captions([""])
