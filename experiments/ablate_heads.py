@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("nothing to sweep: give --grid, --grid-file and/or --heads")
     args.grid_values = grid
     resolve_counter_arguments(args)
-    args.out = args.out or Path("runs") / f"ablate-{slug(args.model or 'tiny')}"
+    args.out = args.out or Path("runs") / f"ablate-{slug(args.model)}"
     return args
 
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> Path:
     steps = sorted({reference_of(replace(base, **s), geometry, args.steps)[0] for s in settings})
     out = args.out
     config = {
-        "model": args.model or "tiny",
+        "model": args.model,
         "prompt_set": args.prompt_set,
         "grid": args.grid_values,
         "heads": args.heads,

@@ -128,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
         if args.device.startswith("cuda"):
             args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    args.out = args.out or Path("runs") / f"countbench-{slug(args.model or 'tiny')}"
+    args.out = args.out or Path("runs") / f"countbench-{slug(args.model)}"
     return args
 
 
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dict:
     return {
-        "model": args.model or "tiny",
+        "model": args.model,
         "model_source": model,
         "prompt_set": args.prompt_set,
         "methods": args.methods,

@@ -113,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ImportError:
             parser.error("--format parquet needs pyarrow (pip install pyarrow), or use --format csv")
     if args.out is None:
-        args.out = Path("runs") / f"diagnose-{slug(args.model or 'tiny')}"
+        args.out = Path("runs") / f"diagnose-{slug(args.model)}"
     return args
 
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     out = args.out
     config = {
-        "model": args.model or "tiny",
+        "model": args.model,
         "model_source": model,
         "dtype": args.dtype,
         "device": args.device,

@@ -25,13 +25,14 @@ import numpy as np
 
 from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
 from numina.cli import add_model_arguments, generation_settings, pipeline_from_args, resolve_model_arguments
+from numina.countworld.world import vocabulary, words_outside_vocabulary
 from numina.method.cache import CACHE_METHODS
 from numina.method.correct import check_correction
 from numina.method.generation import NuminaResult, method_spec, run_numina
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
 from numina.method.presets import PRESETS, preset
 from numina.metrics.concentration import STATS
-from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
+from numina.models import Geometry, countworld, geometry_of, load_tokenizer, model_defaults, resolve_model
 from numina.prompts import PromptTokens, parse_prompt, validate_targets
 from numina.run_folder import new_run_folder, save_video, slug, write_json
 from numina.store import open_store
@@ -170,6 +171,12 @@ def main(argv: list[str] | None = None) -> Path:
             raise ValueError(
                 f"no counted noun found in {args.prompt!r}: give the targets with --counts '{{\"noun\": 3}}'"
             )
+        if model_defaults(model)["prompt_set"] == countworld.NAME and words_outside_vocabulary(args.prompt):
+            log.warning(
+                "CountWorld was trained on its world's words only and does not know %s; its words are: %s",
+                ", ".join(repr(w) for w in words_outside_vocabulary(args.prompt)),
+                " ".join(vocabulary()),
+            )
         # The walk-through's capture, the same with or without the rest of the method.
         spec, _, _ = method_spec(geometry, tokens, settings.steps, args.options)
     except (ValueError, OSError) as error:
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> Path:
         "mode": "capture-only" if args.capture_only else "numina",
         "preset": None if args.capture_only else args.preset,
         "numina_options": None if args.capture_only else args.options.to_dict(),
-        "model": args.model or "tiny",
+        "model": args.model,
         "model_source": model,
         "dtype": args.dtype,
         "device": args.device,

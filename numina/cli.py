@@ -24,7 +24,7 @@ from numina.evaluation.countbench import (
 )
 from numina.evaluation.detectors import DETECTORS
 from numina.method.presets import PRESETS, NuminaOptions, preset
-from numina.models import load_pipeline, model_defaults
+from numina.models import DEFAULT_MODEL, load_pipeline, model_defaults
 from numina.walkthrough import GenerationSettings
 
 PROMPT_SETS = ("countbench", "countworld")
@@ -38,8 +38,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="hub id or local pipeline folder; 'countworld' (the trained built-in model), or 'tiny' / "
-        "'tiny:<variant>' (random weights; the default until CountWorld's weights are committed)",
+        help="hub id or local pipeline folder; 'countworld' (the trained built-in model, the default), or "
+        "'tiny' / 'tiny:<variant>' (random weights)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -74,7 +74,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fill the size, step, device and dtype defaults for the chosen model; reject impossible values."""
+    """Name the model (the built-in default when none is given), fill the size, step, device and dtype
+    defaults for it, and reject impossible values."""
+    args.model = args.model or DEFAULT_MODEL
     defaults = model_defaults(args.model)
     for key in ("frames", "height", "width", "steps"):
         if getattr(args, key) is None:

@@ -13,11 +13,20 @@ import torch
 from experiment_scripts import load_experiment
 
 from numina.cli import add_prompt_arguments, load_prompt_set
-from numina.countworld.world import render_scenes, sample_scene
+from numina.countworld.world import (
+    BACKGROUNDS,
+    benchmark_scenes,
+    palette_from_prompt,
+    render_scenes,
+    sample_scene,
+    words_outside_vocabulary,
+)
 from numina.evaluation.countbench import countworld_prompts
+from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.detectors import prompt_counter
 from numina.models import countworld as countworld_model
 from numina.models import load_pipeline, model_defaults, resolve_model
+from numina.walkthrough import GenerationSettings, plain_generation
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +92,30 @@ def test_sample_sheet_counts_each_row(untrained_folder: Path, tmp_path: Path):
     assert [row["target"] for row in rows] == list(range(1, 9))
     assert all(len(counts) == 5 for row in rows for counts in row["counts"].values())
     assert out.stat().st_size > 0
+
+
+def test_committed_weights_fit_the_repository_limits():
+    files = list(countworld_model.COUNTWORLD_FOLDER.rglob("*.safetensors"))
+    assert {path.parent.name for path in files} == {"transformer", "vae", "text_encoder"}
+    sizes = [path.stat().st_size for path in files]
+    assert sum(sizes) <= 32 * 2**20 and max(sizes) < 16 * 2**20
+
+
+def test_the_default_model_is_the_trained_countworld_and_draws_its_world():
+    """With no model named, scripts run the committed CountWorld weights, and those weights paint the
+    caption's background and objects of its colour (an untrained pipeline paints neither)."""
+    assert model_defaults(None) == countworld_model.RUN_DEFAULTS
+    pipeline = load_pipeline(None, torch.float32, "cpu")
+    assert pipeline.transformer.config.num_layers == countworld_model.TRANSFORMER["num_layers"]
+    settings = GenerationSettings(num_frames=17, height=128, width=128, steps=20, guidance=5.0, seed=0)
+    prompt = "two yellow squares resting on a black floor"
+    frames = plain_generation(pipeline, prompt, settings)  # (17, 128, 128, 3) in [0, 1]
+    border = np.concatenate([frames[:, :4].reshape(-1, 3), frames[:, -4:].reshape(-1, 3)])
+    assert np.median(border, axis=0) == pytest.approx(BACKGROUNDS["black"], abs=0.1)
+    counter = ExactColourCounter(palette_from_prompt(prompt, {"squares": 2}))
+    assert counter.count(frames, "squares").min() >= 1
+
+
+def test_words_outside_the_vocabulary_are_named():
+    assert words_outside_vocabulary("Three red cats on a grey sofa.") == ["cats", "sofa"]
+    assert all(words_outside_vocabulary(scene.caption) == [] for scene in benchmark_scenes())

@@ -202,6 +202,13 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
+def words_outside_vocabulary(prompt: str) -> list[str]:
+    """The words of `prompt` that no caption contains, in order: a model trained on the world's
+    captions only ever saw its own words, so these reach it as letters that mean nothing to it."""
+    known = set(vocabulary())
+    return [word for word in _WORD.findall(prompt.lower()) if word not in known]
+
+
 def palette_from_prompt(prompt: str, nouns: Iterable[str]) -> dict[str, RGB]:
     """Each noun's colour: the `COLOURS` word directly before the noun's first occurrence in the prompt.
 

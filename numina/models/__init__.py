@@ -3,6 +3,7 @@ ones, and their token geometry."""
 
 from numina.models.geometry import Geometry
 from numina.models.loading import (
+    DEFAULT_MODEL,
     geometry_of,
     identify_variant,
     is_tiny_model,
@@ -17,6 +18,7 @@ from numina.models.tokenizer import build_tiny_tokenizer
 from numina.models.variants import VARIANTS, WanVariant, get_variant
 
 __all__ = [
+    "DEFAULT_MODEL",
     "VARIANTS",
     "Geometry",
     "WanVariant",

@@ -26,9 +26,8 @@ from numina.models.variants import VARIANTS, WanVariant, get_variant, variant_na
 logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny"
-# What runs when no model is named. It becomes "countworld" once the trained CountWorld weights are
-# committed in models/countworld (issue 7); until then it is the tiny random-weight pipeline.
-DEFAULT_MODEL = TINY_PREFIX
+# What runs when no model is named: the trained CountWorld pipeline committed in models/countworld.
+DEFAULT_MODEL = countworld.NAME
 # A pipeline folder may say how it is meant to be run (video size, steps, counter) in this file.
 DEFAULTS_FILE = "numina.json"
 # The tiny random pipelines run like CountWorld, but on CountBench's prompts.
