@@ -126,8 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.torchrun:  # one shard per rank; rank 0 merges once every rank is done
         args.shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
-        if args.device.startswith("cuda"):
-            args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        if args.device.startswith("cuda"):  # more ranks than GPUs: ranks share them in turn
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(torch.cuda.device_count(), 1)}"
     args.out = args.out or Path("runs") / f"countbench-{slug(args.model)}"
     return args
 

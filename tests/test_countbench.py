@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from experiment_scripts import load_experiment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,6 +81,17 @@ def test_torchrun_ranks_share_the_jobs_and_rank_0_merges(
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), pd.read_csv(single / "results.csv"))
+
+
+def test_torchrun_ranks_beyond_the_gpus_share_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    args = countbench.parse_args(["--device", "cuda", "--prompt-set", "countworld", "--wandb", "disabled"])
+    assert args.shard == (2, 3) and args.device == "cuda:0"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert countbench.parse_args(["--device", "cuda", "--prompt-set", "countworld"]).device == "cuda:1"
 
 
 def test_a_resumed_run_only_makes_the_missing_videos(
