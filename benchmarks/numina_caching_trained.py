@@ -1,7 +1,7 @@
 """Does step caching save NUMINA time on trained weights? Side by side on the trained CountWorld model.
 
-    python benchmarks/numina_caching_trained.py --prompts 8 --steps 50 \
-        --out benchmarks/results/numina_caching_countworld.json
+    python benchmarks/numina_caching_trained.py --prompts 24 --steps 50 \
+        --out benchmarks/results/numina_caching_countworld_h200.json
 
 On random weights (the full-size benchmark, `numina_overhead.py`) the cache rule almost never
 fires: a random transformer's output does not settle between steps. This runs, per CountWorld
@@ -27,6 +27,7 @@ from numina.countworld.world import benchmark_scenes, palette_from_prompt
 from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.metrics import count_rows, counts_table, video_scores
 from numina.method import preset, run_numina
+from numina.method.presets import NuminaOptions
 from numina.models import load_pipeline, model_defaults
 from numina.prompts import parse_prompt
 from numina.walkthrough import GenerationSettings, plain_generation
@@ -34,7 +35,7 @@ from numina.walkthrough import GenerationSettings, plain_generation
 RUNS = ("baseline", "official", "official_easycache", "official_first_block")
 
 
-def run_options(name: str):
+def run_options(name: str) -> NuminaOptions | None:
     """The NUMINA options of one run (None for the baseline)."""
     if name == "baseline":
         return None
@@ -68,7 +69,8 @@ def main() -> None:
         defaults["frames"], defaults["height"], defaults["width"], args.steps, 5.0, seed=args.seed
     )
     scenes = benchmark_scenes()[: args.prompts]
-    plain_generation(pipeline, scenes[0].caption, GenerationSettings(settings.num_frames, 128, 128, 2))
+    warm_up = GenerationSettings(settings.num_frames, settings.height, settings.width, steps=2)
+    plain_generation(pipeline, scenes[0].caption, warm_up)
     rows = []
     scratch = Path(tempfile.mkdtemp())
     for index, scene in enumerate(scenes):

@@ -171,10 +171,11 @@ def main(argv: list[str] | None = None) -> Path:
             raise ValueError(
                 f"no counted noun found in {args.prompt!r}: give the targets with --counts '{{\"noun\": 3}}'"
             )
-        if model_defaults(model)["prompt_set"] == countworld.NAME and words_outside_vocabulary(args.prompt):
+        unknown = words_outside_vocabulary(args.prompt)
+        if model_defaults(model)["prompt_set"] == countworld.NAME and unknown:
             log.warning(
                 "CountWorld was trained on its world's words only and does not know %s; its words are: %s",
-                ", ".join(repr(w) for w in words_outside_vocabulary(args.prompt)),
+                ", ".join(repr(word) for word in unknown),
                 " ".join(vocabulary()),
             )
         # The walk-through's capture, the same with or without the rest of the method.
