@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,23 +25,21 @@ import torch
 from numina.countworld.world import benchmark_scenes, palette_from_prompt
 from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.metrics import count_rows, counts_table, video_scores
-from numina.method import preset, run_numina
+from numina.method import preset
+from numina.method.generation import generate_video
 from numina.method.presets import NuminaOptions
 from numina.models import load_pipeline, model_defaults
 from numina.prompts import parse_prompt
 from numina.walkthrough import GenerationSettings, plain_generation
 
-RUNS = ("baseline", "official", "official_easycache", "official_first_block")
-
-
-def run_options(name: str) -> NuminaOptions | None:
-    """The NUMINA options of one run (None for the baseline)."""
-    if name == "baseline":
-        return None
-    if name == "official":
-        return preset("official")
-    method = name.removeprefix("official_")
-    return preset("official", cache_walkthrough=True, cache_guided=True, cache_method=method)
+CACHED = {"cache_walkthrough": True, "cache_guided": True}
+# Each run's NUMINA options (None: the baseline, the plain pipeline).
+RUNS: dict[str, NuminaOptions | None] = {
+    "baseline": None,
+    "official": preset("official"),
+    "official_easycache": preset("official", **CACHED, cache_method="easycache"),
+    "official_first_block": preset("official", **CACHED, cache_method="first_block"),
+}
 
 
 def accuracy(video: np.ndarray, prompt: str, targets: dict[str, int]) -> float:
@@ -72,19 +69,14 @@ def main() -> None:
     warm_up = GenerationSettings(settings.num_frames, settings.height, settings.width, steps=2)
     plain_generation(pipeline, scenes[0].caption, warm_up)
     rows = []
-    scratch = Path(tempfile.mkdtemp())
     for index, scene in enumerate(scenes):
         tokens = parse_prompt(scene.caption, pipeline.tokenizer, targets=scene.targets)
         videos = {}
-        for name in RUNS:
-            options = run_options(name)
+        for name, options in RUNS.items():
             started = time.perf_counter()
-            if options is None:
-                video, path, skipped = plain_generation(pipeline, scene.caption, settings), "baseline", {}
-            else:
-                result = run_numina(pipeline, tokens, settings, options, scratch / f"{index}-{name}.h5")
-                video, path, skipped = result.video, result.path, result.cached_steps
+            video, result = generate_video(pipeline, tokens, settings, options)
             seconds = time.perf_counter() - started
+            path, skipped = (result.path, result.cached_steps) if result else ("baseline", {})
             videos[name] = video
             rows.append(
                 {
