@@ -7,22 +7,25 @@
 
 Each prompt is generated once with a capture wide enough for every setting of the grid (the
 self-attention reductions and the nouns' and numerals' cross-attention at every block, at every
-reference step the grid names). Then every setting (any `NuminaOptions` fields: head_rule,
-fixed_head, score_variant, score_weights, cross_heads, concentration_measure, reference_layer, reference_step,
-all_occurrences, ...) builds the layout from the stored data and counts it against the targets.
-Nothing is generated again.
+reference step the grid names), and that walk-through's video is counted (`--counter`). Then every
+setting (any `NuminaOptions` fields: head_rule, fixed_head, score_variant, score_weights, cross_heads,
+concentration_measure, reference_layer, reference_step, all_occurrences, ...) builds the layout from
+the stored data and is scored twice: its counts against the targets (accuracy) and against what the
+walk-through's own video shows (fidelity: does the layout see the instances the model drew? Accuracy
+alone cannot tell a layout that miscounts from a model that drew the wrong number). Nothing is
+generated again.
 
 Resumable: one JSON per setting in settings/, and a setting whose file exists is skipped; a folder
 made with other prompts, model, preset or sampler settings is refused, and a stored walk-through that
-lacks a reference step a new setting needs is captured again. Outputs:
-`summary.csv` (every setting's options, layout accuracy with a 95% prompt-bootstrap interval,
-mean S of the chosen heads), `figures/heads_heatmap.{png,pdf}` (layout accuracy per block and head,
-with `--heads`), `sweep.yaml` (the grid as a `wandb sweep` configuration, for users with a W&B
-server), and W&B runs: one group per sweep, one run per setting, and a summary run. The score here
-is the layout's own count accuracy against the targets (METHOD.md's layout, counted as the
-evaluation counts frames); `--end-to-end` also generates every prompt with NUMINA under each setting
-and counts the videos (`--counter`), which is what settings that act only in the guided run (the
-delta schedule: `follow_steps`) need.
+lacks a reference step a new setting needs, or its drawn counts (`stores/p<id>.drawn.json`), is
+captured again. Outputs: `summary.csv` (every setting's options, layout accuracy and fidelity with
+95% prompt-bootstrap intervals, the fidelity's mean absolute and signed errors, mean S of the chosen
+heads), `figures/heads_heatmap.{png,pdf}` and `figures/heads_fidelity.{png,pdf}` (accuracy and
+fidelity per block and head, with `--heads`), `sweep.yaml` (the grid as a `wandb sweep`
+configuration, for users with a W&B server), and W&B runs: one group per sweep, one run per setting,
+and a summary run. Both scores count frames as the evaluation does; `--end-to-end` also generates
+every prompt with NUMINA under each setting and counts the videos, which is what settings that act
+only in the guided run (the delta schedule: `follow_steps`) need.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from numina.cli import (
     resolve_counter_arguments,
     resolve_model_arguments,
 )
-from numina.evaluation import accuracy_summary, count_rows, counts_table, prompt_counter
+from numina.evaluation import accuracy_summary, count_rows, counts_table, fidelity_summary, prompt_counter
 from numina.method.generation import captured_positions, generate_video, identify_and_layout
 from numina.method.identify import Phase1Data
 from numina.method.presets import NuminaOptions, preset
@@ -163,10 +166,42 @@ def reference_of(options: NuminaOptions, geometry: Geometry, num_steps: int) -> 
     return step, layer
 
 
+def drawn_path(store: Path) -> Path:
+    """Where a walk-through's drawn counts are kept: beside its store."""
+    return store.with_suffix(".drawn.json")
+
+
+def fidelity_rows(
+    prompt_id: int, layout_counts: dict[str, list[int]], drawn: dict[str, list[int]], geometry: Geometry
+) -> list[dict]:
+    """One row per (decoded frame, noun): the drawn count against the layout count of its latent frame."""
+    rows = []
+    for noun, per_latent_frame in layout_counts.items():
+        if len(drawn[noun]) != geometry.num_frames:
+            raise ValueError(
+                f"prompt {prompt_id}: {len(drawn[noun])} drawn counts of {noun!r} for a "
+                f"{geometry.num_frames}-frame video; delete stores/p{prompt_id:03d}.drawn.json to "
+                "generate and count that walk-through again"
+            )
+        for latent_frame, count in enumerate(per_latent_frame):
+            rows += [
+                {
+                    "prompt_id": prompt_id,
+                    "frame": frame,
+                    "noun": noun,
+                    "drawn": drawn[noun][frame],
+                    "count": count,
+                }
+                for frame in geometry.video_frames(latent_frame)
+            ]
+    return rows
+
+
 def evaluate(
     settings: list[dict], base: NuminaOptions, stores: dict[int, Path], geometry: Geometry, num_steps: int
 ) -> list[dict]:
-    """The layout of every prompt under each setting, counted against its targets.
+    """The layout of every prompt under each setting, counted against its targets and against what
+    its walk-through drew.
 
     Settings that share a reference step and block share one read of each prompt's stored data.
     """
@@ -174,8 +209,10 @@ def evaluate(
     # (step, block, every block's self-attention?): only `per_layer` looks beyond the reference block
     references = [(*reference_of(o, geometry, num_steps), o.head_rule == "per_layer") for o in options]
     rows: list[list[dict]] = [[] for _ in settings]
+    fidelity: list[list[dict]] = [[] for _ in settings]
     scores: list[list[float]] = [[] for _ in settings]
     for prompt_id, path in stores.items():
+        drawn = json.loads(drawn_path(path).read_text())
         with open_store(path) as store:
             tokens = PromptTokens.from_records(store.attrs["tokens"])
             stored = {
@@ -197,8 +234,14 @@ def evaluate(
             scores[k].append(float(np.mean(head.score)))
             counts = {noun: layout.counts(noun).tolist() for noun in tokens.targets}
             rows[k] += count_rows(prompt_id, 0, "layout", tokens.targets, counts)
+            fidelity[k] += fidelity_rows(prompt_id, counts, drawn, geometry)
     return [
-        {"setting": setting, "rows": rows[k], "mean_head_score": float(np.mean(scores[k]))}
+        {
+            "setting": setting,
+            "rows": rows[k],
+            "fidelity_rows": fidelity[k],
+            "mean_head_score": float(np.mean(scores[k])),
+        }
         for k, setting in enumerate(settings)
     ]
 
@@ -216,8 +259,13 @@ def main(argv: list[str] | None = None) -> Path:
         settings = settings_of(args, geometry)
         for setting in settings:
             replace(base, **setting)
+        # Loaded before any work: every walk-through's video is counted for the layout's fidelity.
+        counter_of = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
     except (ValueError, OSError, TypeError) as error:
-        raise SystemExit(f"ablate_heads.py: error: {error}") from None
+        raise SystemExit(
+            f"ablate_heads.py: error: {error} (the sweep counts each walk-through's video with "
+            "--counter; give --counter exact for worlds of coloured shapes, or --counter-model)"
+        ) from None
     # Every reference step a setting reads, the release's included when a setting leaves it unset.
     steps = sorted({reference_of(replace(base, **s), geometry, args.steps)[0] for s in settings})
     out = args.out
@@ -255,29 +303,30 @@ def main(argv: list[str] | None = None) -> Path:
             loaded.append(pipeline_from_args(args, model))
         return loaded[0]
 
+    def counter_for(tokens: PromptTokens) -> Any:
+        return counter_of(tokens.prompt, tokens.targets)
+
     generation = generation_settings(args)
     for item in tqdm(prompts, desc="walk-throughs", unit="prompt"):
-        if stores[item.index].exists() and set(steps) <= set(_stored_steps(stores[item.index])):
+        store, tokens = stores[item.index], parsed[item.index]
+        if store.exists() and drawn_path(store).exists() and set(steps) <= set(_stored_steps(store)):
             continue
-        spec = wide_spec(geometry, parsed[item.index], steps)
-        capture_generation(
-            pipeline(),
-            parsed[item.index],
-            spec,
-            generation,
-            stores[item.index],
-            {"prompt_id": item.index},
-            output_type="latent",
+        spec = wide_spec(geometry, tokens, steps)
+        video = capture_generation(
+            pipeline(), tokens, spec, generation, store, {"prompt_id": item.index}, overwrite=True
         )
+        counter = counter_for(tokens)
+        write_json(drawn_path(store), {noun: counter.count(video, noun).tolist() for noun in tokens.targets})
 
     def path_of(setting: dict) -> Path:
         return out / "settings" / f"{setting_id(setting)}.json"
 
     # Layouts: settings with one reference step and block are scored together (one read per prompt),
-    # and each group's results are written before the next group starts.
+    # and each group's results are written before the next group starts. A result written before
+    # fidelity was scored is scored again.
     pending: dict[tuple[int, int], list[dict]] = {}
     for setting in settings:
-        if not path_of(setting).exists():
+        if not path_of(setting).exists() or "fidelity_rows" not in json.loads(path_of(setting).read_text()):
             pending.setdefault(reference_of(replace(base, **setting), geometry, args.steps), []).append(
                 setting
             )
@@ -289,7 +338,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     results = []
     group = f"ablate-{out.name}"
-    end_to_end = EndToEnd(args, pipeline, parsed, generation) if args.end_to_end else None
+    end_to_end = EndToEnd(pipeline, counter_for, parsed, generation, args.seed) if args.end_to_end else None
     for setting in settings:
         path = path_of(setting)
         result = json.loads(path.read_text())
@@ -310,19 +359,25 @@ def main(argv: list[str] | None = None) -> Path:
             mode=args.wandb,
             job_type="ablate-setting",
         ) as tracker:
-            accuracies = {"layout_accuracy": row["accuracy"], "mean_head_score": row["mean_head_score"]}
+            accuracies = {
+                "layout_accuracy": row["accuracy"],
+                "layout_fidelity": row["fidelity"],
+                "mean_head_score": row["mean_head_score"],
+            }
             if "end_to_end_accuracy" in row and pd.notna(row["end_to_end_accuracy"]):
                 accuracies["end_to_end_accuracy"] = row["end_to_end_accuracy"]
             tracker.log_scalars(accuracies)
     figures = {}
     fixed = summary[summary["head_rule"] == "fixed"] if "head_rule" in summary else summary.iloc[:0]
-    if not fixed.empty:
-        table = fixed.rename(
-            columns={"reference_layer": "layer", "fixed_head": "head", "accuracy": "S"}
-        ).assign(variant="layout accuracy")
-        figure = separability_heatmap(table, term="S")
-        figure.axes[0].set_title("Layout count accuracy with a fixed self-attention head (block x head)")
-        figures["heads_heatmap"] = save_figure(figure, out / "figures" / "heads_heatmap")[0]
+    scores = (
+        ("heads_heatmap", "accuracy", "Layout count accuracy (against the targets)"),
+        ("heads_fidelity", "fidelity", "Layout fidelity (against the counts drawn)"),
+    )
+    for name, column, title in scores if not fixed.empty else ():
+        table = fixed.rename(columns={"reference_layer": "layer", "fixed_head": "head", column: "S"})
+        figure = separability_heatmap(table.assign(variant=column), term="S")
+        figure.axes[0].set_title(f"{title} with a fixed self-attention head (block x head)")
+        figures[name] = save_figure(figure, out / "figures" / name)[0]
     with Tracker(
         out,
         name=f"{out.name}-summary",
@@ -334,8 +389,9 @@ def main(argv: list[str] | None = None) -> Path:
         tracker.log_table("summary", summary)
         for name, image in figures.items():
             tracker.log_image(f"figures/{name}", image)
-    best = summary.sort_values("accuracy", ascending=False).head(3)
-    log.info("best settings:\n%s", best.to_string(index=False))
+    for column in ("accuracy", "fidelity"):
+        best = summary.sort_values(column, ascending=False).head(3)
+        log.info("best settings by layout %s:\n%s", column, best.to_string(index=False))
     return out
 
 
@@ -349,11 +405,12 @@ def _stored_steps(path: Path) -> list[int]:
 
 
 def summarise(results: list[dict]) -> pd.DataFrame:
-    """One row per setting: its options, layout accuracy with its interval, mean S of the chosen heads
-    and, with --end-to-end, the generated videos' counting accuracy with its interval."""
+    """One row per setting: its options, layout accuracy and fidelity with their intervals, mean S of
+    the chosen heads and, with --end-to-end, the generated videos' counting accuracy with its interval."""
     rows = []
     for result in results:
         accuracy = accuracy_summary(counts_table(result["rows"])).iloc[0]
+        fidelity = fidelity_summary(result["fidelity_rows"])
         row = {
             "setting": setting_id(result["setting"]),
             **result["setting"],
@@ -361,6 +418,11 @@ def summarise(results: list[dict]) -> pd.DataFrame:
             "ci_low": accuracy["ci_low"],
             "ci_high": accuracy["ci_high"],
             "n_prompts": accuracy["n_prompts"],
+            "fidelity": fidelity["fidelity"],
+            "fidelity_ci_low": fidelity["ci_low"],
+            "fidelity_ci_high": fidelity["ci_high"],
+            "fidelity_mean_abs_error": fidelity["mean_abs_error"],
+            "fidelity_mean_signed_error": fidelity["mean_signed_error"],
             "mean_head_score": result["mean_head_score"],
         }
         if result.get("end_to_end_rows"):
@@ -379,24 +441,22 @@ class EndToEnd:
 
     def __init__(
         self,
-        args: argparse.Namespace,
         pipeline: Callable[[], Any],
+        counter_for: Callable[[PromptTokens], Any],
         parsed: dict,
         generation: GenerationSettings,
+        seed: int,
     ) -> None:
-        self.args, self.pipeline, self.parsed, self.generation = args, pipeline, parsed, generation
-        self.counter_for = None
+        self.pipeline, self.counter_for, self.parsed = pipeline, counter_for, parsed
+        self.generation, self.seed = generation, seed
 
     def rows(self, options: NuminaOptions) -> list[dict]:
-        args = self.args
-        if self.counter_for is None:
-            self.counter_for = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
         rows = []
         for prompt_id, tokens in self.parsed.items():
             video, _ = generate_video(self.pipeline(), tokens, self.generation, options)
-            counter = self.counter_for(tokens.prompt, tokens.targets)
+            counter = self.counter_for(tokens)
             counts = {noun: counter.count(video, noun).tolist() for noun in tokens.targets}
-            rows += count_rows(prompt_id, args.seed, "end_to_end", tokens.targets, counts)
+            rows += count_rows(prompt_id, self.seed, "end_to_end", tokens.targets, counts)
         return rows
 
 

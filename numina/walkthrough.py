@@ -75,11 +75,13 @@ def capture_generation(
     store_path: str | Path,
     attrs: dict[str, Any] | None = None,
     output_type: str = "np",
+    overwrite: bool = False,
 ) -> np.ndarray | torch.Tensor:
     """Generate `tokens.prompt` with `spec` captured into a store at `store_path`; return the video.
 
     The video is (frames, height, width, 3) in [0, 1] for `output_type="np"`, or the final latents
-    for "latent". `attrs` adds root attributes (e.g. the run's full config and model id).
+    for "latent". `attrs` adds root attributes (e.g. the run's full config and model id). An existing
+    store is replaced (once the new one is complete) only with `overwrite`.
     """
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
     spec = spec.resolved(geometry, settings.steps)
@@ -92,7 +94,7 @@ def capture_generation(
         "code_version": code_version(),
         **(attrs or {}),
     }
-    writer = open_capture_store(store_path, spec, geometry, root)
+    writer = open_capture_store(store_path, spec, geometry, root, overwrite=overwrite)
     try:
         with AttentionCapture(pipeline.transformer, spec, geometry, writer):
             output = pipeline(**settings.call(tokens.prompt), output_type=output_type)

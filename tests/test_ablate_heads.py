@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -15,7 +16,7 @@ from numina.evaluation import load_countbench
 from numina.method import preset, run_numina
 from numina.models import load_pipeline
 from numina.prompts import parse_prompt
-from numina.walkthrough import GenerationSettings
+from numina.walkthrough import GenerationSettings, plain_generation
 
 ablate = load_experiment("ablate_heads")
 GRID = '{"head_rule": ["per_frame", "per_video"], "cross_heads": ["mean", "peak"]}'
@@ -24,7 +25,8 @@ GRID = '{"head_rule": ["per_frame", "per_video"], "cross_heads": ["mean", "peak"
 def _args(tiny_folder: Path, bench: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--model", str(tiny_folder), "--countbench", str(bench), "--out", str(out), "--prompts", "3,209",
-        "--frames", "9", "--height", "64", "--width", "64", "--steps", "4", "--wandb", "disabled", *extra,
+        "--frames", "9", "--height", "64", "--width", "64", "--steps", "4", "--wandb", "disabled",
+        "--counter", "exact", *extra,
     ]  # fmt: skip
 
 
@@ -105,7 +107,7 @@ def test_end_to_end_scores_generate_and_count_each_setting_once(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = _args(tiny_folder, countbench_dir, tmp_path / "e2e", "--grid", '{"follow_steps": [false, true]}')
-    args = [*args, "--prompts", "3", "--end-to-end", "--counter", "exact"]
+    args = [*args, "--prompts", "3", "--end-to-end"]
     generated = []
     original = ablate.generate_video
     monkeypatch.setattr(
@@ -117,3 +119,58 @@ def test_end_to_end_scores_generate_and_count_each_setting_once(
     assert summary["end_to_end_accuracy"].between(0, 1).all() and len(summary) == 2
     ablate.main(args)
     assert generated == [False, True]  # resumed: nothing generated again
+
+
+class _BrightnessCounter:
+    """A stand-in counter whose count depends on the frame's pixels: (mean brightness x 1000) mod 5."""
+
+    def count(self, video: np.ndarray, noun: str) -> np.ndarray:
+        return (np.asarray(video).reshape(len(video), -1).mean(axis=1) * 1000).astype(int) % 5
+
+
+def test_fidelity_scores_the_layout_against_what_the_walk_through_drew(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        ablate, "prompt_counter", lambda *a, **k: lambda prompt, targets: _BrightnessCounter()
+    )
+    args = _args(tiny_folder, countbench_dir, tmp_path / "fid", "--grid", '{"cross_heads": ["mean"]}')
+    out = ablate.main([*args, "--prompts", "3"])
+
+    # the counted video is the walk-through's, which is the plain pipeline's with the same seed
+    pipeline = load_pipeline(str(tiny_folder), torch.float32, "cpu")
+    item = load_countbench(countbench_dir)[3]
+    video = plain_generation(
+        pipeline, item.prompt, GenerationSettings(num_frames=9, height=64, width=64, steps=4)
+    )
+    drawn = json.loads((out / "stores" / "p003.drawn.json").read_text())
+    assert drawn == {noun: _BrightnessCounter().count(video, noun).tolist() for noun in item.targets}
+    assert len(set(next(iter(drawn.values())))) > 1  # the planted counts vary over frames
+
+    # each decoded frame's drawn count meets the layout count of its latent frame (9 frames: 0 | 1-4 | 5-8)
+    result = json.loads(next((out / "settings").glob("*.json")).read_text())
+    layout = {(r["noun"], r["frame"]): r["count"] for r in result["rows"]}
+    expected = [
+        (noun, frame, drawn[noun][frame], layout[(noun, latent)])
+        for noun in item.targets
+        for latent, frames in enumerate([[0], [1, 2, 3, 4], [5, 6, 7, 8]])
+        for frame in frames
+    ]
+    assert sorted((r["noun"], r["frame"], r["drawn"], r["count"]) for r in result["fidelity_rows"]) == sorted(
+        expected
+    )
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    assert summary["fidelity"] == pytest.approx(np.mean([d == c for _, _, d, c in expected]))
+    assert summary["fidelity_mean_signed_error"] == pytest.approx(np.mean([c - d for _, _, d, c in expected]))
+
+    # a setting scored before fidelity existed is scored again; a store without drawn counts is redone
+    path = next((out / "settings").glob("*.json"))
+    path.write_text(json.dumps({k: v for k, v in result.items() if k != "fidelity_rows"}))
+    (out / "stores" / "p003.drawn.json").unlink()
+    generated = []
+    original = ablate.capture_generation
+    monkeypatch.setattr(
+        ablate, "capture_generation", lambda *a, **k: generated.append(1) or original(*a, **k)
+    )
+    ablate.main([*args, "--prompts", "3"])
+    assert generated == [1] and json.loads(path.read_text())["fidelity_rows"] == result["fidelity_rows"]

@@ -10,6 +10,7 @@ from numina.evaluation.metrics import (
     accuracy_by_target,
     accuracy_summary,
     counts_table,
+    fidelity_summary,
     frame_scores,
     paired_comparison,
     video_scores,
@@ -239,3 +240,20 @@ def test_paired_comparison_errors() -> None:
         paired_comparison(counts_table(left + right))
     with pytest.raises(ValueError, match=r"method\(s\) 'numina' not in the counts table"):
         paired_comparison(counts_table(left))
+
+
+def test_fidelity_weighs_prompts_equally_and_signs_the_error() -> None:
+    # p1: 4 rows, drawn 3,3,3,3 against layout 3,3,2,5 -> exact 2/4, |err| (0+0+1+2)/4 = 3/4,
+    #     signed (0+0-1+2)/4 = 1/4.   p2: 2 rows, drawn 1,0 against 0,0 -> exact 1/2, |err| 1/2,
+    #     signed -1/2.   Means over prompts: fidelity 1/2, |err| 5/8, signed -1/8.
+    rows = [
+        {"prompt_id": "p1", "frame": f, "noun": "cat", "drawn": 3, "count": c}
+        for f, c in enumerate([3, 3, 2, 5])
+    ] + [{"prompt_id": "p2", "frame": f, "noun": "dog", "drawn": d, "count": 0} for f, d in enumerate([1, 0])]
+    summary = fidelity_summary(rows, n_resamples=200)
+    assert summary["fidelity"] == pytest.approx(0.5)
+    assert summary["mean_abs_error"] == pytest.approx(5 / 8)
+    assert summary["mean_signed_error"] == pytest.approx(-1 / 8)
+    assert summary["n_prompts"] == 2 and summary["ci_low"] <= 0.5 <= summary["ci_high"]
+    with pytest.raises(ValueError, match="drawn"):
+        fidelity_summary([{"prompt_id": "p1", "frame": 0, "noun": "cat", "count": 1}])

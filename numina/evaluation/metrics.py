@@ -340,3 +340,42 @@ def paired_comparison(
         p_value=p_value,
         test=WILCOXON_TEST,
     )
+
+
+FIDELITY_COLUMNS = ("prompt_id", "frame", "noun", "drawn", "count")
+
+
+def fidelity_summary(
+    rows: Iterable[Mapping[str, Any]] | pd.DataFrame,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """How well a layout counts what the video shows: its count against the count drawn.
+
+    `rows` has one row per (prompt_id, decoded frame, noun): `drawn` (the counter's count on that
+    frame of the walk-through's own video) and `count` (the layout's count in the latent frame that
+    frame belongs to). Unlike accuracy against the targets, this does not blame the layout when the
+    model drew the wrong number. Each prompt's mean counts once: `fidelity` (fraction exact, with a
+    percentile CI resampling prompts), `mean_abs_error` and `mean_signed_error` (count - drawn: > 0
+    means the layout finds more instances than were drawn), `n_prompts`.
+    """
+    _check_confidence(confidence)
+    table = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    missing = [c for c in FIDELITY_COLUMNS if c not in table.columns]
+    if table.empty or missing:
+        raise ValueError(f"fidelity rows need the columns {', '.join(FIDELITY_COLUMNS)} and at least one row")
+    error = table["count"] - table["drawn"]
+    table = table.assign(exact=error == 0, abs_error=error.abs(), signed_error=error)
+    prompts = table.groupby("prompt_id", sort=True)[["exact", "abs_error", "signed_error"]].mean()
+    mean, low, high = _cluster_bootstrap(
+        prompts.index.to_numpy(), prompts["exact"].to_numpy(float), confidence, n_resamples, seed
+    )
+    return {
+        "fidelity": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "mean_abs_error": float(prompts["abs_error"].mean()),
+        "mean_signed_error": float(prompts["signed_error"].mean()),
+        "n_prompts": len(prompts),
+    }
