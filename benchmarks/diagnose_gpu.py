@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     started = time.perf_counter()
-    folder = build_tiny_pipeline(args.work / f"{args.variant}-full", args.variant, size="full")
+    folder = build_tiny_pipeline(
+        args.work / f"{args.variant}-full", args.variant, size="full", transformer_dtype=torch.bfloat16
+    )
     built = time.perf_counter() - started
     out = args.work / "run"
     shutil.rmtree(out, ignore_errors=True)

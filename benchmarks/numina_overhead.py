@@ -166,7 +166,9 @@ GENERATION_RUNS: dict[str, tuple[dict, bool]] = {
 
 
 def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
-    folder = build_tiny_pipeline(work / f"{args.variant}-full", args.variant, size="full")
+    folder = build_tiny_pipeline(
+        work / f"{args.variant}-full", args.variant, size="full", transformer_dtype=torch.bfloat16
+    )
     pipeline = load_pipeline(str(folder), torch.bfloat16, "cuda")
     pipeline.set_progress_bar_config(disable=True)
     tokens = parse_prompt(PROMPT, pipeline.tokenizer, targets=TARGETS)

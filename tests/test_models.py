@@ -126,3 +126,18 @@ def test_tiny_tokenizer_splits_rare_words_and_pads_like_t5() -> None:
     assert sum(1 for piece in pieces if piece not in ("<pad>", "</s>")) > 8  # "astronaut" splits
     assert pieces.count("</s>") == 1 and pieces[-1] == "<pad>"
     assert tokenizer.pad_token_id == 0 and tokenizer.eos_token_id == 1
+
+
+def test_tiny_build_in_bfloat16_holds_the_float32_weights_rounded(tmp_path: Path) -> None:
+    full = build_tiny_pipeline(tmp_path / "f32")
+    half = build_tiny_pipeline(tmp_path / "bf16", transformer_dtype=torch.bfloat16)
+    name = "diffusion_pytorch_model.safetensors"
+    assert (half / "transformer" / name).stat().st_size < 0.6 * (full / "transformer" / name).stat().st_size
+    loaded = {
+        folder: load_pipeline(str(folder), torch.bfloat16).transformer.state_dict() for folder in (full, half)
+    }
+    assert all(torch.equal(loaded[full][key], loaded[half][key]) for key in loaded[full])
+    # a folder built in float32 is not taken for a bfloat16 request: it is built again
+    stamp = (full / "transformer" / name).stat().st_mtime_ns
+    build_tiny_pipeline(tmp_path / "f32", transformer_dtype=torch.bfloat16)
+    assert (full / "transformer" / name).stat().st_mtime_ns != stamp

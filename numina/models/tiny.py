@@ -35,14 +35,21 @@ _MARKER = "numina_tiny.json"
 
 
 def build_tiny_pipeline(
-    folder: str | Path, variant: str = "wan2.1-1.3b", seed: int = 0, size: str = "tiny"
+    folder: str | Path,
+    variant: str = "wan2.1-1.3b",
+    seed: int = 0,
+    size: str = "tiny",
+    transformer_dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write a complete random-weight pipeline of `variant` into `folder` and return the folder.
 
     `size="tiny"` is the small offline model; `size="full"` has the real transformer and VAE shapes
     (for GPU benchmarks of the real models' cost without their weights) with a one-layer text
-    encoder of the real width. The folder is a diffusers `WanPipeline` checkpoint; it is reused when
-    it was already built for the same variant, seed and size (a marker file records them).
+    encoder of the real width. `transformer_dtype` is the dtype the transformer is saved in:
+    bfloat16 halves the folder (the 14B shape: 28 GB instead of 56), and a pipeline loaded in
+    bfloat16 gets the same weights either way. The folder is a diffusers `WanPipeline` checkpoint;
+    it is reused when it was already built for the same variant, seed, size and dtype (a marker file
+    records them).
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
@@ -50,6 +57,8 @@ def build_tiny_pipeline(
     spec = get_variant(variant)
     marker = folder / _MARKER
     wanted = {"variant": variant, "seed": seed} | ({"size": size} if size != "tiny" else {})
+    if transformer_dtype != torch.float32:
+        wanted["transformer_dtype"] = str(transformer_dtype).removeprefix("torch.")
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return folder
 
@@ -64,7 +73,7 @@ def build_tiny_pipeline(
         else dict(SMALL_WIDE_TEXT_ENCODER, d_model=transformer_config["text_dim"])
     )
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **encoder_config)).eval()
-    transformer = WanTransformer3DModel(**transformer_config)
+    transformer = _cast_as_loading_does(WanTransformer3DModel(**transformer_config), transformer_dtype)
     z_dim = vae_config["z_dim"]
     vae = AutoencoderKLWan(**vae_config, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
     pipeline = WanPipeline(
@@ -78,6 +87,16 @@ def build_tiny_pipeline(
     pipeline.save_pretrained(folder)
     marker.write_text(json.dumps(wanted))
     return folder
+
+
+def _cast_as_loading_does(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast the parameters to `dtype` except in the modules diffusers keeps in float32 when it loads
+    a model in a lower precision (`_keep_in_fp32_modules`), so loading gives the same weights."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, parameter in model.named_parameters():
+        if not keep.intersection(name.split(".")):
+            parameter.data = parameter.data.to(dtype)
+    return model
 
 
 def default_tiny_folder(variant: str = "wan2.1-1.3b") -> Path:
