@@ -7,6 +7,9 @@ frame); extra columns are kept and may be used for grouping. The release's proto
 over frames; benchmark = mean over prompts. With several seeds per prompt, a prompt's score is the mean
 over its seeds of the video scores, so every prompt weighs the same whatever its number of seeds.
 
+`fidelity_summary` scores a layout instead of a video: its counts against those the counter found
+on the video the layout was taken from (drawn), not against the targets.
+
 Uncertainty is a percentile bootstrap that resamples PROMPTS (a cluster bootstrap: a prompt's seeds,
 frames and nouns stay together), with a fresh `numpy.random.default_rng(seed)` for every group, so the
 results are deterministic given `seed` and do not depend on which other groups are present.
