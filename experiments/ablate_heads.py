@@ -374,8 +374,9 @@ def main(argv: list[str] | None = None) -> Path:
         ("heads_fidelity", "fidelity", "Layout fidelity (against the counts drawn)"),
     )
     for name, column, title in scores if not fixed.empty else ():
-        table = fixed.rename(columns={"reference_layer": "layer", "fixed_head": "head", column: "S"})
-        figure = separability_heatmap(table.assign(variant=column), term="S")
+        table = fixed.rename(columns={"reference_layer": "layer", "fixed_head": "head"})
+        table = table.astype({"layer": int, "head": int}).assign(variant=column)
+        figure = separability_heatmap(table, term=column)
         figure.axes[0].set_title(f"{title} with a fixed self-attention head (block x head)")
         figures[name] = save_figure(figure, out / "figures" / name)[0]
     with Tracker(
