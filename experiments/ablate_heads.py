@@ -21,7 +21,8 @@ lacks a reference step a new setting needs, or its drawn counts (`stores/p<id>.d
 captured again. Outputs: `summary.csv` (every setting's options, layout accuracy and fidelity with
 95% prompt-bootstrap intervals, the fidelity's mean absolute and signed errors, mean S of the chosen
 heads), `figures/heads_heatmap.{png,pdf}` and `figures/heads_fidelity.{png,pdf}` (accuracy and
-fidelity per block and head, with `--heads`), `sweep.yaml` (the grid as a `wandb sweep`
+fidelity per block and head, with `--heads`), `fidelity_chance.json` (the best fidelity of a layout
+that always counts one number: the chance level), `sweep.yaml` (the grid as a `wandb sweep`
 configuration, for users with a W&B server), and W&B runs: one group per sweep, one run per setting,
 and a summary run. Both scores count frames as the evaluation does; `--end-to-end` also generates
 every prompt with NUMINA under each setting and counts the videos, which is what settings that act
@@ -350,6 +351,15 @@ def main(argv: list[str] | None = None) -> Path:
 
     summary = summarise(results)
     summary.to_csv(out / "summary.csv", index=False)
+    chance = constant_fidelity(results[0]["fidelity_rows"])
+    write_json(out / "fidelity_chance.json", chance)
+    log.info(
+        "a layout that always counts %d has fidelity %.3f [%.3f, %.3f]: the chance level",
+        chance["count"],
+        chance["fidelity"],
+        chance["ci_low"],
+        chance["ci_high"],
+    )
     for row in summary[summary["setting"].isin(new)].to_dict("records"):
         with Tracker(
             out / "wandb-settings",
@@ -403,6 +413,18 @@ def _stored_steps(path: Path) -> list[int]:
             return captured_steps(store)
     except (OSError, ValueError):
         return []
+
+
+def constant_fidelity(rows: list[dict]) -> dict:
+    """The best fidelity of a layout that counts the same number everywhere, and that number: what a
+    setting's fidelity must beat to show that the layout sees instances (the drawn counts are the same
+    for every setting)."""
+    table = pd.DataFrame(rows)
+    best = max(
+        range(int(table["drawn"].max()) + 1),
+        key=lambda count: fidelity_summary(table.assign(count=count), n_resamples=0)["fidelity"],
+    )
+    return {"count": best, **fidelity_summary(table.assign(count=best))}
 
 
 def summarise(results: list[dict]) -> pd.DataFrame:

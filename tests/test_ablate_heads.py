@@ -174,3 +174,16 @@ def test_fidelity_scores_the_layout_against_what_the_walk_through_drew(
     )
     ablate.main([*args, "--prompts", "3"])
     assert generated == [1] and json.loads(path.read_text())["fidelity_rows"] == result["fidelity_rows"]
+
+
+def test_the_chance_level_is_the_best_constant_count() -> None:
+    # p1 drew 3, 3, 4 and p2 drew 0, 4: counting 4 everywhere is exact on 1/3 of p1 and 1/2 of p2
+    # (mean 5/12), counting 3 on 2/3 and 0 (1/3); 0 on 0 and 1/2 (1/4).
+    rows = [
+        {"prompt_id": 1, "frame": f, "noun": "cat", "drawn": d, "count": 0} for f, d in enumerate([3, 3, 4])
+    ]
+    rows += [
+        {"prompt_id": 2, "frame": f, "noun": "dog", "drawn": d, "count": 0} for f, d in enumerate([0, 4])
+    ]
+    chance = ablate.constant_fidelity(rows)
+    assert chance["count"] == 4 and chance["fidelity"] == pytest.approx(5 / 12)
