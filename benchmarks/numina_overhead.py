@@ -178,7 +178,11 @@ def transformer_steps(result: generation.NuminaResult, steps: int) -> int:
 
 def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
     folder = build_tiny_pipeline(
-        work / f"{args.variant}-full", args.variant, size="full", transformer_dtype=torch.bfloat16
+        work / f"{args.variant}-full",
+        args.variant,
+        size="full",
+        transformer_dtype=torch.bfloat16,
+        init_device="cuda",
     )
     pipeline = load_pipeline(str(folder), torch.bfloat16, "cuda")
     pipeline.set_progress_bar_config(disable=True)

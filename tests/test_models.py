@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -141,3 +142,14 @@ def test_tiny_build_in_bfloat16_holds_the_float32_weights_rounded(tmp_path: Path
     stamp = (full / "transformer" / name).stat().st_mtime_ns
     build_tiny_pipeline(tmp_path / "f32", transformer_dtype=torch.bfloat16)
     assert (full / "transformer" / name).stat().st_mtime_ns != stamp
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tiny_build_drawn_on_the_gpu_loads_and_is_recorded(tmp_path: Path) -> None:
+    folder = build_tiny_pipeline(tmp_path / "gpu", init_device="cuda", transformer_dtype=torch.bfloat16)
+    marker = json.loads((folder / "numina_tiny.json").read_text())
+    assert marker["init_device"] == "cuda" and marker["transformer_dtype"] == "bfloat16"
+    weights = load_pipeline(str(folder), torch.bfloat16).transformer.state_dict()
+    assert all(
+        tensor.device.type == "cpu" and torch.isfinite(tensor.float()).all() for tensor in weights.values()
+    )

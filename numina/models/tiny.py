@@ -40,6 +40,7 @@ def build_tiny_pipeline(
     seed: int = 0,
     size: str = "tiny",
     transformer_dtype: torch.dtype = torch.float32,
+    init_device: str = "cpu",
 ) -> Path:
     """Write a complete random-weight pipeline of `variant` into `folder` and return the folder.
 
@@ -47,9 +48,11 @@ def build_tiny_pipeline(
     (for GPU benchmarks of the real models' cost without their weights) with a one-layer text
     encoder of the real width. `transformer_dtype` is the dtype the transformer is saved in:
     bfloat16 halves the folder (the 14B shape: 28 GB instead of 56), and a pipeline loaded in
-    bfloat16 gets the same weights either way. The folder is a diffusers `WanPipeline` checkpoint;
-    it is reused when it was already built for the same variant, seed, size and dtype (a marker file
-    records them).
+    bfloat16 gets the same weights either way. `init_device` is where the transformer's random
+    weights are drawn: "cuda" takes seconds where the CPU takes minutes at the 14B shape (PyTorch's
+    CPU generator is sequential), and gives other (equally seeded) weights. The folder is a diffusers
+    `WanPipeline` checkpoint; it is reused when it was already built for the same variant, seed,
+    size, dtype and device (a marker file records them).
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
@@ -59,6 +62,8 @@ def build_tiny_pipeline(
     wanted = {"variant": variant, "seed": seed} | ({"size": size} if size != "tiny" else {})
     if transformer_dtype != torch.float32:
         wanted["transformer_dtype"] = str(transformer_dtype).removeprefix("torch.")
+    if init_device != "cpu":
+        wanted["init_device"] = init_device
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return folder
 
@@ -73,7 +78,9 @@ def build_tiny_pipeline(
         else dict(SMALL_WIDE_TEXT_ENCODER, d_model=transformer_config["text_dim"])
     )
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **encoder_config)).eval()
-    transformer = _cast_as_loading_does(WanTransformer3DModel(**transformer_config), transformer_dtype)
+    with torch.device(init_device):
+        transformer = WanTransformer3DModel(**transformer_config)
+    transformer = _cast_as_loading_does(transformer, transformer_dtype).to("cpu")
     z_dim = vae_config["z_dim"]
     vae = AutoencoderKLWan(**vae_config, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
     pipeline = WanPipeline(
