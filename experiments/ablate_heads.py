@@ -304,8 +304,10 @@ def main(argv: list[str] | None = None) -> Path:
             loaded.append(pipeline_from_args(args, model))
         return loaded[0]
 
-    def counter_for(tokens: PromptTokens) -> Any:
-        return counter_of(tokens.prompt, tokens.targets)
+    def count_video(tokens: PromptTokens, video: np.ndarray) -> dict[str, list[int]]:
+        """Per target noun, the counter's count on every frame of a prompt's video."""
+        counter = counter_of(tokens.prompt, tokens.targets)
+        return {noun: counter.count(video, noun).tolist() for noun in tokens.targets}
 
     generation = generation_settings(args)
     for item in tqdm(prompts, desc="walk-throughs", unit="prompt"):
@@ -316,8 +318,7 @@ def main(argv: list[str] | None = None) -> Path:
         video = capture_generation(
             pipeline(), tokens, spec, generation, store, {"prompt_id": item.index}, overwrite=True
         )
-        counter = counter_for(tokens)
-        write_json(drawn_path(store), {noun: counter.count(video, noun).tolist() for noun in tokens.targets})
+        write_json(drawn_path(store), count_video(tokens, video))
 
     def path_of(setting: dict) -> Path:
         return out / "settings" / f"{setting_id(setting)}.json"
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     results = []
     group = f"ablate-{out.name}"
-    end_to_end = EndToEnd(pipeline, counter_for, parsed, generation, args.seed) if args.end_to_end else None
+    end_to_end = EndToEnd(pipeline, count_video, parsed, generation, args.seed) if args.end_to_end else None
     for setting in settings:
         path = path_of(setting)
         result = json.loads(path.read_text())
@@ -398,6 +399,7 @@ def main(argv: list[str] | None = None) -> Path:
         job_type="ablate-summary",
     ) as tracker:
         tracker.log_table("summary", summary)
+        tracker.log_scalars({"fidelity_chance": chance["fidelity"], "fidelity_chance_count": chance["count"]})
         for name, image in figures.items():
             tracker.log_image(f"figures/{name}", image)
     for column in ("accuracy", "fidelity"):
@@ -465,20 +467,19 @@ class EndToEnd:
     def __init__(
         self,
         pipeline: Callable[[], Any],
-        counter_for: Callable[[PromptTokens], Any],
+        count_video: Callable[[PromptTokens, np.ndarray], dict[str, list[int]]],
         parsed: dict,
         generation: GenerationSettings,
         seed: int,
     ) -> None:
-        self.pipeline, self.counter_for, self.parsed = pipeline, counter_for, parsed
+        self.pipeline, self.count_video, self.parsed = pipeline, count_video, parsed
         self.generation, self.seed = generation, seed
 
     def rows(self, options: NuminaOptions) -> list[dict]:
         rows = []
         for prompt_id, tokens in self.parsed.items():
             video, _ = generate_video(self.pipeline(), tokens, self.generation, options)
-            counter = self.counter_for(tokens)
-            counts = {noun: counter.count(video, noun).tolist() for noun in tokens.targets}
+            counts = self.count_video(tokens, video)
             rows += count_rows(prompt_id, self.seed, "end_to_end", tokens.targets, counts)
         return rows
 
