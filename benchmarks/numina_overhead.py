@@ -38,7 +38,7 @@ from numina.capture.spec import release_reference_step
 from numina.method.correct import correct_layout
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan
-from numina.method.presets import preset
+from numina.method.presets import NuminaOptions, preset
 from numina.models import Geometry, get_variant, load_pipeline
 from numina.models.tiny import build_tiny_pipeline
 from numina.prompts import parse_prompt
@@ -157,8 +157,9 @@ def right_count_layout(geometry: Geometry) -> Layout:
 
 # The NUMINA rows of the generation part: the options of each, and whether its layout is replaced by
 # one with the right count. `official_cached_all` skips every step the walk-through cache may skip
-# (threshold 1e9, steps 10-19 of 50: the release's best case of 11 extra steps), which random
-# weights never reach under tau = 0.05; it times what the caching machinery costs when it does skip.
+# (threshold 1e9, steps 10-19 of 50: the release's best case of 11 extra steps), far from what random
+# weights allow under tau = 0.05 (at most one skipped step, by the times of an earlier run); it times
+# what the caching machinery costs when it does skip.
 GENERATION_RUNS: dict[str, tuple[dict, bool]] = {
     "official": ({}, False),
     "official_cached": ({"cache_walkthrough": True, "cache_guided": True}, False),
@@ -167,10 +168,11 @@ GENERATION_RUNS: dict[str, tuple[dict, bool]] = {
 }
 
 
-def transformer_steps(result: generation.NuminaResult, steps: int) -> int:
+def transformer_steps(result: generation.NuminaResult, options: NuminaOptions, steps: int) -> int:
     """Denoising steps a NUMINA run computed: the walk-through to its reference step (or to the end,
     when accepted) plus the guided run, less the steps a cache skipped."""
-    walkthrough = steps if result.path == "accepted" else release_reference_step(steps) + 1
+    reference = release_reference_step(steps) if options.reference_step is None else options.reference_step
+    walkthrough = steps if result.path == "accepted" else reference + 1
     guided = 0 if result.path == "accepted" else steps
     skipped = sum(len(cached) for cached in result.cached_steps.values())
     return walkthrough + guided - skipped
@@ -215,7 +217,7 @@ def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
             "path": result.path,
             "timings": result.timings,
             "cached_steps": result.cached_steps,
-            "transformer_steps": transformer_steps(result, args.steps),
+            "transformer_steps": transformer_steps(result, options, args.steps),
         }
         print(json.dumps({name: runs[name]}), flush=True)
     base = runs["baseline"]
