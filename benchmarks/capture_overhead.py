@@ -85,8 +85,10 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
     def self_maps():
         return reductions.frame_local_attention(q, q, geometry.frames)
 
-    def self_all():
-        return reductions.reduce_self_attention(self_maps(), geometry.height, geometry.width, part)
+    def self_all():  # what the hook runs: maps and components a chunk of heads at a time
+        return reductions.self_attention_reductions(
+            q, q, geometry.frames, geometry.height, geometry.width, part
+        )
 
     maps_once = self_maps()
 

@@ -130,6 +130,10 @@ def _count_full_softmax(monkeypatch) -> list[int]:
 
 def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry, monkeypatch) -> None:
     full_softmax_calls = _count_full_softmax(monkeypatch)
+    # Maps of 3 heads per chunk: the tiny model's 4 heads are reduced as 3 + 1, and put back in order.
+    head_bytes = geometry.frames * (geometry.height * geometry.width) ** 2 * 4
+    monkeypatch.setattr(reductions, "MAP_CHUNK_BYTES", 3 * head_bytes + head_bytes // 2)
+    assert geometry.heads == 4
     block = tiny_pipe.transformer.blocks[LAYER]
     recorder = _Inputs(block)
     sink = MemorySink()
@@ -187,6 +191,31 @@ def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry, mo
         torch.testing.assert_close(
             sink.get("cross_attention/prompt_mass", **index).double(), per_query, rtol=2e-3, atol=1e-6
         )
+
+
+def test_self_attention_chunks_change_no_number() -> None:
+    """Heads reduced in chunks give each head exactly the numbers of all heads at once."""
+    frames, height, width, heads = 3, 4, 5, 5
+    generator = torch.Generator().manual_seed(0)
+    query, key = torch.randn(2, frames * height * width, heads, 16, generator=generator)
+    part = SelfAttentionCapture(layers=(0,), maps=True)
+    head_bytes = frames * (height * width) ** 2 * 4
+    whole = reductions.self_attention_reductions(query, key, frames, height, width, part, 100 * head_bytes)
+    assert whole["maps"].shape == (heads, frames, height * width, height * width)
+    for per_chunk in (1, 2):  # 5 chunks; 2 + 2 + 1
+        chunked = reductions.self_attention_reductions(
+            query, key, frames, height, width, part, per_chunk * head_bytes
+        )
+        assert chunked.keys() == whole.keys()
+        for name in whole:
+            torch.testing.assert_close(chunked[name], whole[name], rtol=1e-5, atol=1e-6)
+
+
+def test_heads_per_chunk_at_full_size() -> None:
+    # 21 frames of 30 x 52 tokens: one head's float32 maps are 21 * 1560^2 * 4 = 204,422,400 bytes.
+    assert reductions.heads_per_chunk(21, 1560) == 5  # 2**30 / 204,422,400 = 5.25
+    assert reductions.heads_per_chunk(21, 1560, chunk_bytes=1000) == 1  # never zero
+    assert reductions.heads_per_chunk(3, 64, chunk_bytes=3 * 3 * 64**2 * 4) == 3
 
 
 def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometry, monkeypatch) -> None:

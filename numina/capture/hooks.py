@@ -256,11 +256,12 @@ class AttentionCapture:
         head_index = self._heads(query.device)
         q = reductions.apply_rotary(reductions.split_heads(query, heads, head_index), rotary)
         k = reductions.apply_rotary(reductions.split_heads(key, heads, head_index), rotary)
-        maps = reductions.frame_local_attention(q, k, geometry.frames)
+        reduced = reductions.self_attention_reductions(
+            q, k, geometry.frames, geometry.height, geometry.width, part
+        )
         index = self._index(layer)
         if part.maps:
-            self.sink.write("self_attention/maps", index, maps.to(torch.float16))
-        reduced = reductions.reduce_self_attention(maps, geometry.height, geometry.width, part)
+            self.sink.write("self_attention/maps", index, reduced["maps"])
         # float32: the layout clusters these values, and they are small (heads x frames x tpf x k)
         self.sink.write("self_attention/components", index, reduced["components"].float())
         self.sink.write("self_attention/singular_values", index, reduced["singular_values"])

@@ -3,9 +3,11 @@
 The model's own attention runs through fused kernels that never form the probabilities, so capture
 recomputes them from the query and key the block produced (after the RMS norms; self-attention also
 after RoPE), in float32, and reduces them on the device before anything leaves it. Every function is
-pure (tensors in, tensors out), with no Python loop over heads or frames and no host sync but the
-error check of one small batched eigen-decomposition (`top_components`), so the capture hooks stay
-thin and the numbers can be checked against a float64 reference.
+pure (tensors in, tensors out), with no Python loop over frames and no host sync but the error check
+of one small batched eigen-decomposition (`top_components`), so the capture hooks stay thin and the
+numbers can be checked against a float64 reference. Self-attention maps are formed a few heads at a
+time (`MAP_CHUNK_BYTES`): all 40 heads of the Wan2.1-14B shape at once are 8 GiB of maps, and twice
+that during the softmax.
 May import torch and numina.metrics (and numina.capture.spec for type hints).
 """
 
@@ -77,6 +79,45 @@ def reduce_self_attention(
     if part.scores:
         out["scores"] = separability(scores, height, width, part.score_variant)
     return out
+
+
+# Float32 self-attention maps formed at once: the softmax holds twice this, on top of the block's own
+# activations. 1 GiB keeps 5 heads x 21 frames x 1560^2 per product at the 14B shape (fast batched
+# products) and all 12 heads of the 1.3B shape in 3 chunks.
+MAP_CHUNK_BYTES = 2**30
+
+
+def heads_per_chunk(frames: int, tokens_per_frame: int, chunk_bytes: int = MAP_CHUNK_BYTES) -> int:
+    """How many heads' float32 maps (frames x tpf x tpf each) fit in `chunk_bytes`; at least one."""
+    return max(1, chunk_bytes // (frames * tokens_per_frame**2 * 4))
+
+
+def self_attention_reductions(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    frames: int,
+    height: int,
+    width: int,
+    part: SelfAttentionCapture,
+    chunk_bytes: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """`reduce_self_attention` of the frame-local maps of (L, h, d) queries and keys, a chunk of heads
+    at a time (`chunk_bytes` of maps, `MAP_CHUNK_BYTES` by default); adds the maps themselves
+    (h, F, tpf, tpf, float16) when `part.maps` asks for them.
+
+    Every head's result is that of all heads at once: the components' random probe is shared by the
+    whole batch, so chunking changes no number.
+    """
+    step = heads_per_chunk(frames, height * width, chunk_bytes or MAP_CHUNK_BYTES)
+    chunks = []
+    for start in range(0, query.shape[1], step):
+        maps = frame_local_attention(query[:, start : start + step], key[:, start : start + step], frames)
+        reduced = reduce_self_attention(maps, height, width, part)
+        if part.maps:
+            reduced["maps"] = maps.to(torch.float16)
+        chunks.append(reduced)
+        del maps  # before the next chunk's maps are formed
+    return {name: torch.cat([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
 def log_normaliser(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
