@@ -4,10 +4,10 @@ The model's own attention runs through fused kernels that never form the probabi
 recomputes them from the query and key the block produced (after the RMS norms; self-attention also
 after RoPE), in float32, and reduces them on the device before anything leaves it. Every function is
 pure (tensors in, tensors out), with no Python loop over frames and no host sync but the error check
-of one small batched eigen-decomposition (`top_components`), so the capture hooks stay thin and the
+of a small batched eigen-decomposition (`top_components`), so the capture hooks stay thin and the
 numbers can be checked against a float64 reference. Self-attention maps are formed a few heads at a
-time (`MAP_CHUNK_BYTES`): all 40 heads of the Wan2.1-14B shape at once are 8 GiB of maps, and twice
-that during the softmax.
+time (`MAP_CHUNK_BYTES`), one loop step and one such sync per chunk: all 40 heads of the Wan2.1-14B
+shape at once are 8 GiB of maps, and twice that during the softmax.
 May import torch and numina.metrics (and numina.capture.spec for type hints).
 """
 
