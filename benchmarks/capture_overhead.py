@@ -171,8 +171,15 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=832)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--map-chunk-bytes",
+        type=int,
+        default=reductions.MAP_CHUNK_BYTES,
+        help="float32 self-attention maps the capture forms at a time (a huge value: all heads at once)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    reductions.MAP_CHUNK_BYTES = args.map_chunk_bytes  # read by the hooks at every capture
 
     model = build_model(args.variant)
     variant = get_variant(args.variant)
@@ -241,6 +248,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "repeats": args.repeats,
+        "map_chunk_bytes": args.map_chunk_bytes,
         "identical_output": identical,
         "median_ms": median,
         "ratio_to_plain": {name: value / median["plain"] for name, value in median.items()},
