@@ -32,7 +32,15 @@ from numina.method.generation import NuminaResult, method_spec, run_numina
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
 from numina.method.presets import PRESETS, preset
 from numina.metrics.concentration import STATS
-from numina.models import Geometry, countworld, geometry_of, load_tokenizer, model_defaults, resolve_model
+from numina.models import (
+    Geometry,
+    countworld,
+    countworld2,
+    geometry_of,
+    load_tokenizer,
+    model_defaults,
+    resolve_model,
+)
 from numina.prompts import PromptTokens, parse_prompt, validate_targets
 from numina.run_folder import new_run_folder, save_video, slug, write_json
 from numina.store import open_store
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> Path:
                 f"no counted noun found in {args.prompt!r}: give the targets with --counts '{{\"noun\": 3}}'"
             )
         unknown = words_outside_vocabulary(args.prompt)
-        if model_defaults(model)["prompt_set"] == countworld.NAME and unknown:
+        if model_defaults(model)["prompt_set"] in (countworld.NAME, countworld2.NAME) and unknown:
             log.warning(
                 "CountWorld was trained on its world's words only and does not know %s; its words are: %s",
                 ", ".join(repr(word) for word in unknown),

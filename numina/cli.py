@@ -3,8 +3,8 @@
 Every script in experiments/ takes the same model and sampler options with the same defaults (the
 release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128 and 20 steps on the
 built-in CountWorld and tiny ones, `numina.models.model_defaults`), so they are declared once here.
-May import torch, diffusers, numina.models, numina.method.presets, numina.walkthrough and
-numina.evaluation.
+May import torch, diffusers, numina.models, numina.method.presets, numina.walkthrough,
+numina.countworld.world2 (its object limit) and numina.evaluation.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from diffusers import WanPipeline
 
+from numina.countworld.world2 import MAX_TOTAL as COUNTWORLD2_MAX_TOTAL
 from numina.evaluation.countbench import (
     CountBenchPrompt,
     countworld_prompts,
@@ -27,7 +28,7 @@ from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.models import DEFAULT_MODEL, load_pipeline, model_defaults
 from numina.walkthrough import GenerationSettings
 
-PROMPT_SETS = ("countbench", "countworld")
+PROMPT_SETS = ("countbench", "countworld", "countworld2")
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -38,8 +39,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="hub id or local pipeline folder; 'countworld' (the trained built-in model, the default), or "
-        "'tiny' / 'tiny:<variant>' (random weights)",
+        help="hub id or local pipeline folder; 'countworld' (the trained built-in model, the default), "
+        "'countworld2' (the second built-in, for GPU use), or 'tiny' / 'tiny:<variant>' (random weights)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -123,7 +124,8 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt-set",
         choices=PROMPT_SETS,
         default=None,
-        help="CountBench's 210 prompts, or CountWorld's (default: countworld on the CountWorld model)",
+        help="CountBench's 210 prompts, or CountWorld's (at most 12 objects) or CountWorld 2's (at most 10); "
+        "default: the model's own set",
     )
     parser.add_argument(
         "--countbench", type=Path, default=None, help="CountBench folder (../shared/countbench)"
@@ -132,7 +134,7 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
         "--countworld-prompts",
         type=int,
         default=160,
-        help="size of the CountWorld prompt set (first-kind counts 1-8 in turn)",
+        help="size of the CountWorld (2) prompt set (first-kind counts 1-8 in turn)",
     )
     parser.add_argument("--prompts", type=index_list, default=None, help="0-based prompt lines, e.g. 0,5,9")
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts (of --prompts)")
@@ -144,6 +146,8 @@ def load_prompt_set(args: argparse.Namespace) -> list[CountBenchPrompt]:
     args.prompt_set = args.prompt_set or model_defaults(args.model)["prompt_set"]
     if args.prompt_set == "countworld":
         prompts = countworld_prompts(args.countworld_prompts)
+    elif args.prompt_set == "countworld2":
+        prompts = countworld_prompts(args.countworld_prompts, max_total=COUNTWORLD2_MAX_TOTAL)
     else:
         prompts = load_countbench(args.countbench)
     return select_prompts(prompts, args.prompts, args.limit)

@@ -57,7 +57,7 @@ def test_saved_folder_is_small_float16_and_declares_its_defaults(untrained_folde
 
 
 def test_named_countworld_without_weights_says_what_to_do(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(countworld_model, "COUNTWORLD_FOLDER", tmp_path / "absent")
+    monkeypatch.setattr(countworld_model, "FOLDER", tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="train_countworld.py"):
         resolve_model("countworld")
 
@@ -95,7 +95,7 @@ def test_sample_sheet_counts_each_row(untrained_folder: Path, tmp_path: Path):
 
 
 def test_committed_weights_fit_the_repository_limits():
-    files = list(countworld_model.COUNTWORLD_FOLDER.rglob("*.safetensors"))
+    files = list(countworld_model.FOLDER.rglob("*.safetensors"))
     assert {path.parent.name for path in files} == {"transformer", "vae", "text_encoder"}
     sizes = [path.stat().st_size for path in files]
     assert sum(sizes) <= 32 * 2**20 and max(sizes) < 16 * 2**20

@@ -231,18 +231,21 @@ def palette_from_prompt(prompt: str, nouns: Iterable[str]) -> dict[str, RGB]:
     return palette
 
 
-def benchmark_scenes(n: int = 160, seed: int = 0) -> list[Scene]:
+def benchmark_scenes(n: int = 160, seed: int = 0, max_total: int = MAX_TOTAL) -> list[Scene]:
     """A balanced prompt set: scene i counts `i % 8 + 1` objects of its first kind and has `i % 3 + 1` kinds.
 
     Every (first count, number of kinds) pair occurs equally often over 24 scenes; the other kinds'
-    counts are random within the limits. Deterministic in `seed`.
+    counts are random within the limits (at most `max_total` objects in all, for worlds with a lower
+    limit). Deterministic in `seed`.
     """
+    if not MAX_COUNT + MAX_KINDS - 1 <= max_total <= MAX_TOTAL:
+        raise ValueError(f"max_total must be in {MAX_COUNT + MAX_KINDS - 1}..{MAX_TOTAL}, got {max_total}")
     rng = np.random.default_rng(seed)
     scenes = []
     for i in range(n):
         first, n_kinds = i % MAX_COUNT + 1, i % MAX_KINDS + 1
         others = rng.integers(1, MAX_COUNT + 1, size=n_kinds - 1)
-        while first + others.sum() > MAX_TOTAL:
+        while first + others.sum() > max_total:
             others = rng.integers(1, MAX_COUNT + 1, size=n_kinds - 1)
         scenes.append(sample_scene(rng, [first, *(int(c) for c in others)]))
     return scenes

@@ -3,7 +3,8 @@
 The data lives outside the repository (`prompts.txt` and `noun_counts.jsonl`, one line per prompt, in
 the same order); it is read from a folder the user gives, from $NUMINA_COUNTBENCH, or from
 `../shared/countbench` beside the repository. Loading checks that the two files align and that every
-target noun occurs in its prompt, and says which line is wrong. May import numina.prompts.
+target noun occurs in its prompt, and says which line is wrong. CountWorld's and CountWorld 2's
+benchmark prompts come in the same form. May import numina.prompts and numina.countworld.world.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from numina.countworld.world import benchmark_scenes
+from numina.countworld.world import MAX_TOTAL, benchmark_scenes
 from numina.prompts import validate_targets
 from numina.prompts.phrases import PromptWords
 from numina.prompts.targets import clean_prompt, find_occurrences
@@ -85,12 +86,13 @@ def load_countbench(
     return loaded
 
 
-def countworld_prompts(count: int = 160, seed: int = 0) -> list[CountBenchPrompt]:
+def countworld_prompts(count: int = 160, seed: int = 0, max_total: int = MAX_TOTAL) -> list[CountBenchPrompt]:
     """CountWorld's benchmark prompts (`benchmark_scenes`: the first kind's count runs through 1-8 in
-    turn, one to three kinds), as CountBench prompts with their targets."""
+    turn, one to three kinds, at most `max_total` objects: CountWorld 2's limit is 10), as CountBench
+    prompts with their targets."""
     return [
         CountBenchPrompt(index, scene.caption, scene.targets)
-        for index, scene in enumerate(benchmark_scenes(count, seed))
+        for index, scene in enumerate(benchmark_scenes(count, seed, max_total))
     ]
 
 

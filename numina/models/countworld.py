@@ -27,7 +27,7 @@ from numina.models.variants import WAN21_TRANSFORMER
 
 NAME = "countworld"
 # The committed weights (trained on an H200 with experiments/train_countworld.py).
-COUNTWORLD_FOLDER = Path(__file__).resolve().parents[2] / "models" / NAME
+FOLDER = Path(__file__).resolve().parents[2] / "models" / NAME
 # 17 frames at 128x128 -> latent 5 x 32 x 32 -> 5 x 16 x 16 tokens after the 1x2x2 patch: eight
 # objects of radius 6-9 px are two to three tokens wide and stay separable in the token grid.
 VIDEO = {"frames": 17, "height": 128, "width": 128}
@@ -73,8 +73,9 @@ def untrained_pipeline(seed: int = 0) -> WanPipeline:
     )
 
 
-def save_countworld(pipeline: WanPipeline, folder: str | Path) -> Path:
-    """Write `pipeline` as a diffusers folder with float16 weights in files of at most 15 MB.
+def save_countworld(pipeline: WanPipeline, folder: str | Path, run_defaults: dict | None = None) -> Path:
+    """Write `pipeline` as a diffusers folder with float16 weights in files of at most 15 MB, and
+    `run_defaults` (this model's by default) as its `numina.json`.
 
     The pipeline itself is left in its own dtype (a copy of each model is cast), so training can go on.
     """
@@ -83,7 +84,8 @@ def save_countworld(pipeline: WanPipeline, folder: str | Path) -> Path:
     WanPipeline(tokenizer=pipeline.tokenizer, scheduler=pipeline.scheduler, **copies).save_pretrained(
         folder, safe_serialization=True, max_shard_size=SHARD_SIZE
     )
-    (folder / "numina.json").write_text(json.dumps(RUN_DEFAULTS, indent=2) + "\n")
+    run_defaults = RUN_DEFAULTS if run_defaults is None else run_defaults
+    (folder / "numina.json").write_text(json.dumps(run_defaults, indent=2) + "\n")
     return folder
 
 
@@ -97,7 +99,7 @@ def _float16_copy(model: torch.nn.Module) -> torch.nn.Module:
     return duplicate
 
 
-def missing_weights_message(folder: Path = COUNTWORLD_FOLDER) -> str:
+def missing_weights_message(folder: Path = FOLDER) -> str:
     """What to do when the committed CountWorld folder is absent (e.g. a non-editable install)."""
     return (
         f"The CountWorld weights are not at {folder}. They are committed with the repository: run from a "

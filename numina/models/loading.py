@@ -1,7 +1,7 @@
 """Loading a diffusers Wan text-to-video pipeline: a hub id, a local folder, or a built-in model.
 
 `load_pipeline` is the one entry point every experiment uses, so the real checkpoints
-(Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B), the trained built-in CountWorld model and the tiny random
+(Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B), the trained built-in CountWorld models and the tiny random
 offline copies go through the same `WanPipeline.from_pretrained` path. It also recognises which Wan
 family a pipeline is, sets the sampler's flow shift and the attention backend. May import numina.models.*.
 """
@@ -18,7 +18,7 @@ import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 from transformers import AutoTokenizer
 
-from numina.models import countworld
+from numina.models import countworld, countworld2
 from numina.models.geometry import Geometry
 from numina.models.tiny import build_tiny_pipeline, default_tiny_folder
 from numina.models.variants import VARIANTS, WanVariant, get_variant, variant_names
@@ -26,6 +26,9 @@ from numina.models.variants import VARIANTS, WanVariant, get_variant, variant_na
 logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny"
+# The built-in trained models by name: each module has FOLDER (its committed weights), RUN_DEFAULTS
+# and missing_weights_message.
+BUILTIN = {countworld.NAME: countworld, countworld2.NAME: countworld2}
 # What runs when no model is named: the trained CountWorld pipeline committed in models/countworld.
 DEFAULT_MODEL = countworld.NAME
 # A pipeline folder may say how it is meant to be run (video size, steps, counter) in this file.
@@ -56,8 +59,8 @@ def model_defaults(model: str | None) -> dict:
     GroundingDINO and CountBench.
     """
     model = model or DEFAULT_MODEL
-    if model == countworld.NAME:
-        return dict(countworld.RUN_DEFAULTS)
+    if model in BUILTIN:
+        return dict(BUILTIN[model].RUN_DEFAULTS)
     if is_tiny_model(model):
         return dict(SMALL_DEFAULTS)
     declared = Path(model).expanduser() / DEFAULTS_FILE
@@ -69,10 +72,10 @@ def model_defaults(model: str | None) -> dict:
 def resolve_model(model: str | None) -> str:
     """The folder or hub id that `model` refers to; builds a tiny pipeline when one is asked for."""
     model = model or DEFAULT_MODEL
-    if model == countworld.NAME:
-        folder = countworld.COUNTWORLD_FOLDER
+    if model in BUILTIN:
+        folder = BUILTIN[model].FOLDER
         if not (folder / "model_index.json").is_file():
-            raise FileNotFoundError(countworld.missing_weights_message(folder))
+            raise FileNotFoundError(BUILTIN[model].missing_weights_message(folder))
         return str(folder)
     if is_tiny_model(model):
         variant = "wan2.1-1.3b" if model == TINY_PREFIX else model.split(":", 1)[1]
@@ -89,8 +92,9 @@ def resolve_model(model: str | None) -> str:
     if model.count("/") != 1 or model.startswith((".", "/", "~")):
         raise FileNotFoundError(
             f"Model {model!r} is neither an existing folder nor a hub id of the form 'owner/name'. "
-            f"Known hub ids: {[v.hub_id for v in VARIANTS.values()]}; or use the built-in 'countworld', "
-            f"or 'tiny' / 'tiny:<variant>' (random weights) with a variant in {variant_names()}."
+            f"Known hub ids: {[v.hub_id for v in VARIANTS.values()]}; or use a built-in model "
+            f"{sorted(BUILTIN)}, or 'tiny' / 'tiny:<variant>' (random weights) with a variant in "
+            f"{variant_names()}."
         )
     return model
 
