@@ -52,12 +52,11 @@ from tqdm import tqdm
 from numina.countworld.training import (
     ema_decay,
     flow_training_step,
-    from_vae_output,
     latent_object_mask,
     latent_statistics,
     learning_rate,
     object_weights,
-    psnr,
+    reconstruction_count_agreement,
     shifted_sigmas,
     to_vae_input,
     vae_loss,
@@ -335,20 +334,7 @@ class Trainer:
         rng, _ = self.generator(EVAL_STREAM, 0)
         scenes = [sample_scene(rng) for _ in range(args.eval_clips)]
         clips = render_scenes(scenes, int(rng.integers(2**31)), args.frames, args.size, self.device)
-        scores, hits, total = [], 0, 0
-        for start in range(0, len(scenes), 16):
-            target = clips.videos[start : start + 16]
-            with self.autocast:
-                latent = self.pipeline.vae.encode(to_vae_input(target)).latent_dist.mode()
-                decoded = from_vae_output(self.pipeline.vae.decode(latent).sample)
-            scores.append(psnr(decoded, target))
-            for scene, video in zip(scenes[start : start + 16], decoded.cpu().numpy(), strict=True):
-                counter = ExactColourCounter(palette_from_prompt(scene.caption, scene.targets))
-                for noun, count in scene.targets.items():
-                    counts = counter.count(video, noun)
-                    hits += int((counts == count).sum())
-                    total += counts.size
-        return {"psnr_db": float(np.mean(scores)), "count_agreement": hits / total}
+        return reconstruction_count_agreement(self.pipeline.vae, clips.videos, scenes, self.autocast)
 
     # ----- stage 2: the latent data set -----
     @property

@@ -194,7 +194,9 @@ def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry, mo
 
 
 def test_self_attention_chunks_change_no_number() -> None:
-    """Heads reduced in chunks give each head the numbers of all heads at once (bit-equal on CPU here)."""
+    """Heads reduced in chunks give each head the numbers of all heads at once, within float32 rounding:
+    bit-equal on one CPU, up to 2e-6 apart on another (batched products may sum in another order, and
+    the components' eigen-decomposition carries that on); a head mixed up with another is far outside."""
     frames, height, width, heads = 3, 4, 5, 5
     generator = torch.Generator().manual_seed(0)
     query, key = torch.randn(2, frames * height * width, heads, 16, generator=generator)
@@ -208,7 +210,7 @@ def test_self_attention_chunks_change_no_number() -> None:
         )
         assert chunked.keys() == whole.keys()
         for name in whole:
-            torch.testing.assert_close(chunked[name], whole[name], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(chunked[name], whole[name], rtol=1e-4, atol=1e-5)
 
 
 def test_heads_per_chunk_at_full_size() -> None:

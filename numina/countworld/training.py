@@ -3,14 +3,21 @@ loss, EMA, the learning-rate schedule and latent statistics.
 
 Kept apart from the loop in `experiments/train_countworld.py` so each piece is small and tested on
 its own. Flow matching as Wan and diffusers' UniPC sampler use it: x_sigma = (1 - sigma) x0 + sigma
-noise, and the transformer predicts the velocity noise - x0 at timestep 1000 sigma. May import torch.
+noise, and the transformer predicts the velocity noise - x0 at timestep 1000 sigma. Also the VAE's
+gate: whether the exact counter still counts its reconstructions right. May import torch, numpy,
+numina.countworld.world and numina.evaluation.counters.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+from numina.countworld.world import Scene, palette_from_prompt
+from numina.evaluation.counters import ExactColourCounter
 
 
 def shifted_sigmas(
@@ -170,3 +177,30 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of videos in [0, 1]."""
     mse = (reconstruction.float() - target.float()).pow(2).mean().item()
     return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
+
+
+@torch.no_grad()
+def reconstruction_count_agreement(
+    vae: torch.nn.Module,
+    videos: torch.Tensor,
+    scenes: Sequence[Scene],
+    autocast: torch.autocast,
+    chunk: int = 16,
+) -> dict[str, float]:
+    """PSNR of the VAE's reconstructions of rendered `videos` (B, F, H, W, 3) of `scenes`, and the share
+    of (clip, frame, noun) whose exact count on the reconstruction equals the caption's (on the renders
+    themselves it is 1): the counts a model draws can only be read through its VAE."""
+    scores, hits, total = [], 0, 0
+    for start in range(0, len(scenes), chunk):
+        target = videos[start : start + chunk]
+        with autocast:
+            latent = vae.encode(to_vae_input(target)).latent_dist.mode()
+            decoded = from_vae_output(vae.decode(latent).sample)
+        scores.append(psnr(decoded, target))
+        for scene, video in zip(scenes[start : start + chunk], decoded.cpu().numpy(), strict=True):
+            counter = ExactColourCounter(palette_from_prompt(scene.caption, scene.targets))
+            for noun, count in scene.targets.items():
+                counts = counter.count(video, noun)
+                hits += int((counts == count).sum())
+                total += counts.size
+    return {"psnr_db": float(np.mean(scores)), "count_agreement": hits / total}

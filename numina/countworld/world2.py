@@ -10,7 +10,8 @@ number the only thing that tells counts apart, and keeps every object visible to
   area does not stand in for number;
 - every instance varies: size (10 %), rotation, a small colour offset and a linear shading gradient, all
   within 0.06 of its kind's colour, half the exact colour counter's tolerance;
-- objects stay at least `GAP` = 4 px (one token) apart in every frame.
+- objects stay at least `GAP` = 4 px (one token) apart in every frame;
+- the cross's arms are wider (0.6 of its radius, CountWorld 1: 0.4), so the VAE keeps it whole.
 
 May import numpy, torch and numina.countworld.world.
 """
