@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -333,6 +334,14 @@ class Trainer:
                     values | {"lr": optimiser.param_groups[0]["lr"], "batch": images, "elapsed": elapsed},
                 )
                 window = []
+                if not all(math.isfinite(value) for value in values.values()):
+                    saved = self.state.get("saved_step")
+                    where = f"holds step {saved}" if saved is not None else "holds no checkpoint yet"
+                    raise SystemExit(
+                        f"the loss or the gradient norm is not finite at step {step + 1} ({values}); "
+                        f"nothing after the last checkpoint is kept ({self.work} {where}): lower --lr, "
+                        "then run again"
+                    )
             if (step + 1) % args.checkpoint_every == 0:
                 self.checkpoint(optimiser)
         progress.close()
@@ -348,6 +357,7 @@ class Trainer:
         }
         with atomic_write(self.work / "transformer.ckpt") as temporary:
             torch.save(payload, temporary)
+        self.state["saved_step"] = self.state["step"]
         self._save_state()
         self.write_portable()
 

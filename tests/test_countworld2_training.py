@@ -136,6 +136,13 @@ def test_training_runs_in_pieces_and_resumes_from_the_portable_copy(tmp_path, mo
     ] <= 1
     with pytest.raises(SystemExit, match="other settings"):
         train.main(_args(work, "--image-batch", "3"))
+    # A loss that turns NaN stops the piece at the next log line, keeping the step-2 checkpoint.
+    nan_step = lambda *args, **kwargs: (torch.tensor(float("nan")), torch.tensor(1.0))  # noqa: E731
+    monkeypatch.setattr(train, "joint_flow_step", nan_step)
+    with pytest.raises(SystemExit, match=r"not finite at step 3 .* holds step 2"):
+        train.main(_args(work, "--piece-steps", "1"))
+    monkeypatch.undo()
+    monkeypatch.setattr(train, "untrained_pipeline", lambda seed: untrained_pipeline(seed, vae_from=None))
     # A fresh machine: a new work folder resumes from the portable copy, with videos from step 2.
     fresh = tmp_path / "fresh"
     train.main(_args(fresh, "--resume-from", str(portable)))
