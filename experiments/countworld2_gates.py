@@ -22,6 +22,7 @@ from numina.countworld import world2
 from numina.countworld.gates import count_probe
 from numina.countworld.joint_training import vae_count_agreement
 from numina.models import load_pipeline
+from numina.models.countworld2 import VIDEO
 from numina.run_folder import write_json
 
 THRESHOLDS = {"g0": ("count_agreement", 0.98), "g1": ("noun_probe", 0.8)}
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(args.seed)
         scenes = world2.sample_scenes(rng, args.clips)
         seed = int(rng.integers(2**31))
-        results["g0"] = vae_count_agreement(pipeline.vae, scenes, seed, args.frames, 128, autocast)
+        size = VIDEO["height"]
+        results["g0"] = vae_count_agreement(pipeline.vae, scenes, seed, args.frames, size, autocast)
         results["g0"] |= {"clips": args.clips, "frames": args.frames}
     if "g1" in args.gates:
         results["g1"] = count_probe(pipeline, args.captions, args.seed)

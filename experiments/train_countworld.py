@@ -58,6 +58,7 @@ from numina.countworld.training import (
     object_weights,
     reconstruction_count_agreement,
     shifted_sigmas,
+    stream_generators,
     to_vae_input,
     vae_loss,
 )
@@ -269,9 +270,7 @@ class Trainer:
 
     def generator(self, stream: int, index: int) -> tuple[np.random.Generator, torch.Generator]:
         """A numpy and a device generator for one step of one seed stream."""
-        seed = (self.args.seed * 1_000_003 + stream) * 10_000_019 + index
-        device_generator = torch.Generator(self.device).manual_seed(seed)
-        return np.random.default_rng(seed), device_generator
+        return stream_generators(self.args.seed, stream, index, self.device)
 
     # ----- stage 1: the VAE -----
     def train_vae(self, tracker: Tracker) -> None:

@@ -33,7 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -53,7 +52,7 @@ from numina.countworld.joint_training import (
     vae_count_agreement,
     vae_step,
 )
-from numina.countworld.training import ema_decay, learning_rate
+from numina.countworld.training import ema_decay, learning_rate, stream_generators
 from numina.countworld.world import MIN_SIZE
 from numina.models.countworld2 import VIDEO, save_countworld2, untrained_pipeline
 from numina.run_folder import atomic_write, write_json
@@ -62,8 +61,8 @@ from numina.run_folder import atomic_write, write_json
 FIXED_SETTINGS = ("seed", "frames", "size", "vae_steps", "image_batch")
 # The portable copy's state, beside the pipeline's own files.
 STATE_FILE = "training.json"
-# Disjoint seed streams: VAE steps, held-out clips, latent statistics, transformer steps, samples.
-VAE_STREAM, EVAL_STREAM, STATS_STREAM, STEP_STREAM, SAMPLE_STREAM = 1, 2, 3, 4, 5
+# Disjoint seed streams: VAE steps, held-out clips, latent statistics, transformer steps.
+VAE_STREAM, EVAL_STREAM, STATS_STREAM, STEP_STREAM = 1, 2, 3, 4
 logger = logging.getLogger("train_countworld2")
 
 
@@ -114,14 +113,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def seeded(
-    seed: int, stream: int, index: int, device: torch.device
-) -> tuple[np.random.Generator, torch.Generator]:
-    """A numpy and a device generator for item `index` of a seed stream."""
-    value = (seed * 1_000_003 + stream) * 10_000_019 + index
-    return np.random.default_rng(value), torch.Generator(device).manual_seed(value)
-
-
 class Trainer:
     """The work folder's state, models and optimisers; runs whichever stage comes next in the budget."""
 
@@ -134,6 +125,7 @@ class Trainer:
             self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         )
         self.started, self.steps_this_piece = time.monotonic(), 0
+        self.checkpointed = False  # whether this piece wrote a transformer checkpoint
         resuming = args.resume_from is not None and not (self.work / "state.json").exists()
         if resuming:
             shutil.copy(args.resume_from / STATE_FILE, self.work / "state.json")
@@ -226,7 +218,7 @@ class Trainer:
         progress = tqdm(total=args.vae_steps, initial=self.state["vae_step"], desc="vae", unit="step")
         while self.state["vae_step"] < args.vae_steps and not self.out_of_budget():
             step = self.state["vae_step"]
-            rng, generator = seeded(args.seed, VAE_STREAM, step, self.device)
+            rng, generator = stream_generators(args.seed, VAE_STREAM, step, self.device)
             # Half images, half clips: the transformer sees both.
             frames = 1 if step % 2 == 0 else args.frames
             scenes = world2.sample_scenes(rng, args.vae_batch * (4 if frames == 1 else 1))
@@ -240,13 +232,15 @@ class Trainer:
             self.steps_this_piece += 1
             progress.update()
             if (step + 1) % args.log_every == 0 or step + 1 == args.vae_steps:
-                self.log("vae", step + 1, {k: v.item() for k, v in parts.items()})
+                values = {k: v.item() for k, v in parts.items()}
+                self.log("vae", step + 1, values)
+                self.refuse_non_finite(step + 1, values)
         progress.close()
         with atomic_write(checkpoint) as temporary:
             torch.save({"vae": vae.state_dict(), "optimiser": optimiser.state_dict()}, temporary)
         vae.eval()
         if self.state["vae_step"] >= args.vae_steps:
-            rng, _ = seeded(args.seed, EVAL_STREAM, 0, self.device)
+            rng, _ = stream_generators(args.seed, EVAL_STREAM, 0, self.device)
             scenes = world2.sample_scenes(rng, args.vae_eval_clips)
             self.state["vae_eval"] = vae_count_agreement(
                 vae, scenes, int(rng.integers(2**31)), args.frames, args.size, self.autocast
@@ -258,7 +252,7 @@ class Trainer:
     # ----- stage 2: latent statistics -----
     def latent_statistics(self) -> None:
         args = self.args
-        rng, _ = seeded(args.seed, STATS_STREAM, 0, self.device)
+        rng, _ = stream_generators(args.seed, STATS_STREAM, 0, self.device)
         scenes = world2.sample_scenes(rng, 512)
         mean, std = latent_statistics_of(
             self.pipeline.vae, scenes, int(rng.integers(2**31)), 1, args.size, self.autocast
@@ -271,7 +265,7 @@ class Trainer:
     def scene_batches(self, step: int) -> list[tuple[list, int, int]]:
         """(scenes, render seed, frames) of each batch of this step: images, and videos from --video-from."""
         args = self.args
-        rng, _ = seeded(args.seed, STEP_STREAM, step, self.device)
+        rng, _ = stream_generators(args.seed, STEP_STREAM, step, self.device)
         kinds = 1 if step < args.multi_kind_from else 3
         batches = [(world2.sample_scenes(rng, args.image_batch, kinds), int(rng.integers(2**31)), 1)]
         if step >= args.video_from:
@@ -315,7 +309,7 @@ class Trainer:
                 "object_weight": args.object_weight,
                 "decay": ema_decay(step, args.ema),
             }
-            _, generator = seeded(args.seed, STEP_STREAM, step, self.device)
+            _, generator = stream_generators(args.seed, STEP_STREAM, step, self.device)
             loss, grad_norm = joint_flow_step(
                 self.models, self.averages, optimiser, self.pipeline.tokenizer, batches, generator, settings,
                 self.autocast,
@@ -334,22 +328,32 @@ class Trainer:
                     values | {"lr": optimiser.param_groups[0]["lr"], "batch": images, "elapsed": elapsed},
                 )
                 window = []
-                if not all(math.isfinite(value) for value in values.values()):
-                    saved = self.state.get("saved_step")
-                    where = f"holds step {saved}" if saved is not None else "holds no checkpoint yet"
-                    raise SystemExit(
-                        f"the loss or the gradient norm is not finite at step {step + 1} ({values}); "
-                        f"nothing after the last checkpoint is kept ({self.work} {where}): lower --lr, "
-                        "then run again"
-                    )
+                self.refuse_non_finite(step + 1, values)
             if (step + 1) % args.checkpoint_every == 0:
-                self.checkpoint(optimiser)
+                self.checkpoint(optimiser, window, grad_norm)
         progress.close()
-        self.checkpoint(optimiser)
+        self.checkpoint(optimiser, window, grad_norm)
         self.evaluate()
 
-    def checkpoint(self, optimiser: torch.optim.Optimizer) -> None:
-        """The full checkpoint in the work folder, and the portable copy (the EMA pipeline in float16)."""
+    def refuse_non_finite(self, step: int, values: dict[str, float]) -> None:
+        """Stop before a NaN or inf loss is kept in a checkpoint or reaches the EMA model's scores."""
+        if all(math.isfinite(value) for value in values.values()):
+            return
+        saved = self.state.get("saved_step")
+        where = f"holds step {saved}" if saved is not None else "holds no checkpoint yet"
+        raise SystemExit(
+            f"the loss or the gradient norm is not finite at step {step} ({values}); nothing after the "
+            f"last checkpoint is kept ({self.work} {where}): lower the learning rate, then run again"
+        )
+
+    def checkpoint(
+        self, optimiser: torch.optim.Optimizer, window: list[torch.Tensor], grad_norm: torch.Tensor
+    ) -> None:
+        """The full checkpoint in the work folder, and the portable copy (the EMA pipeline in float16),
+        once the losses since the last log line (`window`) and the last gradient norm are finite."""
+        if window:
+            values = {"loss": torch.stack(window).mean().item(), "grad_norm": grad_norm.item()}
+            self.refuse_non_finite(self.state["step"], values)
         payload = {
             "models": [m.state_dict() for m in self.models],
             "ema": [a.state_dict() for a in self.averages],
@@ -360,6 +364,7 @@ class Trainer:
         self.state["saved_step"] = self.state["step"]
         self._save_state()
         self.write_portable()
+        self.checkpointed = True
 
     def ema_pipeline(self):
         """The pipeline with the EMA text encoder and transformer (the model to sample and to ship)."""
@@ -367,9 +372,11 @@ class Trainer:
         pipeline.text_encoder, pipeline.transformer = self.averages
         return pipeline
 
-    def write_portable(self) -> None:
-        """The EMA pipeline (float16) with the state, the log and the learning curve beside it."""
-        save_countworld2(self.ema_pipeline(), self.portable)
+    def write_portable(self, weights: bool = True) -> None:
+        """The EMA pipeline (float16; `weights=False`: as last written) with the state, the log and the
+        learning curve beside it."""
+        if weights or not (self.portable / "model_index.json").is_file():
+            save_countworld2(self.ema_pipeline(), self.portable)
         write_json(self.portable / STATE_FILE, self.state)
         if (self.work / "losses.jsonl").is_file():
             shutil.copy(self.work / "losses.jsonl", self.portable / "losses.jsonl")
@@ -400,7 +407,7 @@ class Trainer:
         self.state.setdefault("text_probes", []).append({"step": step, **probe})
         self.log("eval_text", step, probe)
         self._save_state()
-        self.write_portable()
+        self.write_portable(weights=False)  # the weights are those of the checkpoint just written
 
     def run(self) -> str:
         stages = {
@@ -417,7 +424,7 @@ class Trainer:
             self._save_state()
             if stage == "transformer":
                 break
-        self.write_portable()
+        self.write_portable(weights=not self.checkpointed)  # else as the last checkpoint wrote them
         return self.state["stage"] if self.state["step"] < self.args.steps else "done"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from experiment_scripts import load_experiment
 
 from numina.countworld.joint_training import (
     TrainingBatch,
+    counting_rows,
     counting_summary,
     encode_text,
     joint_flow_step,
@@ -102,6 +104,16 @@ def test_counting_summary_on_a_hand_case():
     assert summary["slope"] == pytest.approx(0.5) and summary["correlation"] == pytest.approx(1.0)
 
 
+def test_a_video_with_nan_pixels_is_not_counted():
+    def broken_pipeline(prompts, **kwargs):
+        return SimpleNamespace(frames=np.full((len(prompts), 1, 8, 8, 3), np.nan, dtype=np.float32))
+
+    broken_pipeline.set_progress_bar_config = lambda **kwargs: None
+    scenes = single_kind_scenes(2)
+    with pytest.raises(ValueError, match="NaN or inf pixels for prompts 0..1"):
+        counting_rows(broken_pipeline, scenes, 1, 8, 2, 5.0, 0, torch.autocast("cpu", enabled=False))
+
+
 def test_single_kind_benchmark_counts_one_to_eight_in_turn():
     scenes = single_kind_scenes(16, seed=3)
     assert [s.kinds[0].count for s in scenes] == [i % 8 + 1 for i in range(16)]
@@ -136,11 +148,14 @@ def test_training_runs_in_pieces_and_resumes_from_the_portable_copy(tmp_path, mo
     ] <= 1
     with pytest.raises(SystemExit, match="other settings"):
         train.main(_args(work, "--image-batch", "3"))
-    # A loss that turns NaN stops the piece at the next log line, keeping the step-2 checkpoint.
+    # A loss that turns NaN stops the piece, at the next log line or before the piece's checkpoint,
+    # keeping the step-2 checkpoint.
     nan_step = lambda *args, **kwargs: (torch.tensor(float("nan")), torch.tensor(1.0))  # noqa: E731
     monkeypatch.setattr(train, "joint_flow_step", nan_step)
-    with pytest.raises(SystemExit, match=r"not finite at step 3 .* holds step 2"):
-        train.main(_args(work, "--piece-steps", "1"))
+    for log_every in ("1", "100"):
+        with pytest.raises(SystemExit, match=r"not finite at step 3 .* holds step 2"):
+            train.main(_args(work, "--piece-steps", "1", "--log-every", log_every))
+    assert json.loads((work / "state.json").read_text())["step"] == 2
     monkeypatch.undo()
     monkeypatch.setattr(train, "untrained_pipeline", lambda seed: untrained_pipeline(seed, vae_from=None))
     # A fresh machine: a new work folder resumes from the portable copy, with videos from step 2.

@@ -211,8 +211,9 @@ def counting_rows(
     chunk: int = 32,
 ) -> pd.DataFrame:
     """The counts table (`numina.evaluation.metrics` format) of the pipeline's own videos of `scenes`:
-    one video per scene with the same CPU-drawn noise seed for every chunk, counted per frame and noun
-    by the exact colour counter. Method "baseline"; prompt_id = the scene's index."""
+    one video per scene, the noise of each chunk drawn on the CPU from `seed` + the chunk's first index,
+    counted per frame and noun by the exact colour counter. Method "baseline"; prompt_id = the scene's
+    index. A video with NaN or inf pixels is an error: the counter would count it as empty."""
     pipeline.set_progress_bar_config(disable=True)
     rows = []
     for start in range(0, len(scenes), chunk):
@@ -228,6 +229,11 @@ def counting_rows(
                 generator=torch.Generator().manual_seed(seed + start),
                 output_type="np",
             ).frames
+        if not np.isfinite(videos).all():
+            raise ValueError(
+                f"the pipeline drew NaN or inf pixels for prompts {start}..{start + len(batch) - 1} "
+                f"(the first: {batch[0].caption!r}); its weights or sampler settings are broken"
+            )
         for offset, (scene, video) in enumerate(zip(batch, videos, strict=True)):
             counter = ExactColourCounter(palette_from_prompt(scene.caption, scene.targets))
             counts = {noun: counter.count(video, noun) for noun in scene.targets}

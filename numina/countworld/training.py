@@ -20,6 +20,15 @@ from numina.countworld.world import Scene, palette_from_prompt
 from numina.evaluation.counters import ExactColourCounter
 
 
+def stream_generators(
+    seed: int, stream: int, index: int, device: str | torch.device
+) -> tuple[np.random.Generator, torch.Generator]:
+    """A numpy and a device generator for item `index` (a step, a data part) of one seed stream: each
+    step draws from its own seeds, so a run split into pieces draws what one run draws."""
+    value = (seed * 1_000_003 + stream) * 10_000_019 + index
+    return np.random.default_rng(value), torch.Generator(device).manual_seed(value)
+
+
 def shifted_sigmas(
     count: int, shift: float, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
