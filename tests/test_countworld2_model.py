@@ -7,8 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from experiment_scripts import load_experiment
+from PIL import Image
 
 from numina.cli import add_prompt_arguments, load_prompt_set
 from numina.countworld import world2
@@ -70,3 +73,25 @@ def test_committed_checkpoint_fits_the_repository_and_records_its_training():
     pipeline = load_pipeline("countworld2", torch.float32)
     assert pipeline.transformer.config.patch_size == [1, 1, 1]
     assert pipeline.vae.config.latents_mean == pytest.approx(state["latents_mean"])
+
+
+@pytest.mark.parametrize("guidance", ["nan", "0.5", "five", "1,inf"])
+def test_counting_script_refuses_bad_guidance_before_loading(guidance: str, tmp_path: Path, capsys):
+    parse_args = load_experiment("countworld2_counting").parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--model", str(tmp_path / "not-loaded"), "--guidance", guidance, "--out", str(tmp_path)])
+    assert "--guidance" in capsys.readouterr().err
+
+
+def test_counting_script_tables_every_scale_and_count(untrained_folder: Path, tmp_path: Path):
+    main = load_experiment("countworld2_counting").main
+    out = tmp_path / "counting"
+    table = main(["--model", str(untrained_folder), "--guidance", "1,3", "--prompts", "8", "--steps", "1",
+                  "--out", str(out), "--device", "cpu"])  # fmt: skip
+    assert table["guidance"].tolist() == [1.0, 3.0]
+    assert {f"accuracy_{count}" for count in range(1, 9)} <= set(table.columns)
+    counts = pd.read_csv(out / "counts.csv")
+    assert len(counts) == 16 and sorted(counts["target"].unique()) == list(range(1, 9))
+    for guidance in ("1", "3"):
+        with Image.open(out / f"contact_g{guidance}.png") as sheet:
+            assert sheet.size == (8 * 128, 128)  # eight scenes of one row, one per count

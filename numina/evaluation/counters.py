@@ -78,13 +78,21 @@ class ExactColourCounter:
         frames = as_float_frames(frames)
         return (np.abs(frames - self.colour_of(noun)) <= self.tolerance).all(axis=-1)
 
-    def count(self, frames: np.ndarray, noun: str) -> np.ndarray:
-        counts = []
-        for mask in self.masks(frames, noun):
+    def instances(self, frames: np.ndarray, noun: str) -> np.ndarray:
+        """(frames, H, W) int: the counted regions of the noun's colour labelled 1..n per frame, 0
+        elsewhere (regions under `min_area` pixels are 0): the instances a video shows."""
+        masks = self.masks(frames, noun)
+        labels = np.zeros(masks.shape, dtype=np.int32)
+        for frame, mask in enumerate(masks):
             regions, number = ndimage.label(mask, structure=self.structure)
-            if number == 0:
-                counts.append(0)
-                continue
-            sizes = np.bincount(regions.ravel(), minlength=number + 1)[1:]
-            counts.append(int((sizes >= self.min_area).sum()))
-        return np.asarray(counts, dtype=np.int64)
+            sizes = np.bincount(regions.ravel(), minlength=number + 1)
+            kept = sizes >= self.min_area
+            kept[0] = False
+            renumbered = np.zeros(number + 1, dtype=np.int32)
+            renumbered[kept] = np.arange(1, kept.sum() + 1)
+            labels[frame] = renumbered[regions]
+        return labels
+
+    def count(self, frames: np.ndarray, noun: str) -> np.ndarray:
+        labels = self.instances(frames, noun)
+        return labels.reshape(len(labels), -1).max(axis=1).astype(np.int64)
