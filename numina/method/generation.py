@@ -34,7 +34,7 @@ from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, o
 from numina.capture.spec import CaptureSpec, release_reference_layer, release_reference_step
 from numina.method.cache import WARMUP, FirstBlockStepCache, StepCache
 from numina.method.correct import Edit, correct_layout
-from numina.method.identify import HeadChoice, Phase1Data, choose_head, noun_cross_maps
+from numina.method.identify import HeadChoice, Phase1Data, check_finite, choose_head, noun_cross_maps
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
 from numina.method.presets import NuminaOptions
@@ -129,19 +129,17 @@ def method_spec(
 def identify_and_layout(
     data: Phase1Data, tokens: PromptTokens, geometry: Geometry, options: NuminaOptions, reference_layer: int
 ) -> tuple[HeadChoice, dict[str, int | None], Layout]:
-    """Phase 1 from captured data: head per frame, the nouns' cross maps, the layout."""
+    """Phase 1 from captured data: head per frame, the nouns' cross maps, the layout. Data with a NaN
+    or inf where a decision reads it is refused first (`check_finite`)."""
+    positions = noun_positions(tokens, options.all_occurrences)
+    check_finite(data, positions)
     if tuple(options.score_weights) != DEFAULT_WEIGHTS:  # the capture scored with the release's weights
         data = data.rescored(
             geometry.height, geometry.width, options.score_variant, tuple(options.score_weights)
         )
     layer = None if options.head_rule == "per_layer" else reference_layer
     head = choose_head(data, options.head_rule, layer, options.fixed_head)
-    maps, cross_heads = noun_cross_maps(
-        data,
-        noun_positions(tokens, options.all_occurrences),
-        options.cross_heads,
-        options.concentration_measure,
-    )
+    maps, cross_heads = noun_cross_maps(data, positions, options.cross_heads, options.concentration_measure)
     layout = build_layout(head.components(data), maps, geometry.height, geometry.width, options.layout)
     return head, cross_heads, layout
 
