@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
-from numina.cli import add_model_arguments, generation_settings, pipeline_from_args, resolve_model_arguments
+from numina.cli import (
+    add_model_arguments,
+    generation_settings,
+    integer,
+    pipeline_from_args,
+    resolve_model_arguments,
+)
 from numina.countworld.world import vocabulary, words_outside_vocabulary
 from numina.method.cache import CACHE_METHODS
 from numina.method.correct import check_correction
@@ -93,13 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline", action="store_true", help="also generate the plain video, side by side")
     parser.add_argument(
         "--reference-step",
-        type=int,
+        type=integer(0),
         default=None,
         help="captured step (20 at 50 steps, same fraction otherwise)",
     )
     parser.add_argument(
         "--reference-layer",
-        type=int,
+        type=integer(0),
         default=None,
         help="block whose self-attention is reduced (15; the middle block of small models)",
     )

@@ -43,7 +43,7 @@ from numina.metrics.separability import DEFAULT_WEIGHTS
 from numina.models import Geometry
 from numina.prompts import PromptTokens
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, plain_generation
+from numina.walkthrough import GenerationSettings, check_generated, plain_generation
 
 STAGES = ("walkthrough", "corrected")
 PATHS = (
@@ -280,6 +280,7 @@ def run_numina(
         timings["correct"] = time.perf_counter() - started
         started = time.perf_counter()
         if options.early_accept and found["right"]:
+            check_generated(latents, tokens.prompt, settings.seed)
             path, video = "accepted", decode_latents(pipeline, latents, output_type)
         else:
             columns = noun_positions(tokens, options.all_occurrences)
