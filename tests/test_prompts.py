@@ -277,6 +277,34 @@ def test_truncation(tok):
         parse_prompt("Two cats and an astronaut.", tok, {"astronaut": 1}, max_length=6)
 
 
+def test_truncation_warns(tok):
+    with pytest.warns(UserWarning, match=r"longer than the text encoder's 6 tokens.*from 'astronaut' on"):
+        parse_prompt("Two cats and an astronaut.", tok, {"cats": 2}, max_length=6)
+
+
+LONG_FILLER = "drifting slowly " * 300  # 600 words: the second numeral lies far beyond 512 tokens
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        (f"three circles on a grey floor, {LONG_FILLER} and two circles", {"circles": 3}),
+        (f"three circles on a grey floor, {LONG_FILLER} and two squares", {"circles": 3}),
+        (f"{LONG_FILLER} and two circles", {}),
+    ],
+)
+def test_targets_are_derived_only_from_what_the_model_sees(tok, prompt: str, expected: dict) -> None:
+    with pytest.warns(UserWarning, match="Targets are derived only from the words it sees"):
+        pt = parse_prompt(prompt, tok)
+    assert pt.n_tokens == 512 and pt.targets == expected
+
+
+def test_a_prompt_that_fits_is_parsed_without_a_warning(tok, recwarn: pytest.WarningsRecorder) -> None:
+    pt = parse_prompt("three circles on a grey floor and two circles", tok)
+    assert pt.targets == {"circles": 5}
+    assert not [w for w in recwarn if "text encoder" in str(w.message)]
+
+
 def test_token_types(tok):
     pt = parse_prompt(
         "Three red cats and a dog sitting on a wooden chair across a plain.",
