@@ -65,7 +65,7 @@ class NuminaOptions:
         check_reals("cost_weights", self.cost_weights, 3, low=0)
         check_real("cache_threshold", self.cache_threshold, 0)
         check_int("stride", self.stride, 1)
-        check_int("disc_radius", self.disc_radius, 1)
+        check_int("disc_radius", self.disc_radius, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
