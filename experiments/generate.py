@@ -185,6 +185,14 @@ def main(argv: list[str] | None = None) -> Path:
             raise ValueError(
                 f"no counted noun found in {args.prompt!r}: give the targets with --counts '{{\"noun\": 3}}'"
             )
+        if args.counts is None and not args.capture_only:
+            try:
+                check_correction(tokens.targets)
+            except ValueError as error:
+                raise ValueError(
+                    f"{error} The targets {tokens.targets} were read off the prompt and NUMINA corrects "
+                    "0 to 99 instances: give the targets it should reach with --counts."
+                ) from None
         unknown = words_outside_vocabulary(args.prompt)
         if model_defaults(model)["prompt_set"] in (countworld.NAME, countworld2.NAME) and unknown:
             log.warning(

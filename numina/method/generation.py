@@ -33,7 +33,7 @@ import torch
 from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, open_capture_store
 from numina.capture.spec import CaptureSpec, release_reference_layer, release_reference_step
 from numina.method.cache import WARMUP, FirstBlockStepCache, StepCache
-from numina.method.correct import Edit, correct_layout
+from numina.method.correct import Edit, check_correction, correct_layout
 from numina.method.identify import HeadChoice, Phase1Data, check_finite, choose_head, noun_cross_maps
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
@@ -225,6 +225,7 @@ def run_numina(
     """Generate `tokens.prompt` with NUMINA; the walk-through's capture and the layout go to `store_path`."""
     if not tokens.targets:
         raise ValueError(f"no targets for {tokens.prompt!r}: NUMINA needs {{noun: count}} to correct.")
+    check_correction(tokens.targets, stride=options.stride, disc_radius=options.disc_radius)
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
     spec, step, reference_layer = method_spec(geometry, tokens, settings.steps, options)
     nouns = list(tokens.targets)
