@@ -119,12 +119,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("every grid entry needs at least one value")
     if not grid and not args.heads:
         parser.error("nothing to sweep: give --grid, --grid-file and/or --heads")
-    for name, values in grid.items():
-        for value in values:
-            try:
-                preset(args.preset, **{name: value})
-            except (TypeError, ValueError) as error:
-                parser.error(f"grid value {name}={value!r}: {error}")
     args.grid_values = grid
     resolve_counter_arguments(args)
     args.out = args.out or Path("runs") / f"ablate-{slug(args.model)}"

@@ -45,8 +45,6 @@ SCRIPT_OPTIONS = [
     ("countbench", "--options", '{"cache_threshold": NaN}'),
     ("countbench", "--options", '{"stride": 0}'),
     ("diagnose_numerals", "--limit", "0"),
-    ("ablate_heads", "--grid", '{"cache_threshold": [0.05, Infinity]}'),
-    ("ablate_heads", "--grid", '{"disc_radius": [-1]}'),
     ("countworld_samples", "--seeds", "0"),
     ("generate", "--reference-step", "-1"),
     ("generate", "--reference-layer", "-2"),
