@@ -42,6 +42,7 @@ from numina.cli import (
     add_model_arguments,
     add_prompt_arguments,
     generation_settings,
+    integer,
     load_prompt_set,
     method_options,
     pipeline_from_args,
@@ -97,7 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     add_prompt_arguments(parser)
-    parser.add_argument("--seeds", type=int, default=5, help="videos per prompt and method (5, as the paper)")
+    parser.add_argument(
+        "--seeds", type=integer(1), default=5, help="videos per prompt and method (5, as the paper)"
+    )
     add_methods_argument(parser, f"{BASELINE},official")
     add_counter_arguments(parser)
     parser.add_argument(
@@ -107,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="NUMINA options for every preset, e.g. '{\"early_accept\": true}'",
     )
     parser.add_argument(
-        "--samples", type=int, default=2, help="prompts whose first-seed videos are kept and logged"
+        "--samples", type=integer(0), default=2, help="prompts whose first-seed videos are kept and logged"
     )
     parser.add_argument(
         "--clip", default=None, help="CLIP model id or folder for CLIP score (off by default)"
@@ -120,8 +123,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     resolve_methods(parser, args, args.options)
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
     resolve_counter_arguments(args)
     args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.torchrun:  # one shard per rank; rank 0 merges once every rank is done

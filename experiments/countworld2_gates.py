@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from numina.cli import integer
 from numina.countworld import world2
 from numina.countworld.gates import count_probe
 from numina.countworld.joint_training import vae_count_agreement
@@ -32,10 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="countworld2", help="'countworld2' or a pipeline folder")
     parser.add_argument("--gates", default="g0,g1", help="comma-separated: g0, g1")
-    parser.add_argument("--clips", type=int, default=256, help="held-out clips of G0")
-    parser.add_argument("--frames", type=int, default=17, help="frames of those clips (4k+1)")
-    parser.add_argument("--captions", type=int, default=2000, help="captions of G1's probe")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--clips", type=integer(10), default=256, help="held-out clips of G0")
+    parser.add_argument("--frames", type=integer(1), default=17, help="frames of those clips (4k+1)")
+    parser.add_argument("--captions", type=integer(10), default=2000, help="captions of G1's probe")
+    parser.add_argument("--seed", type=integer(0), default=1234)
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -43,8 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.gates) - set(THRESHOLDS))
     if unknown:
         parser.error(f"unknown gates {unknown}; choose from {sorted(THRESHOLDS)}")
-    if args.frames % 4 != 1 or min(args.clips, args.captions) < 10:
-        parser.error("--frames must be 4k+1, --clips and --captions at least 10")
+    if args.frames % 4 != 1:
+        parser.error(f"--frames must be 4k+1 (5, 9, 13, 17, ...), got {args.frames}")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return args
 

@@ -25,6 +25,7 @@ from numina.cli import (
     add_methods_argument,
     add_model_arguments,
     generation_settings,
+    integer,
     method_options,
     pipeline_from_args,
     resolve_methods,
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/countworld_samples.png"))
     add_methods_argument(parser, BASELINE)
-    parser.add_argument("--seeds", type=int, default=1, help="videos per count and method (columns)")
+    parser.add_argument("--seeds", type=integer(1), default=1, help="videos per count and method (columns)")
     parser.add_argument("--shape", default="circle")
     parser.add_argument("--colour", default="red")
     parser.add_argument("--background", default="grey")

@@ -105,8 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_model_arguments(parser)
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
     if args.format == "parquet":
         try:
             import pyarrow  # noqa: F401

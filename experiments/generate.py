@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
-from numina.cli import add_model_arguments, generation_settings, pipeline_from_args, resolve_model_arguments
+from numina.cli import (
+    add_model_arguments,
+    generation_settings,
+    integer,
+    pipeline_from_args,
+    resolve_model_arguments,
+)
 from numina.countworld.world import vocabulary, words_outside_vocabulary
 from numina.method.cache import CACHE_METHODS
 from numina.method.correct import check_correction
@@ -93,13 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline", action="store_true", help="also generate the plain video, side by side")
     parser.add_argument(
         "--reference-step",
-        type=int,
+        type=integer(0),
         default=None,
         help="captured step (20 at 50 steps, same fraction otherwise)",
     )
     parser.add_argument(
         "--reference-layer",
-        type=int,
+        type=integer(0),
         default=None,
         help="block whose self-attention is reduced (15; the middle block of small models)",
     )
@@ -179,6 +185,14 @@ def main(argv: list[str] | None = None) -> Path:
             raise ValueError(
                 f"no counted noun found in {args.prompt!r}: give the targets with --counts '{{\"noun\": 3}}'"
             )
+        if args.counts is None and not args.capture_only:
+            try:
+                check_correction(tokens.targets)
+            except ValueError as error:
+                raise ValueError(
+                    f"{error} The targets {tokens.targets} were read off the prompt and NUMINA corrects "
+                    "0 to 99 instances: give the targets it should reach with --counts."
+                ) from None
         unknown = words_outside_vocabulary(args.prompt)
         if model_defaults(model)["prompt_set"] in (countworld.NAME, countworld2.NAME) and unknown:
             log.warning(

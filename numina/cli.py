@@ -3,19 +3,22 @@
 Every script in experiments/ takes the same model and sampler options with the same defaults (the
 release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128 and 20 steps on the
 built-in CountWorld and tiny ones, `numina.models.model_defaults`), so they are declared once here.
-May import torch, diffusers, numina.models, numina.method.presets, numina.walkthrough,
-numina.countworld.world2 (its object limit) and numina.evaluation.
+Numeric options are parsed by `real` and `integer`, which refuse NaN, inf and out-of-range values while
+the arguments are read. May import torch, diffusers, numina.checks, numina.models, numina.method.presets,
+numina.walkthrough, numina.countworld.world2 (its object limit) and numina.evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from diffusers import WanPipeline
 
+from numina.checks import check_int, check_real
 from numina.countworld.world2 import MAX_TOTAL as COUNTWORLD2_MAX_TOTAL
 from numina.evaluation.countbench import (
     CountBenchPrompt,
@@ -33,6 +36,40 @@ PROMPT_SETS = ("countbench", "countworld", "countworld2")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
+def real(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse `type`: a finite number in the range (`low_open`: strictly above `low`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value: object = float(text)
+        except ValueError:
+            value = text
+        try:
+            return check_real("the value", value, low, high, low_open=low_open)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type`: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value: object = int(text)
+        except ValueError:
+            value = text
+        try:
+            return check_int("the value", value, low, high)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --seed, --steps, --frames, --height, --width, --guidance, --flow-shift, --negative-prompt,
     --dtype, --device, --attention-backend, --wandb."""
@@ -42,18 +79,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="hub id or local pipeline folder; 'countworld' (the trained built-in model, the default), "
         "'countworld2' (the second built-in, for GPU use), or 'tiny' / 'tiny:<variant>' (random weights)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument(
-        "--steps", type=int, default=None, help="denoising steps (50; 20 on the built-in models)"
+        "--steps", type=integer(1), default=None, help="denoising steps (50; 20 on the built-in models)"
     )
     parser.add_argument(
-        "--frames", type=int, default=None, help="video frames, 4k+1 (81; 17 on the built-in models)"
+        "--frames", type=integer(1), default=None, help="video frames, 4k+1 (81; 17 on the built-in models)"
     )
-    parser.add_argument("--height", type=int, default=None, help="pixels (480; 128 on the built-in models)")
-    parser.add_argument("--width", type=int, default=None, help="pixels (832; 128 on the built-in models)")
-    parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
     parser.add_argument(
-        "--flow-shift", type=float, default=5.0, help="UniPC flow shift (the release uses 5.0)"
+        "--height", type=integer(1), default=None, help="pixels (480; 128 on the built-in models)"
+    )
+    parser.add_argument(
+        "--width", type=integer(1), default=None, help="pixels (832; 128 on the built-in models)"
+    )
+    parser.add_argument("--guidance", type=real(0), default=5.0, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--flow-shift",
+        type=real(0, low_open=True),
+        default=5.0,
+        help="UniPC flow shift (the release uses 5.0)",
     )
     parser.add_argument("--negative-prompt", default="")
     parser.add_argument(
@@ -75,8 +119,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Name the model (the built-in default when none is given), fill the size, step, device and dtype
-    defaults for it, and reject impossible values."""
+    """Name the model (the built-in default when none is given) and fill the size, step, device and dtype
+    defaults for it (the numbers themselves were checked while parsing)."""
     args.model = args.model or DEFAULT_MODEL
     defaults = model_defaults(args.model)
     for key in ("frames", "height", "width", "steps"):
@@ -84,8 +128,6 @@ def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Name
             setattr(args, key, defaults[key])
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    if args.steps < 1:
-        parser.error("--steps must be at least 1")
 
 
 def generation_settings(args: argparse.Namespace, seed: int | None = None) -> GenerationSettings:
@@ -132,12 +174,14 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--countworld-prompts",
-        type=int,
+        type=integer(1),
         default=160,
         help="size of the CountWorld (2) prompt set (first-kind counts 1-8 in turn)",
     )
     parser.add_argument("--prompts", type=index_list, default=None, help="0-based prompt lines, e.g. 0,5,9")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts (of --prompts)")
+    parser.add_argument(
+        "--limit", type=integer(1), default=None, help="only the first N prompts (of --prompts)"
+    )
 
 
 def load_prompt_set(args: argparse.Namespace) -> list[CountBenchPrompt]:

@@ -5,7 +5,7 @@ store writer as its sink, records what the store needs to stand alone (prompt, t
 geometry, steps and timesteps, model, config, code version, seed), and leaves a complete store only
 when the run finished (an interrupted run leaves `<store>.partial`, which readers refuse).
 Used by `experiments/generate.py`; the method's phase 1 and the diagnosis experiment build on it.
-May import torch, numina.capture, numina.models, numina.prompts and numina.version.
+May import torch, numina.capture, numina.checks, numina.models, numina.prompts and numina.version.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from numina.capture import AttentionCapture, CaptureSpec, open_capture_store
+from numina.checks import check_int, check_real
 from numina.models import Geometry
 from numina.prompts import PromptTokens
 from numina.version import code_version
@@ -36,6 +37,12 @@ class GenerationSettings:
     seed: int = 0
     negative_prompt: str = ""
     fps: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("num_frames", "height", "width", "steps", "fps"):
+            check_int(f"GenerationSettings.{name}", getattr(self, name), 1)
+        check_int("GenerationSettings.seed", self.seed, 0)
+        check_real("GenerationSettings.guidance", self.guidance, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +62,19 @@ class GenerationSettings:
         }
 
 
+def check_generated(output: Any, prompt: str, seed: int) -> None:
+    """Refuse a generated video or latent with NaN/inf before it is written or counted: decoded, a NaN
+    becomes a black frame that a counter scores as an honest count of 0."""
+    values = output if isinstance(output, torch.Tensor) else torch.from_numpy(np.asarray(output))
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        raise FloatingPointError(
+            f"the generation of {prompt!r} at seed {seed} holds {int((~finite).sum())} NaN/inf values of "
+            f"{finite.numel()}: the sampler diverged. Nothing was written or counted; check --guidance, "
+            "--flow-shift and --steps, or run the transformer in float32 (--dtype float32)."
+        )
+
+
 def plain_generation(
     pipeline: Any,
     prompt: str,
@@ -64,7 +84,11 @@ def plain_generation(
 ) -> Any:
     """The pipeline's own video for `prompt` with these settings and seed: NUMINA's baseline.
     `step_end` is passed as the pipeline's `callback_on_step_end` (e.g. a step cache's switch)."""
-    return pipeline(**settings.call(prompt), output_type=output_type, callback_on_step_end=step_end).frames[0]
+    video = pipeline(**settings.call(prompt), output_type=output_type, callback_on_step_end=step_end).frames[
+        0
+    ]
+    check_generated(video, prompt, settings.seed)
+    return video
 
 
 def capture_generation(
@@ -98,6 +122,7 @@ def capture_generation(
     try:
         with AttentionCapture(pipeline.transformer, spec, geometry, writer):
             output = pipeline(**settings.call(tokens.prompt), output_type=output_type)
+        check_generated(output.frames[0], tokens.prompt, settings.seed)
         writer.set_attrs(
             steps=list(range(settings.steps)), timesteps=pipeline.scheduler.timesteps.float().tolist()
         )

@@ -103,6 +103,24 @@ def test_unknown_options_fail_before_any_work(
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize(
+    ("grid", "name"),
+    [
+        ('{"cache_threshold": [0.05, NaN]}', "cache_threshold"),
+        ('{"cache_threshold": [Infinity]}', "cache_threshold"),
+        ('{"stride": [0]}', "stride"),
+        ('{"score_weights": [[1, 1, NaN]]}', "score_weights[2]"),
+    ],
+)
+def test_bad_numbers_in_the_grid_fail_before_any_work(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path, grid: str, name: str
+) -> None:
+    with pytest.raises(SystemExit, match="must be") as error:
+        ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--grid", grid))
+    assert name in str(error.value)
+    assert not (tmp_path / "a").exists()
+
+
 def test_end_to_end_scores_generate_and_count_each_setting_once(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

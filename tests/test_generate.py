@@ -100,6 +100,20 @@ def test_bad_requests_fail_before_model_work(tiny_folder: Path, tmp_path: Path) 
     assert not any(tmp_path.iterdir())  # no run folder was started
 
 
+@pytest.mark.parametrize(
+    "prompt", ["a hundred and fifty birds on a lake", "a thousand stars in the sky", "a few cats on a sofa"]
+)
+def test_targets_numina_cannot_reach_are_refused_before_model_work(
+    tiny_folder: Path, tmp_path: Path, prompt: str
+) -> None:
+    args = [arg for arg in _args(tiny_folder, tmp_path) if arg != "--capture-only"]
+    args[args.index("three cats on a sofa")] = prompt
+    with pytest.raises(SystemExit, match="--counts") as error:
+        generate.main(args)
+    assert "Traceback" not in str(error.value)
+    assert not list(tmp_path.iterdir())  # no run folder: refused before any work
+
+
 def test_the_cache_method_reaches_numina_options(tiny_folder: Path, tmp_path: Path, capsys) -> None:
     args = generate.parse_args(
         _args(tiny_folder, tmp_path, "--cache-guided", "--cache-method", "first_block")

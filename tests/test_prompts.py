@@ -164,11 +164,42 @@ def test_repeated_word_occurrences(tok):
         ("first", None),
         ("several", None),
         ("a couple", None),  # "a couple walking": a noun, not a count
+        ("a hundred", 100),
+        ("two thousand", 2000),
+        ("a hundred and fifty", 150),
+        ("one hundred fifty", 150),
+        ("a million", 1_000_000),
+        ("a few", None),
+        ("a lot", None),
         ("three cats", None),
     ],
 )
 def test_parse_numeral(text, count):
     assert parse_numeral(text) == count
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("Two pairs of sunglasses lie on a table.", {"sunglasses": 2}),  # a pair of sunglasses is one
+        ("A pair of scissors on a desk.", {"scissors": 1}),
+        ("Three pairs of blue jeans hang on a line.", {"jeans": 3}),
+        ("A pair of trousers on a chair.", {"trousers": 1}),
+        ("Two pairs of shoes by the door.", {"shoes": 4}),  # a pair of shoes is two shoes
+        ("A pair of gloves on a bench.", {"gloves": 2}),
+        ("A hundred birds fly over a lake.", {"birds": 100}),
+        ("A thousand stars shine above the hills.", {"stars": 1000}),
+        ("A million fireflies glow in a forest.", {"fireflies": 1_000_000}),
+        ("One hundred and fifty birds fly south.", {"birds": 150}),
+        ("A few cats sleep on a sofa.", {}),  # vague: no count, so no target
+        ("A few cats and two dogs play.", {"dogs": 2}),
+        ("A lot of apples in a basket.", {}),
+        ("A great many birds fly south.", {}),
+        ("A good dog runs in a parking lot.", {"dog": 1}),  # "a good", "a lot": still articles
+    ],
+)
+def test_derived_targets_of_pairs_scales_and_vague_quantities(prompt: str, expected: dict) -> None:
+    assert derive_targets(prompt) == expected
 
 
 def test_numeral_phrases_in_prompts(tok):
@@ -275,6 +306,34 @@ def test_truncation(tok):
     assert pt.words[-1].text == "astronaut" and pt.words[-1].positions == ()
     with pytest.raises(ValueError, match="cut off by truncation"):
         parse_prompt("Two cats and an astronaut.", tok, {"astronaut": 1}, max_length=6)
+
+
+def test_truncation_warns(tok):
+    with pytest.warns(UserWarning, match=r"longer than the text encoder's 6 tokens.*from 'astronaut' on"):
+        parse_prompt("Two cats and an astronaut.", tok, {"cats": 2}, max_length=6)
+
+
+LONG_FILLER = "drifting slowly " * 300  # 600 words: the second numeral lies far beyond 512 tokens
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        (f"three circles on a grey floor, {LONG_FILLER} and two circles", {"circles": 3}),
+        (f"three circles on a grey floor, {LONG_FILLER} and two squares", {"circles": 3}),
+        (f"{LONG_FILLER} and two circles", {}),
+    ],
+)
+def test_targets_are_derived_only_from_what_the_model_sees(tok, prompt: str, expected: dict) -> None:
+    with pytest.warns(UserWarning, match="Targets are derived only from the words it sees"):
+        pt = parse_prompt(prompt, tok)
+    assert pt.n_tokens == 512 and pt.targets == expected
+
+
+def test_a_prompt_that_fits_is_parsed_without_a_warning(tok, recwarn: pytest.WarningsRecorder) -> None:
+    pt = parse_prompt("three circles on a grey floor and two circles", tok)
+    assert pt.targets == {"circles": 5}
+    assert not [w for w in recwarn if "text encoder" in str(w.message)]
 
 
 def test_token_types(tok):

@@ -20,6 +20,7 @@ import pytest
 from numina.store import (
     AttentionStoreWriter,
     CoordinateError,
+    DamagedStoreError,
     IncompleteStoreError,
     NamedArray,
     StoreError,
@@ -634,3 +635,82 @@ def test_chunking_defaults_and_compression(tmp_path: Path) -> None:
         assert store["g/default"].index_dims == ("step", "head")
         assert len(store["g/packed"].written()) == 6
         assert (store["g/packed"].sel(step=2, head=1).values == 0).all()
+
+
+# ---------------------------------------------------------------------------- damage after writing
+
+
+def _small_store(path: Path) -> None:
+    """One written cell, a JSON run attribute, and an attribute set after writing (in the log)."""
+    with AttentionStoreWriter(path, attrs={"config": {"steps": 50}}) as writer:
+        declare(writer)
+        cell = {"step": 0, "branch": "cond", "layer": 0}
+        writer.write("cross_attention/probs", cell, np.ones(shape_of(CROSS, PROBS_DIMS[3:])))
+        writer.set_attrs(timesteps=list(range(50)))
+
+
+def _flip_a_byte(path: Path, dataset: str) -> None:
+    """Invert one byte in the middle of the first stored chunk of `dataset`, as a bad disk or copy would."""
+    with h5py.File(path, "r") as handle:
+        chunk = handle[dataset].id.get_chunk_info(0)
+    with open(path, "r+b") as raw:
+        raw.seek(chunk.byte_offset + chunk.size // 2)
+        byte = raw.read(1)[0]
+        raw.seek(-1, os.SEEK_CUR)
+        raw.write(bytes([byte ^ 0xFF]))
+
+
+def test_every_chunked_dataset_carries_a_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "attention.h5"
+    write_reference(path)
+    chunked = []
+    with h5py.File(path, "r") as handle:
+        handle.visititems(
+            lambda name, item: chunked.append(item.fletcher32) if getattr(item, "chunks", None) else None
+        )
+    assert len(chunked) > 5 and all(chunked)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "read"),
+    [
+        ("cross_attention/probs", lambda store: store["cross_attention/probs"].values),
+        ("_numina/written/cross_attention/probs", lambda store: store["cross_attention/probs"].written()),
+        ("_numina/attrs_log", lambda store: store.attrs),
+    ],
+)
+def test_flipped_bytes_inside_a_dataset_raise_the_stores_error(tmp_path: Path, dataset: str, read) -> None:
+    path = tmp_path / "attention.h5"
+    _small_store(path)
+    with open_store(path) as store:
+        assert (store["cross_attention/probs"].sel(step=0, branch="cond", layer=0).values == 1).all()
+    _flip_a_byte(path, dataset)
+    with pytest.raises(DamagedStoreError, match="damaged after writing") as caught, open_store(path) as store:
+        read(store)
+    assert str(path) in str(caught.value) and "Copy the store again" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "read"),
+    [
+        ("/", "config", "{not json", lambda store: store.attrs),
+        ("/", "numina_store_json_attrs", "[config", lambda store: store.attrs),
+        ("cross_attention", "numina_store_coords", None, lambda store: store["cross_attention/probs"]),
+        (
+            "cross_attention/probs",
+            "numina_store_json_attrs",
+            "{bad",
+            lambda store: store["cross_attention/probs"],
+        ),
+    ],
+)
+def test_damaged_metadata_raises_the_stores_error(tmp_path: Path, where: str, key: str, value, read) -> None:
+    path = tmp_path / "attention.h5"
+    _small_store(path)
+    with h5py.File(path, "r+") as handle:
+        if value is None:
+            del handle[where].attrs[key]
+        else:
+            handle[where].attrs[key] = value
+    with pytest.raises(DamagedStoreError, match="damaged after writing"), open_store(path) as store:
+        read(store)

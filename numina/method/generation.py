@@ -33,8 +33,8 @@ import torch
 from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, open_capture_store
 from numina.capture.spec import CaptureSpec, release_reference_layer, release_reference_step
 from numina.method.cache import WARMUP, FirstBlockStepCache, StepCache
-from numina.method.correct import Edit, correct_layout
-from numina.method.identify import HeadChoice, Phase1Data, choose_head, noun_cross_maps
+from numina.method.correct import Edit, check_correction, correct_layout
+from numina.method.identify import HeadChoice, Phase1Data, check_finite, choose_head, noun_cross_maps
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
 from numina.method.presets import NuminaOptions
@@ -43,7 +43,7 @@ from numina.metrics.separability import DEFAULT_WEIGHTS
 from numina.models import Geometry
 from numina.prompts import PromptTokens
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, plain_generation
+from numina.walkthrough import GenerationSettings, check_generated, plain_generation
 
 STAGES = ("walkthrough", "corrected")
 PATHS = (
@@ -129,19 +129,17 @@ def method_spec(
 def identify_and_layout(
     data: Phase1Data, tokens: PromptTokens, geometry: Geometry, options: NuminaOptions, reference_layer: int
 ) -> tuple[HeadChoice, dict[str, int | None], Layout]:
-    """Phase 1 from captured data: head per frame, the nouns' cross maps, the layout."""
+    """Phase 1 from captured data: head per frame, the nouns' cross maps, the layout. Data with a NaN
+    or inf where a decision reads it is refused first (`check_finite`)."""
+    positions = noun_positions(tokens, options.all_occurrences)
+    check_finite(data, positions)
     if tuple(options.score_weights) != DEFAULT_WEIGHTS:  # the capture scored with the release's weights
         data = data.rescored(
             geometry.height, geometry.width, options.score_variant, tuple(options.score_weights)
         )
     layer = None if options.head_rule == "per_layer" else reference_layer
     head = choose_head(data, options.head_rule, layer, options.fixed_head)
-    maps, cross_heads = noun_cross_maps(
-        data,
-        noun_positions(tokens, options.all_occurrences),
-        options.cross_heads,
-        options.concentration_measure,
-    )
+    maps, cross_heads = noun_cross_maps(data, positions, options.cross_heads, options.concentration_measure)
     layout = build_layout(head.components(data), maps, geometry.height, geometry.width, options.layout)
     return head, cross_heads, layout
 
@@ -227,6 +225,7 @@ def run_numina(
     """Generate `tokens.prompt` with NUMINA; the walk-through's capture and the layout go to `store_path`."""
     if not tokens.targets:
         raise ValueError(f"no targets for {tokens.prompt!r}: NUMINA needs {{noun: count}} to correct.")
+    check_correction(tokens.targets, stride=options.stride, disc_radius=options.disc_radius)
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
     spec, step, reference_layer = method_spec(geometry, tokens, settings.steps, options)
     nouns = list(tokens.targets)
@@ -282,6 +281,7 @@ def run_numina(
         timings["correct"] = time.perf_counter() - started
         started = time.perf_counter()
         if options.early_accept and found["right"]:
+            check_generated(latents, tokens.prompt, settings.seed)
             path, video = "accepted", decode_latents(pipeline, latents, output_type)
         else:
             columns = noun_positions(tokens, options.all_occurrences)

@@ -32,6 +32,12 @@ HEAD_RULES = ("per_frame", "per_video", "per_layer", "fixed")
 CROSS_HEADS = ("mean", "concentration", "peak")
 # Measures where a smaller value means a more concentrated map.
 LOWER_IS_SHARPER = ("entropy", "spread")
+NOT_FINITE_HELP = (
+    "NaN or inf would silently decide the head and the count (a NaN S wins argmax, an inf pixel empties "
+    "the focus mask). It comes from a run whose activations overflowed (try --dtype float32) or from a "
+    "store that is not complete (unwritten entries read as NaN): rerun the walk-through or read a "
+    "complete store."
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,48 @@ class HeadChoice:
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer.tolist(), "head": self.head.tolist(), "score": self.score.tolist()}
+
+
+def _first_not_finite(values: np.ndarray) -> tuple[tuple[int, ...], float, int] | None:
+    """(index, value, how many) of the first NaN/inf entry of `values`, or None when all are finite."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return None
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return index, float(values[index]), int(bad.sum())
+
+
+def check_finite(data: Phase1Data, positions: Mapping[str, Sequence[int]]) -> None:
+    """Refuse phase-1 data with a NaN/inf where a decision reads it: the S scores, the components and
+    the cross maps of the nouns' token `positions`; the error names the block, head, frame and noun.
+
+    One `isfinite` pass over arrays already on the host, at the entry of phase 1's decisions.
+    """
+    found = _first_not_finite(data.scores)
+    if found is not None:
+        (layer, head, frame, term), value, n = found
+        raise ValueError(
+            f"the self-attention score {TERMS[term]} is {value} at block {data.layers[layer]}, head {head}, "
+            f"frame {frame} ({n} such values). {NOT_FINITE_HELP}"
+        )
+    found = _first_not_finite(data.components)
+    if found is not None:
+        (layer, head, frame, _, _), value, n = found
+        raise ValueError(
+            f"the self-attention components are {value} at block {data.layers[layer]}, head {head}, "
+            f"frame {frame} ({n} such values). {NOT_FINITE_HELP}"
+        )
+    for noun, span in positions.items():
+        for position in span:
+            if position not in data.tokens:
+                continue  # noun_cross_maps names positions that were not captured
+            found = _first_not_finite(data.cross[:, data.tokens.index(position)])
+            if found is not None:
+                (head, frame, y, x), value, n = found
+                raise ValueError(
+                    f"the cross-attention map of noun {noun!r} (token {position}) is {value} at head {head}, "
+                    f"frame {frame}, position (y={y}, x={x}) ({n} such values). {NOT_FINITE_HELP}"
+                )
 
 
 def best_heads(

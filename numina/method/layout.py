@@ -12,7 +12,7 @@ NUMINA's layout step (METHOD.md, "Phase 1", step 5), as the release does it:
                 increasing cluster id
 
 Labels: 0 background, 1..99 detected instances, -1 removed and >= 100 added (by `correct`). May import
-numpy, scikit-learn and numina.method.meanshift.
+numpy, scikit-learn, numina.checks and numina.method.meanshift.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import DBSCAN
 
+from numina.checks import check_int, check_real
 from numina.method.meanshift import estimate_bandwidth, mean_shift
 
 BACKGROUND = 0
@@ -44,6 +45,15 @@ class LayoutOptions:
     quantile: float = 0.2  # MeanShift bandwidth estimate
     n_samples: int = 1000  # positions the bandwidth estimate looks at, at most
     fallback_bandwidth: float = 0.5  # when the estimate is not positive
+
+    def __post_init__(self) -> None:
+        check_real("layout threshold", self.threshold, 0, 1)
+        check_real("layout eps", self.eps, 0, low_open=True)
+        check_int("layout min_samples", self.min_samples, 1)
+        check_real("layout min_overlap", self.min_overlap, 0, 1)
+        check_real("layout quantile", self.quantile, 0, 1, low_open=True)
+        check_int("layout n_samples", self.n_samples, 1)
+        check_real("layout fallback_bandwidth", self.fallback_bandwidth, 0, low_open=True)
 
 
 @dataclass(frozen=True, eq=False)

@@ -3,7 +3,8 @@
 `official` reproduces the public release (METHOD.md); `paper` changes what the paper text describes
 differently (per-noun cross-attention head by concentration); `improved` switches on this project's
 improvements, each also a separate option. The default stays `official` until a measurement says an
-improvement is better. May import numina.method (identify, layout, correct, cache) and numina.metrics.
+improvement is better. May import numina.checks, numina.method (identify, layout, correct, cache) and
+numina.metrics.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from numina.checks import check_int, check_optional_int, check_real, check_reals
 from numina.method.cache import CACHE_METHODS, TAU
 from numina.method.correct import DEFAULT_WEIGHTS as COST_WEIGHTS
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
@@ -57,6 +59,13 @@ class NuminaOptions:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
         if self.head_rule == "fixed" and self.fixed_head is None:
             raise ValueError("head_rule='fixed' needs fixed_head (a head index of the reference block)")
+        for name in ("reference_step", "reference_layer", "fixed_head"):
+            check_optional_int(name, getattr(self, name), 0)
+        check_reals("score_weights", self.score_weights, 3)
+        check_reals("cost_weights", self.cost_weights, 3, low=0)
+        check_real("cache_threshold", self.cache_threshold, 0)
+        check_int("stride", self.stride, 1)
+        check_int("disc_radius", self.disc_radius, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,7 +3,8 @@
 `load_pipeline` is the one entry point every experiment uses, so the real checkpoints
 (Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B), the trained built-in CountWorld models and the tiny random
 offline copies go through the same `WanPipeline.from_pretrained` path. It also recognises which Wan
-family a pipeline is, sets the sampler's flow shift and the attention backend. May import numina.models.*.
+family a pipeline is, sets the sampler's flow shift and the attention backend. May import numina.models.*
+and numina.checks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 from transformers import AutoTokenizer
 
+from numina.checks import check_real
 from numina.models import countworld, countworld2
 from numina.models.geometry import Geometry
 from numina.models.tiny import build_tiny_pipeline, default_tiny_folder
@@ -113,6 +115,8 @@ def load_pipeline(
     `attention_backend` names a diffusers attention-dispatcher backend ("native", "flash",
     "xformers", ...), left at diffusers' default when None.
     """
+    if flow_shift is not None:
+        check_real("flow_shift", flow_shift, 0, low_open=True)
     source = resolve_model(model)
     try:
         vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", dtype=torch.float32)

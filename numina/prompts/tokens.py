@@ -13,12 +13,15 @@ e.g. a BOS), "padding".
 
 Positions of a word: the tokens whose character span (leading/trailing whitespace aside) overlaps the
 word. A token that is only a word-start mark (a bare SentencePiece "▁" before the word's first piece)
-belongs to the word it starts. Words cut off by truncation have no positions.
+belongs to the word it starts. Words cut off by truncation have no positions; a prompt longer than the
+text encoder's `max_length` tokens is parsed with a warning, and its targets are derived only from the
+words the model sees whole.
 """
 
 from __future__ import annotations
 
 import bisect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -429,12 +432,33 @@ def _adjective_flags(words: PromptWords, tagger: str | AdjectiveTagger) -> tuple
     return [a or bool(b) for a, b in zip(flags, tagged, strict=True)], f"{source}+{name}"
 
 
+def _seen_words(
+    words: PromptWords,
+    offsets: Sequence[tuple[int, int]],
+    real: Sequence[int],
+    n_tokens: int,
+    max_length: int,
+) -> int:
+    """How many leading words the text encoder sees whole: all of them unless truncation cut the prompt."""
+    if n_tokens < max_length:
+        return len(words)
+    visible_end = max((offsets[p][1] for p in real), default=0)
+    return sum(1 for span in words.spans if span.end <= visible_end)
+
+
 def _resolve_targets(
-    words: PromptWords, targets: Mapping[str, int] | None
+    words: PromptWords, targets: Mapping[str, int] | None, seen: int
 ) -> tuple[dict[str, int], dict[int, str], dict[int, tuple[int, ...]], dict[int, int], str]:
-    """Targets, word -> target key, word -> occurrence group, numeral phrase -> counted noun word, source."""
+    """Targets, word -> target key, word -> occurrence group, numeral phrase -> counted noun word, source.
+
+    Derived targets come from the first `seen` words only (what the model sees): a numeral cut off by
+    truncation must not become a target the video is corrected towards.
+    """
     if targets is None:
-        resolved, links = derive_links(words)
+        visible = words
+        if seen < len(words):
+            visible = PromptWords.from_text(words.text[: words.spans[seen - 1].end] if seen else "")
+        resolved, links = derive_links(visible)
         source = "derived"
     else:
         resolved, links, source = validate_targets(targets), None, "given"
@@ -496,8 +520,17 @@ def parse_prompt(
     eos_position = eos_candidates[-1] if eos_candidates else None
 
     words = PromptWords.from_text(cleaned)
-    resolved, word_target, word_group, links, source = _resolve_targets(words, targets)
     real = [p for p in range(n_tokens) if not special[p]]
+    seen = _seen_words(words, offsets, real, n_tokens, max_length)
+    if seen < len(words):
+        warnings.warn(
+            f"the prompt is longer than the text encoder's {max_length} tokens: the model does not see "
+            f"{len(words) - seen} of its {len(words)} words, from {words.spans[seen].text!r} on "
+            f"({cleaned[words.spans[seen].start :][:60]!r}...). Targets are derived only from the words it "
+            "sees; shorten the prompt, or give the targets (--counts) for what it sees.",
+            stacklevel=2,
+        )
+    resolved, word_target, word_group, links, source = _resolve_targets(words, targets, seen)
     positions = _word_positions(cleaned, words.spans, offsets, real)
     for noun in resolved:
         if not any(positions[i] for i, key in word_target.items() if key == noun):

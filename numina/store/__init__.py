@@ -50,8 +50,10 @@ example::
 Completeness and crash safety: the writer writes ``<name>.partial`` and renames it to ``<name>`` only
 in a proper ``close()`` (after marking ``/_numina/status`` complete, flushing and fsyncing), so a
 killed or failed run never leaves a file under the final name. The reader refuses a ``.partial``
-store (IncompleteStoreError) unless ``allow_incomplete=True``, and a cut-off file
-(TruncatedStoreError), each with a message saying what happened and what to do.
+store (IncompleteStoreError) unless ``allow_incomplete=True``, a cut-off file (TruncatedStoreError)
+and a damaged one (DamagedStoreError: every chunked dataset carries HDF5's per-chunk fletcher32
+checksum, so flipped bytes fail on read, and metadata that no longer decodes is reported as such), each
+with a message saying what happened and what to do.
 
 Live reading: the file is in HDF5 SWMR mode from the first write, so another process can follow a
 running capture with ``open_store(path, live=True)``: reads refresh, ``store.refresh()`` picks up new
@@ -67,6 +69,7 @@ Modules: ``layout`` (on-disk names and chunking), ``coords``, ``attrs`` (attribu
 
 from numina.store.errors import (
     CoordinateError,
+    DamagedStoreError,
     IncompleteStoreError,
     StoreError,
     StoreWriteError,
@@ -81,6 +84,7 @@ __all__ = [
     "AttentionStore",
     "AttentionStoreWriter",
     "CoordinateError",
+    "DamagedStoreError",
     "IncompleteStoreError",
     "NamedArray",
     "StoreError",

@@ -18,6 +18,11 @@ class TruncatedStoreError(StoreError):
     """The file is shorter than its HDF5 header says: it was cut off (interrupted copy, full disk)."""
 
 
+class DamagedStoreError(StoreError):
+    """Bytes of the file changed after it was written: a chunk failed its checksum (fletcher32) or the
+    store's metadata (attributes, coordinates) no longer decodes."""
+
+
 class StoreWriteError(StoreError):
     """A write failed in the background writer thread; the original exception is its ``__cause__``."""
 

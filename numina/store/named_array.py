@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from numina.store.coords import CoordIndex, is_scalar_label, normalize_coord, summarize_values
-from numina.store.errors import CoordinateError
+from numina.store.errors import CoordinateError, DamagedStoreError
 
 Key = int | np.ndarray  # per stored dimension: one position (dimension dropped) or positions (kept)
 
@@ -54,6 +54,16 @@ class H5Source:
         self.refresh = refresh
 
     def read(self, keys: Sequence[Key]) -> np.ndarray:
+        try:
+            return self._read(keys)
+        except OSError as error:  # h5py's error for a chunk whose fletcher32 checksum fails
+            raise DamagedStoreError(
+                f"dataset {self.dataset.name!r} of {self.dataset.file.filename} could not be read ({error}): "
+                "its bytes were damaged after writing (a failed checksum). Copy the store again from its "
+                "source, or re-run the capture."
+            ) from error
+
+    def _read(self, keys: Sequence[Key]) -> np.ndarray:
         if self.refresh:
             self.dataset.refresh()
         if not keys:

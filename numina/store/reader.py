@@ -8,13 +8,16 @@
 Only complete stores open by default (see :mod:`numina.store.integrity`). ``allow_incomplete=True``
 opens what a killed or failed writer left (up to its last flush); ``live=True`` follows a writer that
 is still running (HDF5 SWMR): each read refreshes, ``refresh()`` updates attributes and ``complete``
-turns True once the writer has closed. The writer must run in another process. Imports nothing from
+turns True once the writer has closed. The writer must run in another process. A chunk that fails its
+checksum or metadata that no longer decodes raises ``DamagedStoreError``. Imports nothing from
 the project but ``numina.store.{attrs,errors,integrity,layout,named_array}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,25 @@ import h5py
 import numpy as np
 
 from numina.store.attrs import decode_log, read_attrs
-from numina.store.errors import CoordinateError
+from numina.store.errors import CoordinateError, DamagedStoreError
 from numina.store.integrity import open_store_file, read_complete
 from numina.store.layout import ATTRS_LOG_PATH, COORDS_ATTR, INDEX_DIMS_ATTR, INTERNAL_GROUP, written_path
 from numina.store.named_array import H5Source, NamedArray
+
+
+@contextlib.contextmanager
+def _metadata(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn what damaged metadata raises (a missing attribute, JSON or text that no longer decodes, a
+    chunk that fails its checksum) into the store's own error, naming the file and what was read."""
+    try:
+        yield
+    except CoordinateError:
+        raise
+    except (KeyError, ValueError, OSError) as error:
+        raise DamagedStoreError(
+            f"the {what} of {path} cannot be read ({type(error).__name__}: {error}): the file was damaged "
+            "after writing. Copy the store again from its source, or re-run the capture."
+        ) from error
 
 
 def _strings(values: Any) -> list[str]:
@@ -47,8 +65,9 @@ class StoreGroup:
         self.store = store
         self.name = name
         self._group = store._file[name]
-        self.dims: tuple[str, ...] = tuple(_strings(self._group.attrs[COORDS_ATTR]))
-        self.coords: dict[str, np.ndarray] = {dim: _coord_values(self._group[dim]) for dim in self.dims}
+        with _metadata(store.path, f"coordinates of group {name!r}"):
+            self.dims: tuple[str, ...] = tuple(_strings(self._group.attrs[COORDS_ATTR]))
+            self.coords: dict[str, np.ndarray] = {dim: _coord_values(self._group[dim]) for dim in self.dims}
         self.datasets: tuple[str, ...] = tuple(key for key in self._group if key not in self.coords)
 
     def __getitem__(self, name: str) -> NamedArray:
@@ -57,16 +76,19 @@ class StoreGroup:
                 f"group {self.name!r} has no dataset {name!r}; datasets: {list(self.datasets)}"
             )
         dataset = self._group[name]
-        dims = tuple(dim.label for dim in dataset.dims)
-        index_dims = tuple(_strings(dataset.attrs.get(INDEX_DIMS_ATTR, [])))
+        with _metadata(self.store.path, f"dimensions and attributes of dataset {self.name}/{name!r}"):
+            dims = tuple(dim.label for dim in dataset.dims)
+            coords = {dim: self.coords[dim] for dim in dims}
+            index_dims = tuple(_strings(dataset.attrs.get(INDEX_DIMS_ATTR, [])))
+            attrs = read_attrs(dataset)
         mask = self.store._file.get(written_path(self.name, name))
         live = self.store.live
         return NamedArray(
             H5Source(dataset, refresh=live),
             dims,
-            {dim: self.coords[dim] for dim in dims},
+            coords,
             name=f"{self.name}/{name}",
-            attrs=read_attrs(dataset),
+            attrs=attrs,
             index_dims=index_dims if mask is not None else (),
             written_source=H5Source(mask, refresh=live) if mask is not None else None,
         )
@@ -99,11 +121,12 @@ class AttentionStore:
 
     def refresh(self) -> None:
         """Re-read attributes (and, in live mode, what the writer flushed since)."""
-        attrs = read_attrs(self._file)
-        log = self._file[ATTRS_LOG_PATH]
-        if self.live:
-            log.refresh()
-        attrs.update(decode_log(log[()].tobytes()))
+        with _metadata(self.path, "run attributes"):
+            attrs = read_attrs(self._file)
+            log = self._file[ATTRS_LOG_PATH]
+            if self.live:
+                log.refresh()
+            attrs.update(decode_log(log[()].tobytes()))
         self._attrs = attrs
 
     @property

@@ -448,9 +448,13 @@ class AttentionStoreWriter:
         internal.attrs["created_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         )
-        status = handle.create_dataset(STATUS_PATH, shape=(1,), maxshape=(1,), chunks=(1,), dtype="S16")
+        status = handle.create_dataset(
+            STATUS_PATH, shape=(1,), maxshape=(1,), chunks=(1,), dtype="S16", fletcher32=True
+        )
         status[0] = STATUS_WRITING
-        handle.create_dataset(ATTRS_LOG_PATH, shape=(0,), maxshape=(None,), chunks=(4096,), dtype=np.uint8)
+        handle.create_dataset(
+            ATTRS_LOG_PATH, shape=(0,), maxshape=(None,), chunks=(4096,), dtype=np.uint8, fletcher32=True
+        )
         scales: dict[str, dict[str, h5py.Dataset]] = {}
         for group in self._groups.values():
             target = handle.create_group(group.name)
@@ -475,6 +479,7 @@ class AttentionStoreWriter:
                 dtype=spec.dtype,
                 chunks=spec.chunks,
                 fillvalue=fill_value(spec.dtype),
+                fletcher32=True,
                 **options,
             )
             _attach(dataset, spec.dims, scales[spec.group])
@@ -491,6 +496,7 @@ class AttentionStoreWriter:
                 if mask_shape and np.prod(mask_shape) <= 1 << 22
                 else (True if mask_shape else None),
                 fillvalue=0,
+                fletcher32=bool(mask_shape),  # a checksum needs chunks; a scalar mask has none
             )
             _attach(mask, spec.chunk_dims, scales[spec.group])
             self._datasets[spec.key] = dataset
