@@ -12,8 +12,9 @@ ordered pairs (a, b) of distinct instances, the mean over queries q in a of
 (per-token densities, so an instance's area does not count; 2 nats: a query gives each token of its own
 instance 7.4 times the attention it gives a token of the other). A head that only attends nearby
 tokens scores high on that too, so a second number tells instances from mere locality: the nats of
-own-instance tokens over the background ring around the instance (tokens of no instance of the kind
-within `RING` tokens), which a locality head cannot win. Float16-stored maps can hold exact zeros;
+own-instance tokens over the background ring around the instance (tokens of no instance of the kind,
+2 to `RING` tokens away: the first token around is skipped, since the decoder blends an object's rim
+into it), which a locality head cannot win. Float16-stored maps can hold exact zeros;
 densities are floored at `DENSITY_FLOOR` and the floored share is reported.
 
 May import numpy, pandas, numina and analysis.statistics.
@@ -31,7 +32,7 @@ from analysis.statistics import confidence_interval
 
 # The smallest positive float16 (a subnormal): a mean density below it was stored as zero.
 DENSITY_FLOOR = float(np.finfo(np.float16).smallest_subnormal)
-RING = 2  # tokens around an instance that make its background ring
+RING = 3  # the background ring: tokens 2..RING steps from an instance
 
 
 def token_instances(pixel_labels: np.ndarray, stride: int) -> np.ndarray:
@@ -68,7 +69,10 @@ def instance_separation(attention: np.ndarray, labels: np.ndarray) -> dict | Non
     if len(instances) < 2:
         return None
     regions = [labels == instance for instance in instances]
-    rings = [ndimage.binary_dilation(region, iterations=RING) & (labels == 0) for region in regions]
+    rings = [
+        ndimage.binary_dilation(region, iterations=RING) & ~ndimage.binary_dilation(region) & (labels == 0)
+        for region in regions
+    ]
     members = np.stack([mask.reshape(-1) for mask in regions + rings], axis=1).astype(np.float64)
     density = np.asarray(attention, dtype=np.float64) @ (members / np.maximum(members.sum(axis=0), 1))
     queries = labels.reshape(-1) > 0

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from numina.cli import integer, real
 from numina.countworld import world2
 from numina.countworld.joint_training import counting_rows, counting_summary, single_kind_scenes
 from numina.models import load_pipeline
@@ -30,11 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add("--model", default="countworld2", help="'countworld2' or a pipeline folder")
     add("--guidance", default="5", help="comma-separated CFG scales")
-    add("--prompts", type=int, default=128, help="images or clips per guidance scale")
-    add("--frames", type=int, default=1, help="1 (single-kind images) or 4k+1 (clips of 1-3 kinds)")
-    add("--steps", type=int, default=50, help="sampling steps")
-    add("--flow-shift", type=float, default=None, help="the sampler's shift (default: the folder's)")
-    add("--seed", type=int, default=0)
+    add("--prompts", type=integer(8), default=128, help="images or clips per guidance scale")
+    add("--frames", type=integer(1), default=1, help="1 (single-kind images) or 4k+1 (clips of 1-3 kinds)")
+    add("--steps", type=integer(1), default=50, help="sampling steps")
+    add("--flow-shift", type=real(0, low_open=True), default=None, help="default: the folder's")
+    add("--seed", type=integer(0), default=0)
     add("--device", default=None, help="cuda when available, else cpu")
     add("--out", type=Path, required=True, help="folder for the tables and contact sheets")
     args = parser.parse_args(argv)
@@ -44,10 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--guidance must be comma-separated numbers, got {args.guidance!r}")
     if not all(np.isfinite(args.guidance)) or min(args.guidance) < 1:
         parser.error("every --guidance scale must be a finite number >= 1")
-    if args.frames % 4 != 1 or args.prompts < 8 or args.steps < 1:
-        parser.error("--frames must be 4k+1, --prompts at least 8, --steps at least 1")
-    if args.flow_shift is not None and not (np.isfinite(args.flow_shift) and args.flow_shift > 0):
-        parser.error("--flow-shift must be a positive number")
+    if args.frames % 4 != 1:
+        parser.error("--frames must be 4k+1 (1: images)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return args
 

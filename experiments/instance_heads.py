@@ -43,6 +43,7 @@ from numina.cli import (
     add_prompt_arguments,
     generation_settings,
     index_list,
+    integer,
     load_prompt_set,
     pipeline_from_args,
     resolve_model_arguments,
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_prompt_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--layers", default="reference", help="'reference', 'all' or block indices, e.g. 2,5")
-    parser.add_argument("--reference-step", type=int, default=None, help="default: step 20 of 50's share")
+    parser.add_argument("--reference-step", type=integer(0), default=None, help="default: 20 of 50")
     parser.add_argument("--out", type=Path, default=Path("runs/instance_heads"))
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
