@@ -148,14 +148,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"a small suite: {QUICK}")
     args = parser.parse_args(argv)
     try:
-        if args.quick and (args.grids or args.ks or args.cases_per_cell):
+        if args.quick and (args.grids or args.ks or args.cases_per_cell is not None):
             raise ValueError("--quick sets --grids, --ks and --cases-per-cell itself; drop one or the other")
         settings = QUICK if args.quick else {}
         args.grids = parse_grids(args.grids or settings.get("grids", DEFAULT_GRIDS))
         args.ks = parse_ks(args.ks or settings.get("ks", DEFAULT_KS))
         if args.stress:
             args.ks += [k for k in STRESS_KS if k not in args.ks]
-        args.cases_per_cell = args.cases_per_cell or settings.get("cases_per_cell", 4)
+        if args.cases_per_cell is None:
+            args.cases_per_cell = settings.get("cases_per_cell", 8)
         if args.cases_per_cell < 1:
             raise ValueError(f"--cases-per-cell must be >= 1, got {args.cases_per_cell}")
         if args.examples < 0:

@@ -13,8 +13,8 @@ Scene rules (`generate_case`), all in grid tokens:
     instance   a disc {(y, x): (y - cy)^2 + (x - cx)^2 <= r^2} lying fully inside the grid
     gap        positions of two different instances are at Chebyshev distance >= gap + 1, i.e. at
                least `gap` background tokens between them along every row, column and diagonal
-               (never touching); the two members of an adjacent pair have exactly one token between
-               them (same row or column), every other pair keeps `gap`
+               (never touching); the two members of an adjacent pair start with exactly one token
+               between them (same row or column) and keep at least one, every other pair keeps `gap`
     placement  instance by instance, centres uniform over all centres that keep the rules, radius
                uniform in `radius`; a scene that cannot be completed is drawn again (50 tries), then
                a ValueError; instances 1..k are the noun's, k+1..k+others other nouns' objects
