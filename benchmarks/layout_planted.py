@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for note in notes:
         print(note)
+    version = code_version()  # of the code that runs, before anything can change it
     keep = (
         np.unique(np.linspace(0, len(specs) - 1, args.examples).round().astype(int)) if args.examples else []
     )
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "cells_left_out": notes,
         "seconds_total": total,
         "seconds_per_extraction": run.seconds,
-        "code_version": code_version(),
+        "code_version": version,
     }
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(f"{len(specs)} cases in {total:.1f} s; extraction seconds {run.seconds}; written to {args.out}")
