@@ -156,7 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.stress:
             args.ks += [k for k in STRESS_KS if k not in args.ks]
         if args.cases_per_cell is None:
-            args.cases_per_cell = settings.get("cases_per_cell", 8)
+            args.cases_per_cell = settings.get("cases_per_cell", 4)
         if args.cases_per_cell < 1:
             raise ValueError(f"--cases-per-cell must be >= 1, got {args.cases_per_cell}")
         if args.examples < 0:

@@ -393,7 +393,7 @@ def own_instance_mass(case: PlantedCase) -> float:
 # --- scoring ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FrameMatch:
     """One frame's score: the count against the target, and instances matched at IoU >= threshold."""
 
