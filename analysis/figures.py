@@ -11,12 +11,15 @@ every figure (`TYPE_COLOURS`). May import matplotlib, seaborn, numpy, pandas, to
     token_grid_figure              one token's maps over frames (columns) and heads (rows)
     components_figure              a head's self-attention components and the grey image S scores
     layout_overlay_figure          instance labels over frames or maps
+    planted_accuracy_figure        planted-attention benchmark: exact rate by k and difficulty
+    planted_examples_figure        planted scenes: each extraction's layout over the truth
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib as mpl
 import numpy as np
@@ -29,6 +32,9 @@ from matplotlib.figure import Figure
 from analysis.maps import word_maps
 from numina.metrics.separability import grey_image
 from numina.store import AttentionStore
+
+if TYPE_CHECKING:
+    from numina.evaluation.planted import Example
 
 STYLE = {
     "figure.dpi": 110,
@@ -302,5 +308,74 @@ def layout_overlay_figure(
         handles = [mpl.patches.Patch(color=colours(k), label=name) for k, name in enumerate(names) if k > 0]
         if handles:
             figure.legend(handles=handles, loc="outside right center", frameon=False)
+        figure.suptitle(title)
+    return figure
+
+
+def planted_accuracy_figure(table: pd.DataFrame, title: str = "Planted layouts") -> Figure:
+    """Exact rate (solid, 95% Wilson band) and right-count rate (dashed) against k, one panel per
+    difficulty, one colour per extraction; `table` is `accuracy_table(rows, by=["difficulty", "k"])`.
+
+    The gap between the dashed and the solid line is right counts made of wrong instances.
+    """
+    needed = {"extraction", "difficulty", "k", "exact", "exact_low", "exact_high", "count_right"}
+    if not needed <= set(table.columns):
+        raise ValueError(
+            f"planted accuracy table needs the columns {sorted(needed)}, got {list(table.columns)}"
+        )
+    levels = list(dict.fromkeys(table["difficulty"]))
+    extractions = list(dict.fromkeys(table["extraction"]))
+    palette = sns.color_palette("tab10", max(len(extractions), 1))
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(2.6 * len(levels) + 0.6, 2.6), layout="constrained")
+        axes = figure.subplots(1, len(levels), squeeze=False, sharey=True)[0]
+        for axis, level in zip(axes, levels, strict=True):
+            for colour, name in zip(palette, extractions, strict=False):
+                rows = table[(table["difficulty"] == level) & (table["extraction"] == name)].sort_values("k")
+                axis.plot(rows["k"], rows["exact"], "o-", color=colour, label=f"{name}: exact")
+                axis.fill_between(rows["k"], rows["exact_low"], rows["exact_high"], color=colour, alpha=0.2)
+                axis.plot(rows["k"], rows["count_right"], "--", color=colour, label=f"{name}: right count")
+            axis.set_title(level)
+            axis.set_xlabel("instances of the noun (k)")
+            axis.set_ylim(-0.03, 1.03)
+        axes[0].set_ylabel("fraction of cases")
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside right center", frameon=False)
+        figure.suptitle(title)
+    return figure
+
+
+def planted_examples_figure(examples: Sequence[Example], title: str = "Planted scenes") -> Figure:
+    """One row per example (its first frame): the noun map with the truth outlined, then each
+    extraction's instances (colours) under the truth's outlines, titled with count and matches."""
+    if not examples:
+        raise ValueError("No examples to draw.")
+    names = list(dict.fromkeys(name for example in examples for name in example.predicted))
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(2.4 * (len(names) + 1), 1.9 * len(examples)), layout="constrained")
+        axes = figure.subplots(len(examples), len(names) + 1, squeeze=False)
+        for row, example in zip(axes, examples, strict=True):
+            truth = example.truth[0]
+            spec = example.spec
+            row[0].imshow(example.noun_maps[0], interpolation="nearest")
+            row[0].set_title(
+                f"{spec.grid} k={spec.k} {spec.difficulty}\n{spec.scenario}, {spec.noun_map} noun map"
+            )
+            for axis, name in zip(row[1:], names, strict=True):
+                if name in example.predicted:
+                    labels = example.predicted[name][0]
+                    indices, colours, legend = _label_colours(labels)
+                    axis.imshow(indices, cmap=colours, vmin=0, vmax=len(legend) - 1, interpolation="nearest")
+                    match = example.matches[name]
+                    axis.set_title(f"{name}: {match.count} found, {match.matched}/{match.target} matched")
+                else:
+                    axis.set_title(f"{name}: failed")
+            for axis in row:
+                if truth.any():
+                    axis.contour(
+                        truth > 0, levels=[0.5], colors="white" if axis is row[0] else "black", linewidths=0.8
+                    )
+                axis.set_xticks([])
+                axis.set_yticks([])
         figure.suptitle(title)
     return figure

@@ -1,7 +1,9 @@
 """Evaluation: the CountBench prompt set, counters (exact, OWLv2, GroundingDINO), metrics, CLIP score.
 
 May import numpy, pandas, scipy, torch, transformers, numina.prompts and the standard library;
-nothing here imports analysis or experiments.
+nothing here imports analysis or experiments. `numina.evaluation.planted` (the planted-attention
+benchmark of the layout) also imports numina.capture and numina.method, so it is not exported here:
+import it by its own name.
 """
 
 from numina.evaluation.clip_score import DEFAULT_CLIP_MODEL, ClipScorer, build_tiny_clip
