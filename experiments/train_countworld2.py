@@ -121,6 +121,8 @@ class Trainer:
         self.work.mkdir(parents=True, exist_ok=True)
         self.portable = self.work / "portable"
         self.device = torch.device(args.device)
+        # Every step has the same shapes: cuDNN may pick the VAE encoder's fastest 3-D convolutions once.
+        torch.backends.cudnn.benchmark = self.device.type == "cuda"
         self.autocast = torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         )
