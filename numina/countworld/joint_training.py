@@ -12,7 +12,7 @@ May import torch, numpy, pandas, numina.countworld (world, world2, training), nu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,11 +209,13 @@ def counting_rows(
     seed: int,
     autocast: torch.autocast,
     chunk: int = 32,
+    on_videos: Callable[[int, np.ndarray], None] | None = None,
 ) -> pd.DataFrame:
     """The counts table (`numina.evaluation.metrics` format) of the pipeline's own videos of `scenes`:
     one video per scene, the noise of each chunk drawn on the CPU from `seed` + the chunk's first index,
     counted per frame and noun by the exact colour counter. Method "baseline"; prompt_id = the scene's
-    index. A video with NaN or inf pixels is an error: the counter would count it as empty."""
+    index. A video with NaN or inf pixels is an error: the counter would count it as empty.
+    `on_videos(start, videos)` sees each chunk's videos (B, F, H, W, 3), e.g. to keep a contact sheet."""
     pipeline.set_progress_bar_config(disable=True)
     rows = []
     for start in range(0, len(scenes), chunk):
@@ -234,6 +236,8 @@ def counting_rows(
                 f"the pipeline drew NaN or inf pixels for prompts {start}..{start + len(batch) - 1} "
                 f"(the first: {batch[0].caption!r}); its weights or sampler settings are broken"
             )
+        if on_videos is not None:
+            on_videos(start, videos)
         for offset, (scene, video) in enumerate(zip(batch, videos, strict=True)):
             counter = ExactColourCounter(palette_from_prompt(scene.caption, scene.targets))
             counts = {noun: counter.count(video, noun) for noun in scene.targets}
