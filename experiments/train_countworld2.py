@@ -93,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--object-weight", type=float, default=1.0, help="flow loss weight of latent positions on objects")
     add("--shift", type=float, default=3.0, help="noise-level shift while training")
     add("--compile", action="store_true", help="torch.compile the transformer's blocks")
-    add("--eval-prompts", type=int, default=128, help="benchmark prompts drawn after each piece (0: none)")
+    # 512: a 95% interval of about +-0.04 on the accuracy (128 gave +-0.08, wider than a piece's gain).
+    add("--eval-prompts", type=int, default=512, help="benchmark prompts drawn after each piece (0: none)")
     add("--eval-steps", type=int, default=50, help="sampling steps of that evaluation (CFG 5, shift 5)")
     add("--probe-captions", type=int, default=1000, help="captions of gate G1's text probe after each piece")
     add("--log-every", type=int, default=50)
