@@ -67,14 +67,15 @@ from numina.method.identify import Phase1Data
 from numina.method.presets import NuminaOptions, preset
 from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
-from numina.run_folder import check_resumable, slug, write_json
+from numina.run_folder import check_resumable, device_type, slug, write_config, write_json
 from numina.store import open_store
 from numina.tracking import Tracker
 from numina.walkthrough import GenerationSettings, capture_generation
 
 log = logging.getLogger("ablate_heads")
 OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout"}
-# What every setting's result in a folder depends on besides the setting itself.
+# What every setting's result in a folder depends on besides the setting itself (the counter: the
+# walk-throughs' drawn counts are kept and reused).
 FIXED_SETTINGS = (
     "model",
     "prompt_set",
@@ -88,6 +89,12 @@ FIXED_SETTINGS = (
     "flow_shift",
     "negative_prompt",
     "seed",
+    "counter",
+    "counter_model",
+    "palette",
+    "dtype",
+    "device",
+    "attention_backend",
 )
 
 
@@ -285,12 +292,18 @@ def main(argv: list[str] | None = None) -> Path:
         "flow_shift": args.flow_shift,
         "negative_prompt": args.negative_prompt,
         "seed": args.seed,
+        "counter": args.counter,
+        "counter_model": args.counter_model,
+        "palette": args.palette,
+        "dtype": args.dtype,
+        "device": device_type(args.device),
+        "attention_backend": args.attention_backend,
         "command": ["experiments/ablate_heads.py", *(sys.argv[1:] if argv is None else argv)],
     }
     check_resumable(out, config, FIXED_SETTINGS, "ablate_heads.py")
     for folder in ("stores", "settings", "figures"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config)
+    write_config(out, config)
     settings_by_id = {setting_id(s): s for s in settings}
     write_json(out / "settings.json", settings_by_id)
     (out / "sweep.yaml").write_text(yaml.safe_dump(_wandb_sweep(args, config)))

@@ -63,7 +63,7 @@ from numina.evaluation import (
 from numina.method.generation import generate_video
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
-from numina.run_folder import check_resumable, save_video, slug, write_json
+from numina.run_folder import check_resumable, device_type, save_video, slug, write_config, write_json
 from numina.tracking import Tracker
 from numina.version import code_version
 
@@ -80,7 +80,12 @@ FIXED_SETTINGS = (
     "counter_model",
     "palette",
     "clip",
+    "dtype",
+    "device",
+    "attention_backend",
 )
+# Where the numbers are computed: a resumed run must keep them; --merge computes nothing.
+RUN_SETTINGS = ("dtype", "device", "attention_backend")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -226,7 +231,8 @@ def main(argv: list[str] | None = None) -> Path:
     args.sample_prompts = {item.index for item in prompts[: args.samples]}
     out = args.out
     config = _config(args, model, argv)
-    check_resumable(out, config, FIXED_SETTINGS, "countbench.py")
+    fixed = [key for key in FIXED_SETTINGS if not (args.merge and key in RUN_SETTINGS)]
+    check_resumable(out, config, fixed, "countbench.py")
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = [
         (item, args.seed + k, method)
@@ -241,7 +247,7 @@ def main(argv: list[str] | None = None) -> Path:
         if not (out / "videos" / f"{job_name(job[0].index, job[1], job[2])}.json").exists()
     ]
     if not args.merge:
-        write_json(out / "config.json", config)
+        write_config(out, config)
         log.info(
             "%s: %d jobs here, %d done before, %d to run", out, len(mine), len(mine) - len(todo), len(todo)
         )
@@ -305,6 +311,9 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "guidance": args.guidance,
         "flow_shift": args.flow_shift,
         "negative_prompt": args.negative_prompt,
+        "dtype": args.dtype,
+        "device": device_type(args.device),
+        "attention_backend": args.attention_backend,
         "code_version": code_version(),
         "command": ["experiments/countbench.py", *(sys.argv[1:] if argv is None else argv)],
     }

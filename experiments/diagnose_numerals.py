@@ -52,7 +52,7 @@ from numina.cli import (
 )
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
-from numina.run_folder import atomic_write, check_resumable, save_video, slug, write_json
+from numina.run_folder import atomic_write, check_resumable, device_type, save_video, slug, write_config
 from numina.store import IncompleteStoreError, TruncatedStoreError, open_store
 from numina.tracking import Tracker
 from numina.version import code_version
@@ -68,6 +68,10 @@ FIXED_SETTINGS = (
     "layers",
     "self_attention_layers",
     "stats_only",
+    "flow_shift",
+    "dtype",
+    "device",
+    "attention_backend",
 )
 
 
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> Path:
         "model": args.model,
         "model_source": model,
         "dtype": args.dtype,
-        "device": args.device,
+        "device": device_type(args.device),
+        "attention_backend": args.attention_backend,
         "flow_shift": args.flow_shift,
         "settings": settings.to_dict(),
         "geometry": geometry.to_dict(),
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> Path:
     check_resumable(out, config, FIXED_SETTINGS, "diagnose_numerals.py")
     for folder in ("stores", "tables", "figures"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config)
+    write_config(out, config)
     log.info("output folder: %s (%d prompts)", out, len(prompts))
 
     pipeline = None

@@ -51,14 +51,15 @@ from numina.cli import (
 from numina.evaluation import prompt_counter
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
-from numina.run_folder import check_resumable, write_json
+from numina.run_folder import check_resumable, device_type, write_config, write_json
 from numina.store import open_store
 from numina.walkthrough import capture_generation
 
 GATE_NATS = 2.0
 # Settings that change a prompt's rows: a resumed --out must have been made with the same ones.
 FIXED_SETTINGS = ("model", "frames", "height", "width", "steps", "guidance", "flow_shift", "seed", "layers",
-                  "reference_step", "negative_prompt", "dtype")  # fmt: skip
+                  "reference_step", "negative_prompt", "dtype", "device", "attention_backend",
+                  "prompt_set")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,11 +145,12 @@ def main(argv: list[str] | None = None) -> dict:
     stride = args.height // geometry.height
     config = {key: getattr(args, key) for key in FIXED_SETTINGS if hasattr(args, key)}
     command = ["experiments/instance_heads.py", *(sys.argv[1:] if argv is None else argv)]
-    config |= {"layers": layers, "reference_step": step, "prompt_set": args.prompt_set, "command": command}
+    config |= {"layers": layers, "reference_step": step, "prompt_set": args.prompt_set, "command": command,
+               "device": device_type(args.device)}  # fmt: skip
     out = args.out
     check_resumable(out, config, FIXED_SETTINGS, "instance_heads.py")
     (out / "jobs").mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config)
+    write_config(out, config)
     pipeline, settings = None, generation_settings(args)
     for item in tqdm(prompts, desc="prompts", unit="prompt"):
         job = out / "jobs" / f"p{item.index:03d}.json"

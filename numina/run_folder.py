@@ -59,17 +59,46 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
 
 def check_resumable(folder: str | Path, config: Mapping[str, Any], keys: Sequence[str], script: str) -> None:
     """Refuse to add results to `folder` when its `config.json` was written with other values of `keys`
-    (compared as JSON): the folder's results would silently mix two experiments."""
+    (compared as JSON): the folder's results would silently mix two experiments. The refusal names
+    every changed setting with its old and new value; a setting the folder does not record counts as
+    changed, since its results cannot be shown to match."""
     previous = Path(folder) / "config.json"
     if not previous.exists():
         return
     old = json.loads(previous.read_text())
-    changed = [key for key in keys if json.dumps(old.get(key)) != json.dumps(config.get(key), default=str)]
+    changed = [
+        f"{key}: {json.dumps(old[key], default=str) if key in old else '(not recorded)'} before, "
+        f"{json.dumps(config.get(key), default=str)} now"
+        for key in keys
+        if key not in old or json.dumps(old[key]) != json.dumps(config.get(key), default=str)
+    ]
     if changed:
         raise SystemExit(
-            f"{script}: {folder} holds results made with other {', '.join(changed)}; "
+            f"{script}: {folder} holds results made with other settings ({'; '.join(changed)}); "
             "resume it with the same settings or pass another --out."
         )
+
+
+def write_config(folder: str | Path, config: Mapping[str, Any]) -> Path:
+    """Write `folder/config.json`, keeping the first run's `command` and `code_version`: a resumed
+    run's command (and code version) is appended to `resumed`, unless it repeats the last one."""
+    path = Path(folder) / "config.json"
+    record = dict(config)
+    if path.exists():
+        old = json.loads(path.read_text())
+        first = {key: old[key] for key in ("command", "code_version") if key in old}
+        entry = {key: config[key] for key in first if key in config}
+        resumed = list(old.get("resumed", []))
+        if entry and entry != (resumed[-1] if resumed else first):
+            resumed.append(entry)
+        record.update(first, resumed=resumed)
+    return write_json(path, record)
+
+
+def device_type(device: str) -> str:
+    """The kind of device a run computes on ('cpu', 'cuda', 'mps'), without its index: the numbers of
+    a run depend on the kind, so a resumed folder must keep it, while cuda:0 and cuda:1 are alike."""
+    return str(device).split(":", 1)[0]
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -85,7 +85,7 @@ def test_a_folder_made_with_other_prompts_is_refused(
 ) -> None:
     grid = '{"cross_heads": ["mean"]}'
     ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", grid, "--prompts", "3"))
-    with pytest.raises(SystemExit, match="other prompts"):
+    with pytest.raises(SystemExit, match=r"prompts: \[3\] before, \[3, 209\] now"):
         ablate.main(
             _args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", grid, "--prompts", "3,209")
         )

@@ -139,5 +139,5 @@ def test_bad_requests_fail_before_any_model_work(
         countbench.main(
             _args(tiny_folder, countbench_dir, tmp_path / "c", "--options", '{"early_acept": true}')
         )
-    with pytest.raises(SystemExit, match="made with other guidance"):
+    with pytest.raises(SystemExit, match="guidance: 5.0 before, 3.0 now"):
         countbench.main(_args(tiny_folder, countbench_dir, single, "--guidance", "3"))
