@@ -55,6 +55,7 @@ from numina.cli import (
     add_counter_arguments,
     add_model_arguments,
     add_prompt_arguments,
+    check_output,
     generation_settings,
     load_prompt_set,
     pipeline_from_args,
@@ -67,7 +68,14 @@ from numina.method.identify import Phase1Data
 from numina.method.presets import NuminaOptions, preset
 from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
-from numina.run_folder import check_resumable, device_type, slug, write_config, write_json
+from numina.run_folder import (
+    check_resumable,
+    device_type,
+    disk_full_ends_cleanly,
+    slug,
+    write_config,
+    write_json,
+)
 from numina.store import open_store
 from numina.tracking import Tracker
 from numina.walkthrough import GenerationSettings, capture_generation
@@ -129,6 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.grid_values = grid
     resolve_counter_arguments(args)
     args.out = args.out or Path("runs") / f"ablate-{slug(args.model)}"
+    check_output(parser, args.out)
     return args
 
 
@@ -511,4 +520,5 @@ def _wandb_sweep(args: argparse.Namespace, config: dict) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("ablate_heads.py"):
+        main()

@@ -41,6 +41,7 @@ from numina.cli import (
     add_methods_argument,
     add_model_arguments,
     add_prompt_arguments,
+    check_output,
     generation_settings,
     integer,
     load_prompt_set,
@@ -63,7 +64,15 @@ from numina.evaluation import (
 from numina.method.generation import generate_video
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
-from numina.run_folder import check_resumable, device_type, save_video, slug, write_config, write_json
+from numina.run_folder import (
+    check_resumable,
+    device_type,
+    disk_full_ends_cleanly,
+    save_video,
+    slug,
+    write_config,
+    write_json,
+)
 from numina.tracking import Tracker
 from numina.version import code_version
 
@@ -135,6 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.device.startswith("cuda"):  # more ranks than GPUs: ranks share them in turn
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(torch.cuda.device_count(), 1)}"
     args.out = args.out or Path("runs") / f"countbench-{slug(args.model)}"
+    check_output(parser, args.out)
     return args
 
 
@@ -320,4 +330,5 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("countbench.py"):
+        main()

@@ -19,11 +19,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from numina.cli import integer, real
+from numina.cli import check_output, integer, real
 from numina.countworld import world2
 from numina.countworld.joint_training import counting_rows, counting_summary, single_kind_scenes
 from numina.models import load_pipeline
 from numina.models.countworld2 import VIDEO
+from numina.run_folder import disk_full_ends_cleanly
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.frames % 4 != 1:
         parser.error("--frames must be 4k+1 (1: images)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_output(parser, args.out)
     return args
 
 
@@ -97,4 +99,5 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("countworld2_counting.py"):
+        main()

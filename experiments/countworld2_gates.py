@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from numina.cli import integer
+from numina.cli import check_output, integer
 from numina.countworld import world2
 from numina.countworld.gates import count_probe
 from numina.countworld.joint_training import vae_count_agreement
 from numina.models import load_pipeline
 from numina.models.countworld2 import VIDEO
-from numina.run_folder import write_json
+from numina.run_folder import disk_full_ends_cleanly, write_json
 
 THRESHOLDS = {"g0": ("count_agreement", 0.98), "g1": ("noun_probe", 0.8)}
 
@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.frames % 4 != 1:
         parser.error(f"--frames must be 4k+1 (5, 9, 13, 17, ...), got {args.frames}")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.out is not None:
+        check_output(parser, args.out.parent)
     return args
 
 
@@ -76,4 +78,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("countworld2_gates.py"):
+        main()

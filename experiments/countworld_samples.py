@@ -24,6 +24,7 @@ from numina.cli import (
     BASELINE,
     add_methods_argument,
     add_model_arguments,
+    check_output,
     generation_settings,
     integer,
     method_options,
@@ -35,7 +36,7 @@ from numina.countworld.world import NUMERALS, ObjectKind, Scene, palette_from_pr
 from numina.evaluation.counters import ExactColourCounter
 from numina.method.generation import generate_video
 from numina.prompts import parse_prompt
-from numina.run_folder import write_json
+from numina.run_folder import disk_full_ends_cleanly, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     resolve_methods(parser, args, {})
+    check_output(parser, args.out.parent)
     return args
 
 
@@ -114,4 +116,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("countworld_samples.py"):
+        main()

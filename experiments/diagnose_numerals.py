@@ -44,6 +44,7 @@ from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
     add_model_arguments,
     add_prompt_arguments,
+    check_output,
     generation_settings,
     index_list,
     load_prompt_set,
@@ -52,7 +53,15 @@ from numina.cli import (
 )
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
-from numina.run_folder import atomic_write, check_resumable, device_type, save_video, slug, write_config
+from numina.run_folder import (
+    atomic_write,
+    check_resumable,
+    device_type,
+    disk_full_ends_cleanly,
+    save_video,
+    slug,
+    write_config,
+)
 from numina.store import IncompleteStoreError, TruncatedStoreError, open_store
 from numina.tracking import Tracker
 from numina.version import code_version
@@ -116,6 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--format parquet needs pyarrow (pip install pyarrow), or use --format csv")
     if args.out is None:
         args.out = Path("runs") / f"diagnose-{slug(args.model)}"
+    check_output(parser, args.out)
     return args
 
 
@@ -347,4 +357,5 @@ def summarise_run(
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("diagnose_numerals.py"):
+        main()

@@ -26,6 +26,7 @@ import numpy as np
 from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
 from numina.cli import (
     add_model_arguments,
+    check_output,
     generation_settings,
     integer,
     pipeline_from_args,
@@ -48,7 +49,7 @@ from numina.models import (
     resolve_model,
 )
 from numina.prompts import PromptTokens, parse_prompt, validate_targets
-from numina.run_folder import new_run_folder, save_video, slug, write_json
+from numina.run_folder import disk_full_ends_cleanly, new_run_folder, save_video, slug, write_json
 from numina.store import open_store
 from numina.tracking import Tracker
 from numina.version import code_version
@@ -135,6 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "cache_method": args.cache_method,
     }
     args.options = preset(args.preset, **{key: value for key, value in options.items() if value is not None})
+    check_output(parser, args.out)
     return args
 
 
@@ -280,4 +282,5 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("generate.py"):
+        main()

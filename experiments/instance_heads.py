@@ -41,6 +41,7 @@ from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
     add_model_arguments,
     add_prompt_arguments,
+    check_output,
     generation_settings,
     index_list,
     integer,
@@ -51,7 +52,7 @@ from numina.cli import (
 from numina.evaluation import prompt_counter
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
-from numina.run_folder import check_resumable, device_type, write_config, write_json
+from numina.run_folder import check_resumable, device_type, disk_full_ends_cleanly, write_config, write_json
 from numina.store import open_store
 from numina.walkthrough import capture_generation
 
@@ -78,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--layers: {error}")
     if args.reference_step is not None and not 0 <= args.reference_step < args.steps:
         parser.error(f"--reference-step must be in 0..{args.steps - 1}")
+    check_output(parser, args.out)
     return args
 
 
@@ -208,4 +210,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("instance_heads.py"):
+        main()

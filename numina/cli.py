@@ -29,6 +29,8 @@ from numina.evaluation.countbench import (
 from numina.evaluation.detectors import DETECTORS
 from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.models import DEFAULT_MODEL, load_pipeline, model_defaults
+from numina.run_folder import check_writable_folder
+from numina.tracking import check_mode
 from numina.walkthrough import GenerationSettings
 
 PROMPT_SETS = ("countbench", "countworld", "countworld2")
@@ -120,7 +122,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Name the model (the built-in default when none is given) and fill the size, step, device and dtype
-    defaults for it (the numbers themselves were checked while parsing)."""
+    defaults for it (the numbers themselves were checked while parsing); refuse an online W&B mode
+    without an API key."""
     args.model = args.model or DEFAULT_MODEL
     defaults = model_defaults(args.model)
     for key in ("frames", "height", "width", "steps"):
@@ -128,6 +131,18 @@ def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Name
             setattr(args, key, defaults[key])
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    try:
+        check_mode(args.wandb)
+    except ValueError as error:
+        parser.error(f"--wandb: {error}")
+
+
+def check_output(parser: argparse.ArgumentParser, folder: Path, option: str = "--out") -> None:
+    """An argument error, before any work, when `folder` could not be created or written in."""
+    try:
+        check_writable_folder(folder, option)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def generation_settings(args: argparse.Namespace, seed: int | None = None) -> GenerationSettings:

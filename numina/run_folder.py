@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import re
@@ -99,6 +100,49 @@ def device_type(device: str) -> str:
     """The kind of device a run computes on ('cpu', 'cuda', 'mps'), without its index: the numbers of
     a run depend on the kind, so a resumed folder must keep it, while cuda:0 and cuda:1 are alike."""
     return str(device).split(":", 1)[0]
+
+
+def check_writable_folder(path: str | Path, option: str = "--out") -> None:
+    """Raise a ValueError that names `option` when the folder `path` could not be created or written
+    in: a file in its place or above it, or a nearest existing folder that refuses a new file (read-only
+    or not ours). Checked before any work, so that no result is lost to it."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under the file {existing}"
+        raise ValueError(f"{option} {path} {where}, not a folder; pass a folder path for {option}.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{option} {path}: cannot write in {existing} ({error.strerror or error}); "
+            f"pass a folder you can write to for {option}."
+        ) from None
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def disk_full_ends_cleanly(script: str) -> Iterator[None]:
+    """Turn a full disk (an OSError ENOSPC/EDQUOT, or an error caused by one, such as the store writer's)
+    into one message and exit status 1 instead of a traceback. Files already complete are kept: every
+    file is written atomically, and a store cut off stays `.partial`, which a resumed run makes again."""
+    try:
+        yield
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None and getattr(cause, "errno", None) not in DISK_FULL:
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise SystemExit(
+            f"{script}: error: the disk is full ({cause}); what was complete is kept. Free some space and "
+            "run the same command again: it resumes where it stopped."
+        ) from None
 
 
 def write_json(path: str | Path, data: Any) -> Path:

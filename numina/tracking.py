@@ -138,6 +138,19 @@ def resolve_mode(
         ) from None
 
 
+def check_mode(mode: str | None = None, environ: Mapping[str, str] | None = None) -> Mode:
+    """`resolve_mode`, refusing an online mode without an API key with a ValueError that says what to
+    do: wandb would fail (or prompt) only once the run starts, after the work. No fallback to offline:
+    a run asked to be online must not silently stay on this machine."""
+    resolved = resolve_mode(mode, environ=environ)
+    if resolved == "online" and not has_api_key(environ):
+        raise ValueError(
+            "W&B online mode needs an API key and none was found (WANDB_API_KEY, or a netrc entry "
+            "written by `wandb login`); log in, or use --wandb offline and upload later with `wandb sync`."
+        )
+    return resolved
+
+
 # --------------------------------------------------------------------------- conversions
 
 
