@@ -24,9 +24,10 @@ heads), `figures/heads_heatmap.{png,pdf}` and `figures/heads_fidelity.{png,pdf}`
 fidelity per block and head, with `--heads`), `fidelity_chance.json` (the best fidelity of a layout
 that always counts one number: the chance level), `sweep.yaml` (the grid as a `wandb sweep`
 configuration, for users with a W&B server), and W&B runs: one group per sweep, one run per setting,
-and a summary run. Both scores count frames as the evaluation does; `--end-to-end` also generates
-every prompt with NUMINA under each setting and counts the videos, which is what settings that act
-only in the guided run (the delta schedule: `follow_steps`) need.
+and a summary run (a rerun with nothing new opens none). Both scores count frames as the evaluation
+does; `--end-to-end` also generates every prompt with NUMINA under each setting and counts the
+videos, which is what settings that act only in the guided run (the delta schedule: `follow_steps`)
+need.
 """
 
 from __future__ import annotations
@@ -42,6 +43,37 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from numina.arguments import (
+    add_counter_arguments,
+    add_model_arguments,
+    add_prompt_arguments,
+    json_value,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    add_prompt_arguments(parser)
+    parser.add_argument("--grid", type=json_value, default=None, help="JSON: option -> list of values")
+    parser.add_argument("--grid-file", type=Path, default=None, help="YAML or JSON file with the grid")
+    parser.add_argument("--heads", action="store_true", help="add every (block, head) as a fixed choice")
+    parser.add_argument("--preset", default="official", help="options not in the grid come from this preset")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="also generate every setting's videos and count them"
+    )
+    add_counter_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None, help="sweep folder (runs/ablate-<model>)")
+    add_model_arguments(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import pandas as pd
 import yaml
@@ -52,9 +84,6 @@ from analysis.statistics import captured_steps
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
-    add_counter_arguments,
-    add_model_arguments,
-    add_prompt_arguments,
     check_output,
     generation_settings,
     load_prompt_set,
@@ -77,7 +106,7 @@ from numina.run_folder import (
     write_json,
 )
 from numina.store import open_store
-from numina.tracking import Tracker
+from numina.tracking import Tracker, logged_already, record_logged
 from numina.walkthrough import GenerationSettings, capture_generation
 
 log = logging.getLogger("ablate_heads")
@@ -107,20 +136,7 @@ FIXED_SETTINGS = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    add_prompt_arguments(parser)
-    parser.add_argument("--grid", type=json.loads, default=None, help="JSON: option -> list of values")
-    parser.add_argument("--grid-file", type=Path, default=None, help="YAML or JSON file with the grid")
-    parser.add_argument("--heads", action="store_true", help="add every (block, head) as a fixed choice")
-    parser.add_argument("--preset", default="official", help="options not in the grid come from this preset")
-    parser.add_argument(
-        "--end-to-end", action="store_true", help="also generate every setting's videos and count them"
-    )
-    add_counter_arguments(parser)
-    parser.add_argument("--out", type=Path, default=None, help="sweep folder (runs/ablate-<model>)")
-    add_model_arguments(parser)
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     grid = dict(args.grid or {})
@@ -412,18 +428,25 @@ def main(argv: list[str] | None = None) -> Path:
         figure = separability_heatmap(table, term=column)
         figure.axes[0].set_title(f"{title} with a fixed self-attention head (block x head)")
         figures[name] = save_figure(figure, out / "figures" / name)[0]
-    with Tracker(
-        out,
-        name=f"{out.name}-summary",
-        group=group,
-        config=config,
-        mode=args.wandb,
-        job_type="ablate-summary",
-    ) as tracker:
-        tracker.log_table("summary", summary)
-        tracker.log_scalars({"fidelity_chance": chance["fidelity"], "fidelity_chance_count": chance["count"]})
-        for name, image in figures.items():
-            tracker.log_image(f"figures/{name}", image)
+    logged = summary.to_csv() + json.dumps(chance, sort_keys=True)
+    if logged_already(out, logged, args.wandb):
+        log.info("the summary is the one the last W&B summary run logged: no new W&B run")
+    else:
+        with Tracker(
+            out,
+            name=f"{out.name}-summary",
+            group=group,
+            config=config,
+            mode=args.wandb,
+            job_type="ablate-summary",
+        ) as tracker:
+            tracker.log_table("summary", summary)
+            tracker.log_scalars(
+                {"fidelity_chance": chance["fidelity"], "fidelity_chance_count": chance["count"]}
+            )
+            for name, image in figures.items():
+                tracker.log_image(f"figures/{name}", image)
+        record_logged(out, logged, args.wandb)
     for column in ("accuracy", "fidelity"):
         best = summary.sort_values(column, ascending=False).head(3)
         log.info("best settings by layout %s:\n%s", column, best.to_string(index=False))

@@ -15,10 +15,33 @@ import argparse
 import json
 from pathlib import Path
 
+from numina.arguments import (
+    integer,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="countworld2", help="'countworld2' or a pipeline folder")
+    parser.add_argument("--gates", default="g0,g1", help="comma-separated: g0, g1")
+    parser.add_argument("--clips", type=integer(10), default=256, help="held-out clips of G0")
+    parser.add_argument("--frames", type=integer(1), default=17, help="frames of those clips (4k+1)")
+    parser.add_argument("--captions", type=integer(10), default=2000, help="captions of G1's probe")
+    parser.add_argument("--seed", type=integer(0), default=1234)
+    parser.add_argument("--device", default=None, help="cuda when available, else cpu")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import torch
 
-from numina.cli import check_output, integer
+from numina.cli import check_output
 from numina.countworld import world2
 from numina.countworld.gates import count_probe
 from numina.countworld.joint_training import vae_count_agreement
@@ -30,15 +53,7 @@ THRESHOLDS = {"g0": ("count_agreement", 0.98), "g1": ("noun_probe", 0.8)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="countworld2", help="'countworld2' or a pipeline folder")
-    parser.add_argument("--gates", default="g0,g1", help="comma-separated: g0, g1")
-    parser.add_argument("--clips", type=integer(10), default=256, help="held-out clips of G0")
-    parser.add_argument("--frames", type=integer(1), default=17, help="frames of those clips (4k+1)")
-    parser.add_argument("--captions", type=integer(10), default=2000, help="captions of G1's probe")
-    parser.add_argument("--seed", type=integer(0), default=1234)
-    parser.add_argument("--device", default=None, help="cuda when available, else cpu")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.gates = [gate.strip() for gate in args.gates.split(",")]
     unknown = sorted(set(args.gates) - set(THRESHOLDS))

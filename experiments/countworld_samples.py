@@ -16,17 +16,41 @@ import argparse
 import json
 from pathlib import Path
 
+from numina.arguments import (
+    BASELINE,
+    add_methods_argument,
+    add_model_arguments,
+    integer,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/countworld_samples.png"))
+    add_methods_argument(parser, BASELINE)
+    parser.add_argument("--seeds", type=integer(1), default=1, help="videos per count and method (columns)")
+    parser.add_argument("--shape", default="circle")
+    parser.add_argument("--colour", default="red")
+    parser.add_argument("--background", default="grey")
+    parser.add_argument("--motion", default="drifting right")
+    add_model_arguments(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.figures import save_figure
 from numina.cli import (
-    BASELINE,
-    add_methods_argument,
-    add_model_arguments,
     check_output,
     generation_settings,
-    integer,
     method_options,
     pipeline_from_args,
     resolve_methods,
@@ -40,17 +64,7 @@ from numina.run_folder import disk_full_ends_cleanly, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/countworld_samples.png"))
-    add_methods_argument(parser, BASELINE)
-    parser.add_argument("--seeds", type=integer(1), default=1, help="videos per count and method (columns)")
-    parser.add_argument("--shape", default="circle")
-    parser.add_argument("--colour", default="red")
-    parser.add_argument("--background", default="grey")
-    parser.add_argument("--motion", default="drifting right")
-    add_model_arguments(parser)
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     resolve_methods(parser, args, {})

@@ -28,6 +28,53 @@ import sys
 import time
 from pathlib import Path
 
+from numina.arguments import (
+    add_model_arguments,
+    add_prompt_arguments,
+    index_list,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    add_prompt_arguments(parser)
+    parser.add_argument(
+        "--capture-steps", type=index_list, default=None, help="denoising steps captured (the reference step)"
+    )
+    parser.add_argument(
+        "--layers", type=index_list, default=None, help="blocks whose cross-attention is captured (all)"
+    )
+    parser.add_argument(
+        "--self-attention-layers",
+        type=index_list,
+        default=None,
+        help="blocks whose self-attention is reduced (the reference block)",
+    )
+    parser.add_argument(
+        "--stats-only",
+        action="store_true",
+        help="store the statistics computed on the device instead of the maps (small stores; no "
+        "renormalisation over the prompt)",
+    )
+    parser.add_argument(
+        "--save-videos", action="store_true", help="decode and keep every video (videos/pNNN.mp4)"
+    )
+    parser.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table file format")
+    parser.add_argument(
+        "--ci", choices=["t", "bootstrap"], default="t", help="confidence intervals over prompts"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output folder (runs/diagnose-<model>)")
+    add_model_arguments(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -42,11 +89,8 @@ from analysis.statistics import compare_types, prompt_tokens_of, summarise, toke
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
-    add_model_arguments,
-    add_prompt_arguments,
     check_output,
     generation_settings,
-    index_list,
     load_prompt_set,
     pipeline_from_args,
     resolve_model_arguments,
@@ -85,37 +129,7 @@ FIXED_SETTINGS = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    add_prompt_arguments(parser)
-    parser.add_argument(
-        "--capture-steps", type=index_list, default=None, help="denoising steps captured (the reference step)"
-    )
-    parser.add_argument(
-        "--layers", type=index_list, default=None, help="blocks whose cross-attention is captured (all)"
-    )
-    parser.add_argument(
-        "--self-attention-layers",
-        type=index_list,
-        default=None,
-        help="blocks whose self-attention is reduced (the reference block)",
-    )
-    parser.add_argument(
-        "--stats-only",
-        action="store_true",
-        help="store the statistics computed on the device instead of the maps (small stores; no "
-        "renormalisation over the prompt)",
-    )
-    parser.add_argument(
-        "--save-videos", action="store_true", help="decode and keep every video (videos/pNNN.mp4)"
-    )
-    parser.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table file format")
-    parser.add_argument(
-        "--ci", choices=["t", "bootstrap"], default="t", help="confidence intervals over prompts"
-    )
-    parser.add_argument("--out", type=Path, default=None, help="output folder (runs/diagnose-<model>)")
-    add_model_arguments(parser)
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     if args.format == "parquet":

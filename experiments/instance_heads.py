@@ -24,6 +24,28 @@ import sys
 import tempfile
 from pathlib import Path
 
+from numina.arguments import (
+    add_model_arguments,
+    add_prompt_arguments,
+    integer,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_prompt_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument("--layers", default="reference", help="'reference', 'all' or block indices, e.g. 2,5")
+    parser.add_argument("--reference-step", type=integer(0), default=None, help="default: 20 of 50")
+    parser.add_argument("--out", type=Path, default=Path("runs/instance_heads"))
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -39,12 +61,9 @@ from analysis.instance_heads import (
 from numina.capture import CaptureSpec, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
-    add_model_arguments,
-    add_prompt_arguments,
     check_output,
     generation_settings,
     index_list,
-    integer,
     load_prompt_set,
     pipeline_from_args,
     resolve_model_arguments,
@@ -64,12 +83,7 @@ FIXED_SETTINGS = ("model", "frames", "height", "width", "steps", "guidance", "fl
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_prompt_arguments(parser)
-    add_model_arguments(parser)
-    parser.add_argument("--layers", default="reference", help="'reference', 'all' or block indices, e.g. 2,5")
-    parser.add_argument("--reference-step", type=integer(0), default=None, help="default: 20 of 50")
-    parser.add_argument("--out", type=Path, default=Path("runs/instance_heads"))
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     if args.layers not in ("reference", "all"):
