@@ -167,8 +167,8 @@ def process_scratch(root: str | Path) -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
     for folder in root.glob(f"{host}-*"):
-        pid = folder.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not _running(int(pid)):
+        name, pid = folder.name.rsplit("-", 1)
+        if name == host and pid.isdigit() and not _running(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
     mine = root / f"{host}-{os.getpid()}"
     mine.mkdir(exist_ok=True)

@@ -76,7 +76,7 @@ def test_scratch_folders_of_killed_processes_are_removed(tmp_path: Path) -> None
     host = socket.gethostname()
     killed = tmp_path / f"{host}-{int(ended.stdout)}"
     running = tmp_path / f"{host}-{os.getppid()}"
-    elsewhere = tmp_path / f"another-host-{int(ended.stdout)}"
+    elsewhere = tmp_path / f"{host}-other-{int(ended.stdout)}"
     for folder in (killed, running, elsewhere):
         (folder / "tmpabc").mkdir(parents=True)
     with process_scratch(tmp_path) as mine:
