@@ -32,6 +32,14 @@ from numina.arguments import (
 )
 
 
+def _targets(text: str) -> object:
+    """--counts: JSON that names at least one noun (the counts themselves are checked later)."""
+    targets = json_value(text)
+    if targets == {}:
+        raise argparse.ArgumentTypeError("""'{}' names no noun: give each noun's count, e.g. '{"cat": 3}'""")
+    return targets
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The options (declared without the model code, so that --help answers at once)."""
     parser = argparse.ArgumentParser(
@@ -40,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", required=True)
     parser.add_argument(
         "--counts",
-        type=json_value,
+        type=_targets,
         default=None,
         help="targets as JSON, e.g. '{\"cat\": 3}'; parsed from the prompt when absent",
     )
@@ -130,8 +138,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
-    if args.counts == {}:
-        parser.error("""--counts '{}' names no noun: give each noun's count, e.g. --counts '{"cat": 3}'""")
     if args.counts is not None:
         try:
             args.counts = validate_targets(args.counts)

@@ -38,7 +38,7 @@ def test_a_size_the_model_cannot_take_names_the_valid_values(frames: int, height
 ARGUMENT_ERRORS = [
     ("generate", ["--prompt", "three cats", "--height", "-128"],
      "argument --height: the value must be an integer >= 1"),
-    ("generate", ["--prompt", "three cats", "--counts", "{}"], "--counts '{}' names no noun"),
+    ("generate", ["--prompt", "three cats", "--counts", "{}"], "argument --counts: '{}' names no noun"),
     ("generate", ["--prompt", "three cats", "--counts", "{cat: 3}"],
      "argument --counts: not valid JSON (Expecting property name enclosed in double quotes at character 2)"),
     ("countbench", ["--options", "{'early_accept': true}"], "argument --options: not valid JSON"),
