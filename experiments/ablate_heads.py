@@ -24,9 +24,10 @@ heads), `figures/heads_heatmap.{png,pdf}` and `figures/heads_fidelity.{png,pdf}`
 fidelity per block and head, with `--heads`), `fidelity_chance.json` (the best fidelity of a layout
 that always counts one number: the chance level), `sweep.yaml` (the grid as a `wandb sweep`
 configuration, for users with a W&B server), and W&B runs: one group per sweep, one run per setting,
-and a summary run. Both scores count frames as the evaluation does; `--end-to-end` also generates
-every prompt with NUMINA under each setting and counts the videos, which is what settings that act
-only in the guided run (the delta schedule: `follow_steps`) need.
+and a summary run (a rerun with nothing new opens none). Both scores count frames as the evaluation
+does; `--end-to-end` also generates every prompt with NUMINA under each setting and counts the
+videos, which is what settings that act only in the guided run (the delta schedule: `follow_steps`)
+need.
 """
 
 from __future__ import annotations
@@ -42,6 +43,37 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from numina.arguments import (
+    add_counter_arguments,
+    add_model_arguments,
+    add_prompt_arguments,
+    json_value,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    add_prompt_arguments(parser)
+    parser.add_argument("--grid", type=json_value, default=None, help="JSON: option -> list of values")
+    parser.add_argument("--grid-file", type=Path, default=None, help="YAML or JSON file with the grid")
+    parser.add_argument("--heads", action="store_true", help="add every (block, head) as a fixed choice")
+    parser.add_argument("--preset", default="official", help="options not in the grid come from this preset")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="also generate every setting's videos and count them"
+    )
+    add_counter_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None, help="sweep folder (runs/ablate-<model>)")
+    add_model_arguments(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import pandas as pd
 import yaml
@@ -52,9 +84,7 @@ from analysis.statistics import captured_steps
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
-    add_counter_arguments,
-    add_model_arguments,
-    add_prompt_arguments,
+    check_output,
     generation_settings,
     load_prompt_set,
     pipeline_from_args,
@@ -67,14 +97,22 @@ from numina.method.identify import Phase1Data
 from numina.method.presets import NuminaOptions, preset
 from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
-from numina.run_folder import check_resumable, slug, write_json
+from numina.run_folder import (
+    check_resumable,
+    device_type,
+    disk_full_ends_cleanly,
+    slug,
+    write_config,
+    write_json,
+)
 from numina.store import open_store
-from numina.tracking import Tracker
+from numina.tracking import Tracker, logged_already, record_logged
 from numina.walkthrough import GenerationSettings, capture_generation
 
 log = logging.getLogger("ablate_heads")
 OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout"}
-# What every setting's result in a folder depends on besides the setting itself.
+# What every setting's result in a folder depends on besides the setting itself (the counter: the
+# walk-throughs' drawn counts are kept and reused).
 FIXED_SETTINGS = (
     "model",
     "prompt_set",
@@ -88,24 +126,17 @@ FIXED_SETTINGS = (
     "flow_shift",
     "negative_prompt",
     "seed",
+    "counter",
+    "counter_model",
+    "palette",
+    "dtype",
+    "device",
+    "attention_backend",
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    add_prompt_arguments(parser)
-    parser.add_argument("--grid", type=json.loads, default=None, help="JSON: option -> list of values")
-    parser.add_argument("--grid-file", type=Path, default=None, help="YAML or JSON file with the grid")
-    parser.add_argument("--heads", action="store_true", help="add every (block, head) as a fixed choice")
-    parser.add_argument("--preset", default="official", help="options not in the grid come from this preset")
-    parser.add_argument(
-        "--end-to-end", action="store_true", help="also generate every setting's videos and count them"
-    )
-    add_counter_arguments(parser)
-    parser.add_argument("--out", type=Path, default=None, help="sweep folder (runs/ablate-<model>)")
-    add_model_arguments(parser)
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     grid = dict(args.grid or {})
@@ -122,6 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.grid_values = grid
     resolve_counter_arguments(args)
     args.out = args.out or Path("runs") / f"ablate-{slug(args.model)}"
+    check_output(parser, args.out)
     return args
 
 
@@ -285,12 +317,18 @@ def main(argv: list[str] | None = None) -> Path:
         "flow_shift": args.flow_shift,
         "negative_prompt": args.negative_prompt,
         "seed": args.seed,
+        "counter": args.counter,
+        "counter_model": args.counter_model,
+        "palette": args.palette,
+        "dtype": args.dtype,
+        "device": device_type(args.device),
+        "attention_backend": args.attention_backend,
         "command": ["experiments/ablate_heads.py", *(sys.argv[1:] if argv is None else argv)],
     }
     check_resumable(out, config, FIXED_SETTINGS, "ablate_heads.py")
     for folder in ("stores", "settings", "figures"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config)
+    write_config(out, config)
     settings_by_id = {setting_id(s): s for s in settings}
     write_json(out / "settings.json", settings_by_id)
     (out / "sweep.yaml").write_text(yaml.safe_dump(_wandb_sweep(args, config)))
@@ -390,18 +428,25 @@ def main(argv: list[str] | None = None) -> Path:
         figure = separability_heatmap(table, term=column)
         figure.axes[0].set_title(f"{title} with a fixed self-attention head (block x head)")
         figures[name] = save_figure(figure, out / "figures" / name)[0]
-    with Tracker(
-        out,
-        name=f"{out.name}-summary",
-        group=group,
-        config=config,
-        mode=args.wandb,
-        job_type="ablate-summary",
-    ) as tracker:
-        tracker.log_table("summary", summary)
-        tracker.log_scalars({"fidelity_chance": chance["fidelity"], "fidelity_chance_count": chance["count"]})
-        for name, image in figures.items():
-            tracker.log_image(f"figures/{name}", image)
+    logged = summary.to_csv() + json.dumps(chance, sort_keys=True)
+    if logged_already(out, logged, args.wandb):
+        log.info("the summary is the one the last W&B summary run logged: no new W&B run")
+    else:
+        with Tracker(
+            out,
+            name=f"{out.name}-summary",
+            group=group,
+            config=config,
+            mode=args.wandb,
+            job_type="ablate-summary",
+        ) as tracker:
+            tracker.log_table("summary", summary)
+            tracker.log_scalars(
+                {"fidelity_chance": chance["fidelity"], "fidelity_chance_count": chance["count"]}
+            )
+            for name, image in figures.items():
+                tracker.log_image(f"figures/{name}", image)
+        record_logged(out, logged, args.wandb)
     for column in ("accuracy", "fidelity"):
         best = summary.sort_values(column, ascending=False).head(3)
         log.info("best settings by layout %s:\n%s", column, best.to_string(index=False))
@@ -498,4 +543,5 @@ def _wandb_sweep(args: argparse.Namespace, config: dict) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("ablate_heads.py"):
+        main()

@@ -14,7 +14,9 @@ takes its shard and rank 0 builds the tables after a barrier (gloo, so CPUs work
 are built from whatever job files exist: `results.csv` (one row per prompt, seed, method, frame,
 noun), `videos.csv`, `summary.csv` (accuracy per method with 95% prompt-bootstrap intervals; by
 target count; by number of categories), `paired.csv` (each NUMINA method against the baseline on
-the same prompts and seeds), `figures/accuracy_by_target.{png,pdf}` and a W&B run.
+the same prompts and seeds), `figures/accuracy_by_target.{png,pdf}` and a W&B run (none when the
+tables are those the last run logged). While jobs run, NUMINA's phase-1 stores live in
+`scratch/<host>-<pid>/`; a killed process's is removed when the folder is resumed on its host.
 """
 
 from __future__ import annotations
@@ -26,6 +28,62 @@ import os
 import sys
 from pathlib import Path
 
+from numina.arguments import (
+    BASELINE,
+    add_counter_arguments,
+    add_methods_argument,
+    add_model_arguments,
+    add_prompt_arguments,
+    integer,
+    json_value,
+)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n, e.g. 0/2; got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    add_prompt_arguments(parser)
+    parser.add_argument(
+        "--seeds", type=integer(1), default=5, help="videos per prompt and method (5, as the paper)"
+    )
+    add_methods_argument(parser, f"{BASELINE},official")
+    add_counter_arguments(parser)
+    parser.add_argument(
+        "--options",
+        type=json_value,
+        default={},
+        help="NUMINA options for every preset, e.g. '{\"early_accept\": true}'",
+    )
+    parser.add_argument(
+        "--samples", type=integer(0), default=2, help="prompts whose first-seed videos are kept and logged"
+    )
+    parser.add_argument(
+        "--clip", default=None, help="CLIP model id or folder for CLIP score (off by default)"
+    )
+    parser.add_argument("--shard", type=_shard, default=None, help="i/n: this process's share of the jobs")
+    parser.add_argument("--merge", action="store_true", help="only build the tables from the finished jobs")
+    parser.add_argument("--save-videos", action="store_true", help="keep every video (videos/<job>.mp4)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (runs/countbench-<model>)")
+    add_model_arguments(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
@@ -36,13 +94,8 @@ from tqdm.auto import tqdm
 
 from analysis.figures import STYLE, save_figure
 from numina.cli import (
-    BASELINE,
-    add_counter_arguments,
-    add_methods_argument,
-    add_model_arguments,
-    add_prompt_arguments,
+    check_output,
     generation_settings,
-    integer,
     load_prompt_set,
     method_options,
     pipeline_from_args,
@@ -63,8 +116,17 @@ from numina.evaluation import (
 from numina.method.generation import generate_video
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
-from numina.run_folder import check_resumable, save_video, slug, write_json
-from numina.tracking import Tracker
+from numina.run_folder import (
+    check_resumable,
+    device_type,
+    disk_full_ends_cleanly,
+    process_scratch,
+    save_video,
+    slug,
+    write_config,
+    write_json,
+)
+from numina.tracking import Tracker, logged_already, record_logged
 from numina.version import code_version
 
 log = logging.getLogger("countbench")
@@ -80,46 +142,16 @@ FIXED_SETTINGS = (
     "counter_model",
     "palette",
     "clip",
+    "dtype",
+    "device",
+    "attention_backend",
 )
-
-
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard takes i/n, e.g. 0/2; got {text!r}") from None
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
-    return index, count
+# Where the numbers are computed: a resumed run must keep them; --merge computes nothing.
+RUN_SETTINGS = ("dtype", "device", "attention_backend")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    add_prompt_arguments(parser)
-    parser.add_argument(
-        "--seeds", type=integer(1), default=5, help="videos per prompt and method (5, as the paper)"
-    )
-    add_methods_argument(parser, f"{BASELINE},official")
-    add_counter_arguments(parser)
-    parser.add_argument(
-        "--options",
-        type=json.loads,
-        default={},
-        help="NUMINA options for every preset, e.g. '{\"early_accept\": true}'",
-    )
-    parser.add_argument(
-        "--samples", type=integer(0), default=2, help="prompts whose first-seed videos are kept and logged"
-    )
-    parser.add_argument(
-        "--clip", default=None, help="CLIP model id or folder for CLIP score (off by default)"
-    )
-    parser.add_argument("--shard", type=_shard, default=None, help="i/n: this process's share of the jobs")
-    parser.add_argument("--merge", action="store_true", help="only build the tables from the finished jobs")
-    parser.add_argument("--save-videos", action="store_true", help="keep every video (videos/<job>.mp4)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (runs/countbench-<model>)")
-    add_model_arguments(parser)
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     resolve_methods(parser, args, args.options)
@@ -130,6 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.device.startswith("cuda"):  # more ranks than GPUs: ranks share them in turn
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(torch.cuda.device_count(), 1)}"
     args.out = args.out or Path("runs") / f"countbench-{slug(args.model)}"
+    check_output(parser, args.out)
     return args
 
 
@@ -137,8 +170,10 @@ def job_name(prompt_id: int, seed: int, method: str) -> str:
     return f"p{prompt_id:03d}-s{seed}-{method}"
 
 
-def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, folder: Path) -> dict:
-    """Generate, count and score one video; the JSON-able result."""
+def run_job(
+    pipeline, item, seed: int, method: str, args, scorer, counter_for, folder: Path, scratch: Path
+) -> dict:
+    """Generate, count and score one video (NUMINA's phase-1 store in `scratch`); the JSON-able result."""
     tokens = parse_prompt(item.prompt, pipeline.tokenizer, targets=item.targets)
     settings = generation_settings(args, seed)
     result = {
@@ -149,7 +184,7 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, f
         "targets": item.targets,
     }
     video, numina = generate_video(
-        pipeline, tokens, settings, method_options(method, args.options), scratch=folder
+        pipeline, tokens, settings, method_options(method, args.options), scratch=scratch
     )
     if numina is not None:
         result.update(numina_path=numina.path, edits=len(numina.edits))
@@ -226,7 +261,8 @@ def main(argv: list[str] | None = None) -> Path:
     args.sample_prompts = {item.index for item in prompts[: args.samples]}
     out = args.out
     config = _config(args, model, argv)
-    check_resumable(out, config, FIXED_SETTINGS, "countbench.py")
+    fixed = [key for key in FIXED_SETTINGS if not (args.merge and key in RUN_SETTINGS)]
+    check_resumable(out, config, fixed, "countbench.py")
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = [
         (item, args.seed + k, method)
@@ -241,7 +277,7 @@ def main(argv: list[str] | None = None) -> Path:
         if not (out / "videos" / f"{job_name(job[0].index, job[1], job[2])}.json").exists()
     ]
     if not args.merge:
-        write_json(out / "config.json", config)
+        write_config(out, config)
         log.info(
             "%s: %d jobs here, %d done before, %d to run", out, len(mine), len(mine) - len(todo), len(todo)
         )
@@ -249,9 +285,12 @@ def main(argv: list[str] | None = None) -> Path:
         pipeline = pipeline_from_args(args, model)
         scorer = ClipScorer(args.clip, device=args.device) if args.clip else None
         counter_for = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
-        for item, seed, method in tqdm(todo, desc="videos", unit="video"):
-            result = run_job(pipeline, item, seed, method, args, scorer, counter_for, out / "videos")
-            write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)
+        with process_scratch(out / "scratch") as scratch:
+            for item, seed, method in tqdm(todo, desc="videos", unit="video"):
+                result = run_job(
+                    pipeline, item, seed, method, args, scorer, counter_for, out / "videos", scratch
+                )
+                write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)
     if args.torchrun:
         torch.distributed.init_process_group("gloo")  # CPU collectives: only a barrier is needed
         torch.distributed.barrier()
@@ -273,17 +312,23 @@ def main(argv: list[str] | None = None) -> Path:
         table.to_csv(out / f"{name}.csv", index=False)
     figure = accuracy_figure(built["summary"])
     save_figure(figure, out / "figures" / "accuracy_by_target")
-    with Tracker(out, name=out.name, config=config, mode=args.wandb, job_type="countbench") as tracker:
-        for name in ("summary", "paired", "videos"):
-            tracker.log_table(name, built[name])
-        tracker.log_image("figures/accuracy_by_target", figure)
-        for video in sorted((out / "videos").glob("*.mp4")):
-            if video.stem in wanted:
+    overall = built["summary"][built["summary"]["breakdown"] == "overall"]
+    samples = [video for video in sorted((out / "videos").glob("*.mp4")) if video.stem in wanted]
+    logged = "".join(built[name].to_csv() for name in ("summary", "paired", "videos"))
+    logged += "\n".join(video.name for video in samples)
+    if logged_already(out, logged, args.wandb):
+        log.info("the tables are those the last W&B run logged: no new W&B run")
+    else:
+        with Tracker(out, name=out.name, config=config, mode=args.wandb, job_type="countbench") as tracker:
+            for name in ("summary", "paired", "videos"):
+                tracker.log_table(name, built[name])
+            tracker.log_image("figures/accuracy_by_target", figure)
+            for video in samples:
                 tracker.log_video(f"samples/{video.stem}", video, fps=16)
-        overall = built["summary"][built["summary"]["breakdown"] == "overall"]
-        tracker.log_scalars(
-            {f"accuracy/{m}": a for m, a in zip(overall["method"], overall["accuracy"], strict=True)}
-        )
+            tracker.log_scalars(
+                {f"accuracy/{m}": a for m, a in zip(overall["method"], overall["accuracy"], strict=True)}
+            )
+        record_logged(out, logged, args.wandb)
     log.info("accuracy: %s", dict(zip(overall["method"], np.round(overall["accuracy"], 4), strict=True)))
     return out
 
@@ -305,10 +350,14 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "guidance": args.guidance,
         "flow_shift": args.flow_shift,
         "negative_prompt": args.negative_prompt,
+        "dtype": args.dtype,
+        "device": device_type(args.device),
+        "attention_backend": args.attention_backend,
         "code_version": code_version(),
         "command": ["experiments/countbench.py", *(sys.argv[1:] if argv is None else argv)],
     }
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("countbench.py"):
+        main()

@@ -14,19 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from PIL import Image
-
-from numina.cli import integer, real
-from numina.countworld import world2
-from numina.countworld.joint_training import counting_rows, counting_summary, single_kind_scenes
-from numina.models import load_pipeline
-from numina.models.countworld2 import VIDEO
+from numina.arguments import (
+    integer,
+    real,
+)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--model", default="countworld2", help="'countworld2' or a pipeline folder")
@@ -38,6 +33,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--seed", type=integer(0), default=0)
     add("--device", default=None, help="cuda when available, else cpu")
     add("--out", type=Path, required=True, help="folder for the tables and contact sheets")
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from numina.cli import check_output
+from numina.countworld import world2
+from numina.countworld.joint_training import counting_rows, counting_summary, single_kind_scenes
+from numina.models import load_pipeline
+from numina.models.countworld2 import VIDEO
+from numina.run_folder import disk_full_ends_cleanly
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.guidance = [float(value) for value in args.guidance.split(",")]
@@ -48,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.frames % 4 != 1:
         parser.error("--frames must be 4k+1 (1: images)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_output(parser, args.out)
     return args
 
 
@@ -88,4 +106,5 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("countworld2_counting.py"):
+        main()

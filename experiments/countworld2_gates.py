@@ -15,21 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from numina.cli import integer
-from numina.countworld import world2
-from numina.countworld.gates import count_probe
-from numina.countworld.joint_training import vae_count_agreement
-from numina.models import load_pipeline
-from numina.models.countworld2 import VIDEO
-from numina.run_folder import write_json
-
-THRESHOLDS = {"g0": ("count_agreement", 0.98), "g1": ("noun_probe", 0.8)}
+from numina.arguments import (
+    integer,
+)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="countworld2", help="'countworld2' or a pipeline folder")
     parser.add_argument("--gates", default="g0,g1", help="comma-separated: g0, g1")
@@ -39,6 +31,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=integer(0), default=1234)
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
+import numpy as np
+import torch
+
+from numina.cli import check_output
+from numina.countworld import world2
+from numina.countworld.gates import count_probe
+from numina.countworld.joint_training import vae_count_agreement
+from numina.models import load_pipeline
+from numina.models.countworld2 import VIDEO
+from numina.run_folder import disk_full_ends_cleanly, write_json
+
+THRESHOLDS = {"g0": ("count_agreement", 0.98), "g1": ("noun_probe", 0.8)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.gates = [gate.strip() for gate in args.gates.split(",")]
     unknown = sorted(set(args.gates) - set(THRESHOLDS))
@@ -47,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.frames % 4 != 1:
         parser.error(f"--frames must be 4k+1 (5, 9, 13, 17, ...), got {args.frames}")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.out is not None:
+        check_output(parser, args.out.parent)
     return args
 
 
@@ -76,4 +93,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("countworld2_gates.py"):
+        main()

@@ -16,29 +16,16 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-from matplotlib.figure import Figure
-
-from analysis.figures import save_figure
-from numina.cli import (
+from numina.arguments import (
     BASELINE,
     add_methods_argument,
     add_model_arguments,
-    generation_settings,
     integer,
-    method_options,
-    pipeline_from_args,
-    resolve_methods,
-    resolve_model_arguments,
 )
-from numina.countworld.world import NUMERALS, ObjectKind, Scene, palette_from_prompt
-from numina.evaluation.counters import ExactColourCounter
-from numina.method.generation import generate_video
-from numina.prompts import parse_prompt
-from numina.run_folder import write_json
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -50,9 +37,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--background", default="grey")
     parser.add_argument("--motion", default="drifting right")
     add_model_arguments(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from analysis.figures import save_figure
+from numina.cli import (
+    check_output,
+    generation_settings,
+    method_options,
+    pipeline_from_args,
+    resolve_methods,
+    resolve_model_arguments,
+)
+from numina.countworld.world import NUMERALS, ObjectKind, Scene, palette_from_prompt
+from numina.evaluation.counters import ExactColourCounter
+from numina.method.generation import generate_video
+from numina.prompts import parse_prompt
+from numina.run_folder import disk_full_ends_cleanly, write_json
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     resolve_methods(parser, args, {})
+    check_output(parser, args.out.parent)
     return args
 
 
@@ -114,4 +130,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("countworld_samples.py"):
+        main()

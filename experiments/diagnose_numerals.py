@@ -28,50 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-from tqdm.auto import tqdm
-
-from analysis.figures import (
-    concentration_by_type_figure,
-    save_figure,
-    separability_heatmap,
-    token_maps_figure,
-)
-from analysis.separability import choose_heads, separability_table
-from analysis.statistics import compare_types, prompt_tokens_of, summarise, token_table
-from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
-from numina.capture.spec import release_reference_layer, release_reference_step
-from numina.cli import (
+from numina.arguments import (
     add_model_arguments,
     add_prompt_arguments,
-    generation_settings,
     index_list,
-    load_prompt_set,
-    pipeline_from_args,
-    resolve_model_arguments,
-)
-from numina.models import geometry_of, load_tokenizer, resolve_model
-from numina.prompts import PromptTokens, parse_prompt
-from numina.run_folder import atomic_write, check_resumable, save_video, slug, write_json
-from numina.store import IncompleteStoreError, TruncatedStoreError, open_store
-from numina.tracking import Tracker
-from numina.version import code_version
-from numina.walkthrough import capture_generation
-
-log = logging.getLogger("diagnose_numerals")
-# Settings that change what a stored prompt holds: a resumed run must keep them.
-FIXED_SETTINGS = (
-    "model",
-    "prompt_set",
-    "settings",
-    "capture_steps",
-    "layers",
-    "self_attention_layers",
-    "stats_only",
 )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -103,6 +68,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (runs/diagnose-<model>)")
     add_model_arguments(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from analysis.figures import (
+    concentration_by_type_figure,
+    save_figure,
+    separability_heatmap,
+    token_maps_figure,
+)
+from analysis.separability import choose_heads, separability_table
+from analysis.statistics import compare_types, prompt_tokens_of, summarise, token_table
+from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
+from numina.capture.spec import release_reference_layer, release_reference_step
+from numina.cli import (
+    check_output,
+    generation_settings,
+    load_prompt_set,
+    pipeline_from_args,
+    resolve_model_arguments,
+)
+from numina.models import geometry_of, load_tokenizer, resolve_model
+from numina.prompts import PromptTokens, parse_prompt
+from numina.run_folder import (
+    atomic_write,
+    check_resumable,
+    device_type,
+    disk_full_ends_cleanly,
+    save_video,
+    slug,
+    write_config,
+)
+from numina.store import IncompleteStoreError, TruncatedStoreError, open_store
+from numina.tracking import Tracker
+from numina.version import code_version
+from numina.walkthrough import capture_generation
+
+log = logging.getLogger("diagnose_numerals")
+# Settings that change what a stored prompt holds: a resumed run must keep them.
+FIXED_SETTINGS = (
+    "model",
+    "prompt_set",
+    "settings",
+    "capture_steps",
+    "layers",
+    "self_attention_layers",
+    "stats_only",
+    "flow_shift",
+    "dtype",
+    "device",
+    "attention_backend",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     if args.format == "parquet":
@@ -112,6 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--format parquet needs pyarrow (pip install pyarrow), or use --format csv")
     if args.out is None:
         args.out = Path("runs") / f"diagnose-{slug(args.model)}"
+    check_output(parser, args.out)
     return args
 
 
@@ -186,7 +214,8 @@ def main(argv: list[str] | None = None) -> Path:
         "model": args.model,
         "model_source": model,
         "dtype": args.dtype,
-        "device": args.device,
+        "device": device_type(args.device),
+        "attention_backend": args.attention_backend,
         "flow_shift": args.flow_shift,
         "settings": settings.to_dict(),
         "geometry": geometry.to_dict(),
@@ -203,7 +232,7 @@ def main(argv: list[str] | None = None) -> Path:
     check_resumable(out, config, FIXED_SETTINGS, "diagnose_numerals.py")
     for folder in ("stores", "tables", "figures"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config)
+    write_config(out, config)
     log.info("output folder: %s (%d prompts)", out, len(prompts))
 
     pipeline = None
@@ -342,4 +371,5 @@ def summarise_run(
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("diagnose_numerals.py"):
+        main()

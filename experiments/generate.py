@@ -15,54 +15,40 @@ or a local diffusers folder (Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
-from numina.cli import (
+from numina.arguments import (
+    CACHE_METHODS,
+    CROSS_HEADS,
+    HEAD_RULES,
+    PRESET_NAMES,
+    STATS,
     add_model_arguments,
-    generation_settings,
     integer,
-    pipeline_from_args,
-    resolve_model_arguments,
+    json_value,
 )
-from numina.countworld.world import vocabulary, words_outside_vocabulary
-from numina.method.cache import CACHE_METHODS
-from numina.method.correct import check_correction
-from numina.method.generation import NuminaResult, method_spec, run_numina
-from numina.method.identify import CROSS_HEADS, HEAD_RULES
-from numina.method.presets import PRESETS, preset
-from numina.metrics.concentration import STATS
-from numina.models import (
-    Geometry,
-    countworld,
-    countworld2,
-    geometry_of,
-    load_tokenizer,
-    model_defaults,
-    resolve_model,
-)
-from numina.prompts import PromptTokens, parse_prompt, validate_targets
-from numina.run_folder import new_run_folder, save_video, slug, write_json
-from numina.store import open_store
-from numina.tracking import Tracker
-from numina.version import code_version
-from numina.walkthrough import capture_generation, plain_generation
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def _targets(text: str) -> object:
+    """--counts: JSON that names at least one noun (the counts themselves are checked later)."""
+    targets = json_value(text)
+    if targets == {}:
+        raise argparse.ArgumentTypeError("""'{}' names no noun: give each noun's count, e.g. '{"cat": 3}'""")
+    return targets
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--prompt", required=True)
     parser.add_argument(
         "--counts",
-        type=json.loads,
+        type=_targets,
         default=None,
         help="targets as JSON, e.g. '{\"cat\": 3}'; parsed from the prompt when absent",
     )
@@ -71,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="only the walk-through generation with attention capture (no correction, no second run)",
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="official", help="NUMINA preset")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="official", help="NUMINA preset")
     parser.add_argument("--head-rule", choices=HEAD_RULES, default=None, help="self-attention head choice")
     parser.add_argument(
         "--score-variant", choices=["official", "normalised"], default=None, help="S2 variant"
@@ -111,6 +97,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the run folder")
     add_model_arguments(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
+import numpy as np
+
+from analysis.figures import layout_overlay_figure, save_figure, token_maps_figure
+from numina.cli import (
+    check_output,
+    generation_settings,
+    pipeline_from_args,
+    resolve_model_arguments,
+)
+from numina.countworld.world import vocabulary, words_outside_vocabulary
+from numina.method.correct import check_correction
+from numina.method.generation import NuminaResult, method_spec, run_numina
+from numina.method.presets import preset
+from numina.models import (
+    Geometry,
+    countworld,
+    countworld2,
+    geometry_of,
+    load_tokenizer,
+    model_defaults,
+    resolve_model,
+)
+from numina.prompts import PromptTokens, parse_prompt, validate_targets
+from numina.run_folder import disk_full_ends_cleanly, new_run_folder, save_video, slug, write_json
+from numina.store import open_store
+from numina.tracking import Tracker
+from numina.version import code_version
+from numina.walkthrough import capture_generation, plain_generation
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     if args.counts is not None:
@@ -135,6 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "cache_method": args.cache_method,
     }
     args.options = preset(args.preset, **{key: value for key, value in options.items() if value is not None})
+    check_output(parser, args.out)
     return args
 
 
@@ -280,4 +306,5 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("generate.py"):
+        main()

@@ -24,6 +24,28 @@ import sys
 import tempfile
 from pathlib import Path
 
+from numina.arguments import (
+    add_model_arguments,
+    add_prompt_arguments,
+    integer,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_prompt_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument("--layers", default="reference", help="'reference', 'all' or block indices, e.g. 2,5")
+    parser.add_argument("--reference-step", type=integer(0), default=None, help="default: 20 of 50")
+    parser.add_argument("--out", type=Path, default=Path("runs/instance_heads"))
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -39,11 +61,9 @@ from analysis.instance_heads import (
 from numina.capture import CaptureSpec, SelfAttentionCapture
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
-    add_model_arguments,
-    add_prompt_arguments,
+    check_output,
     generation_settings,
     index_list,
-    integer,
     load_prompt_set,
     pipeline_from_args,
     resolve_model_arguments,
@@ -51,23 +71,19 @@ from numina.cli import (
 from numina.evaluation import prompt_counter
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
-from numina.run_folder import check_resumable, write_json
+from numina.run_folder import check_resumable, device_type, disk_full_ends_cleanly, write_config, write_json
 from numina.store import open_store
 from numina.walkthrough import capture_generation
 
 GATE_NATS = 2.0
 # Settings that change a prompt's rows: a resumed --out must have been made with the same ones.
 FIXED_SETTINGS = ("model", "frames", "height", "width", "steps", "guidance", "flow_shift", "seed", "layers",
-                  "reference_step", "negative_prompt", "dtype")  # fmt: skip
+                  "reference_step", "negative_prompt", "dtype", "device", "attention_backend",
+                  "prompt_set")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_prompt_arguments(parser)
-    add_model_arguments(parser)
-    parser.add_argument("--layers", default="reference", help="'reference', 'all' or block indices, e.g. 2,5")
-    parser.add_argument("--reference-step", type=integer(0), default=None, help="default: 20 of 50")
-    parser.add_argument("--out", type=Path, default=Path("runs/instance_heads"))
+    parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
     if args.layers not in ("reference", "all"):
@@ -77,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--layers: {error}")
     if args.reference_step is not None and not 0 <= args.reference_step < args.steps:
         parser.error(f"--reference-step must be in 0..{args.steps - 1}")
+    check_output(parser, args.out)
     return args
 
 
@@ -144,11 +161,12 @@ def main(argv: list[str] | None = None) -> dict:
     stride = args.height // geometry.height
     config = {key: getattr(args, key) for key in FIXED_SETTINGS if hasattr(args, key)}
     command = ["experiments/instance_heads.py", *(sys.argv[1:] if argv is None else argv)]
-    config |= {"layers": layers, "reference_step": step, "prompt_set": args.prompt_set, "command": command}
+    config |= {"layers": layers, "reference_step": step, "prompt_set": args.prompt_set, "command": command,
+               "device": device_type(args.device)}  # fmt: skip
     out = args.out
     check_resumable(out, config, FIXED_SETTINGS, "instance_heads.py")
     (out / "jobs").mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config)
+    write_config(out, config)
     pipeline, settings = None, generation_settings(args)
     for item in tqdm(prompts, desc="prompts", unit="prompt"):
         job = out / "jobs" / f"p{item.index:03d}.json"
@@ -206,4 +224,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("instance_heads.py"):
+        main()

@@ -49,6 +49,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from numina.cli import check_output
 from numina.countworld.training import (
     ema_decay,
     flow_training_step,
@@ -66,7 +67,7 @@ from numina.countworld.world import benchmark_scenes, palette_from_prompt, rende
 from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.metrics import count_rows, video_scores
 from numina.models.countworld import SHARD_SIZE, VIDEO, save_countworld, untrained_pipeline
-from numina.run_folder import atomic_write, write_json
+from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
 from numina.tracking import Tracker
 from numina.walkthrough import GenerationSettings
 
@@ -144,6 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--clips and --steps must be at least 1; --vae-steps, --sample-prompts, --refresh-every >= 0"
         )
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_output(parser, args.work, "--work")
     return args
 
 
@@ -634,4 +636,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("train_countworld.py"):
+        main()

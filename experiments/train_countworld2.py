@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 from transformers import UMT5EncoderModel
 
+from numina.cli import check_output
 from numina.countworld import world2
 from numina.countworld.gates import count_probe
 from numina.countworld.joint_training import (
@@ -55,7 +56,7 @@ from numina.countworld.joint_training import (
 from numina.countworld.training import ema_decay, learning_rate, stream_generators
 from numina.countworld.world import MIN_SIZE
 from numina.models.countworld2 import VIDEO, save_countworld2, untrained_pipeline
-from numina.run_folder import atomic_write, write_json
+from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
 
 # Settings that shape a work folder's data and model; a resumed folder refuses others.
 FIXED_SETTINGS = ("seed", "frames", "size", "vae_steps", "image_batch")
@@ -111,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resume_from is not None and not (args.resume_from / STATE_FILE).is_file():
         parser.error(f"--resume-from {args.resume_from} holds no {STATE_FILE}: not a portable copy")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_output(parser, args.work, "--work")
     return args
 
 
@@ -472,4 +474,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with disk_full_ends_cleanly("train_countworld2.py"):
+        main()

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -59,17 +62,120 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
 
 def check_resumable(folder: str | Path, config: Mapping[str, Any], keys: Sequence[str], script: str) -> None:
     """Refuse to add results to `folder` when its `config.json` was written with other values of `keys`
-    (compared as JSON): the folder's results would silently mix two experiments."""
+    (compared as JSON): the folder's results would silently mix two experiments. The refusal names
+    every changed setting with its old and new value; a setting the folder does not record counts as
+    changed, since its results cannot be shown to match."""
     previous = Path(folder) / "config.json"
     if not previous.exists():
         return
     old = json.loads(previous.read_text())
-    changed = [key for key in keys if json.dumps(old.get(key)) != json.dumps(config.get(key), default=str)]
+    changed = [
+        f"{key}: {json.dumps(old[key], default=str) if key in old else '(not recorded)'} before, "
+        f"{json.dumps(config.get(key), default=str)} now"
+        for key in keys
+        if key not in old or json.dumps(old[key]) != json.dumps(config.get(key), default=str)
+    ]
     if changed:
         raise SystemExit(
-            f"{script}: {folder} holds results made with other {', '.join(changed)}; "
+            f"{script}: {folder} holds results made with other settings ({'; '.join(changed)}); "
             "resume it with the same settings or pass another --out."
         )
+
+
+def write_config(folder: str | Path, config: Mapping[str, Any]) -> Path:
+    """Write `folder/config.json`, keeping the first run's `command` and `code_version`: a resumed
+    run's command (and code version) is appended to `resumed`, unless it repeats the last one."""
+    path = Path(folder) / "config.json"
+    record = dict(config)
+    if path.exists():
+        old = json.loads(path.read_text())
+        first = {key: old[key] for key in ("command", "code_version") if key in old}
+        entry = {key: config[key] for key in first if key in config}
+        resumed = list(old.get("resumed", []))
+        if entry and entry != (resumed[-1] if resumed else first):
+            resumed.append(entry)
+        record.update(first, resumed=resumed)
+    return write_json(path, record)
+
+
+def device_type(device: str) -> str:
+    """The kind of device a run computes on ('cpu', 'cuda', 'mps'), without its index: the numbers of
+    a run depend on the kind, so a resumed folder must keep it, while cuda:0 and cuda:1 are alike."""
+    return str(device).split(":", 1)[0]
+
+
+def check_writable_folder(path: str | Path, option: str = "--out") -> None:
+    """Raise a ValueError that names `option` when the folder `path` could not be created or written
+    in: a file in its place or above it, or a nearest existing folder that refuses a new file (read-only
+    or not ours). Checked before any work, so that no result is lost to it."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under the file {existing}"
+        raise ValueError(f"{option} {path} {where}, not a folder; pass a folder path for {option}.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{option} {path}: cannot write in {existing} ({error.strerror or error}); "
+            f"pass a folder you can write to for {option}."
+        ) from None
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def disk_full_ends_cleanly(script: str) -> Iterator[None]:
+    """Turn a full disk (an OSError ENOSPC/EDQUOT, or an error caused by one, such as the store writer's)
+    into one message and exit status 1 instead of a traceback. Files already complete are kept: every
+    file is written atomically, and a store cut off stays `.partial`, which a resumed run makes again."""
+    try:
+        yield
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None and getattr(cause, "errno", None) not in DISK_FULL:
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise SystemExit(
+            f"{script}: error: the disk is full ({cause}); what was complete is kept. Free some space and "
+            "run the same command again: it resumes where it stopped."
+        ) from None
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def process_scratch(root: str | Path) -> Iterator[Path]:
+    """This process's scratch folder, `root/<host>-<pid>`, removed when the block ends. Scratch folders
+    of this host's processes that no longer run (killed runs) are removed first; other hosts' are kept,
+    since their processes may still be running."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    for folder in root.glob(f"{host}-*"):
+        name, pid = folder.name.rsplit("-", 1)
+        if name == host and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = root / f"{host}-{os.getpid()}"
+    mine.mkdir(exist_ok=True)
+    try:
+        yield mine
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)
 
 
 def write_json(path: str | Path, data: Any) -> Path:

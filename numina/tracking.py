@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import importlib.util
 import io
 import logging
@@ -136,6 +137,38 @@ def resolve_mode(
         raise ValueError(
             f"Unknown W&B mode {mode!r} (from {source}); use 'online', 'offline' or 'disabled'."
         ) from None
+
+
+def check_mode(mode: str | None = None, environ: Mapping[str, str] | None = None) -> Mode:
+    """`resolve_mode`, refusing an online mode without an API key with a ValueError that says what to
+    do: wandb would fail (or prompt) only once the run starts, after the work. No fallback to offline:
+    a run asked to be online must not silently stay on this machine."""
+    resolved = resolve_mode(mode, environ=environ)
+    if resolved == "online" and not has_api_key(environ):
+        raise ValueError(
+            "W&B online mode needs an API key and none was found (WANDB_API_KEY, or a netrc entry "
+            "written by `wandb login`); log in, or use --wandb offline and upload later with `wandb sync`."
+        )
+    return resolved
+
+
+LOGGED_FILE = ".wandb-logged"
+
+
+def logged_already(folder: str | os.PathLike[str], content: str, mode: str | None = None) -> bool:
+    """Whether the folder's last W&B run logged this `content` (the text of what a run would log) in
+    this mode: a rerun with nothing new then opens no second run of the same results."""
+    path = Path(folder) / LOGGED_FILE
+    return path.is_file() and path.read_text() == _logged_digest(content, mode)
+
+
+def record_logged(folder: str | os.PathLike[str], content: str, mode: str | None = None) -> None:
+    """Remember that `content` was logged from `folder` in this mode (see `logged_already`)."""
+    (Path(folder) / LOGGED_FILE).write_text(_logged_digest(content, mode))
+
+
+def _logged_digest(content: str, mode: str | None) -> str:
+    return hashlib.sha256(f"{resolve_mode(mode)}\n{content}".encode()).hexdigest() + "\n"
 
 
 # --------------------------------------------------------------------------- conversions

@@ -69,6 +69,10 @@ def test_a_sweep_completes_resumes_and_writes_its_table(
     assert evaluated == [setting]
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary)
 
+    # a rerun of the finished sweep opens no W&B run
+    monkeypatch.setattr(ablate, "Tracker", lambda *a, **k: pytest.fail("a W&B run was opened"))
+    ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", GRID, "--heads"))
+
 
 def test_a_grid_mixing_the_release_step_and_others_captures_both(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path
@@ -85,7 +89,7 @@ def test_a_folder_made_with_other_prompts_is_refused(
 ) -> None:
     grid = '{"cross_heads": ["mean"]}'
     ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", grid, "--prompts", "3"))
-    with pytest.raises(SystemExit, match="other prompts"):
+    with pytest.raises(SystemExit, match=r"prompts: \[3\] before, \[3, 209\] now"):
         ablate.main(
             _args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", grid, "--prompts", "3,209")
         )

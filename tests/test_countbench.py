@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,9 @@ def test_a_resumed_run_only_makes_the_missing_videos(
     single: Path, tiny_folder: Path, countbench_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (single / "videos" / "p209-s0-official.json").unlink()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    killed = single / "scratch" / f"{socket.gethostname()}-{int(ended.stdout)}" / "tmpabc"
+    killed.mkdir(parents=True)  # a killed run's phase-1 scratch
     made = []
     original = countbench.run_job
     monkeypatch.setattr(
@@ -110,6 +114,15 @@ def test_a_resumed_run_only_makes_the_missing_videos(
     countbench.main(_args(tiny_folder, countbench_dir, single))
     assert made == [(209, 0, "official")]
     assert len(pd.read_csv(single / "results.csv")) == (1 + 1 + 3) * 2 * 9
+    assert list((single / "scratch").iterdir()) == [] and not list((single / "videos").glob("tmp*"))
+
+
+def test_a_rerun_with_nothing_new_opens_no_wandb_run(
+    single: Path, tiny_folder: Path, countbench_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(countbench, "Tracker", lambda *a, **k: pytest.fail("a W&B run was opened"))
+    monkeypatch.setattr(countbench, "pipeline_from_args", lambda *a: pytest.fail("the model was loaded"))
+    countbench.main(_args(tiny_folder, countbench_dir, single))
 
 
 def test_an_open_vocabulary_counter_counts_every_frame(
@@ -139,5 +152,5 @@ def test_bad_requests_fail_before_any_model_work(
         countbench.main(
             _args(tiny_folder, countbench_dir, tmp_path / "c", "--options", '{"early_acept": true}')
         )
-    with pytest.raises(SystemExit, match="made with other guidance"):
+    with pytest.raises(SystemExit, match="guidance: 5.0 before, 3.0 now"):
         countbench.main(_args(tiny_folder, countbench_dir, single, "--guidance", "3"))

@@ -448,6 +448,38 @@ def test_wrong_shape_found_in_thread_is_reported(tmp_path: Path) -> None:
     assert writer.closed and not path.exists()
 
 
+def test_a_full_disk_ends_with_the_writers_own_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No space left: the background writer's StoreWriteError reaches the caller, not the OSError that
+    flushing the file raises again while aborting; what was written before stays in the .partial."""
+    import errno
+
+    import h5py
+
+    from numina.store import writer as writer_module
+
+    path = tmp_path / "attention.h5"
+    shape = shape_of(CROSS, STATS_DIMS[1:])
+    writer = AttentionStoreWriter(path)
+    declare(writer)
+    writer.write("cross_attention/stats", {"step": 0}, np.ones(shape))
+    writer.flush()
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise full
+
+    monkeypatch.setattr(writer_module, "_write_block", no_space)
+    writer.write("cross_attention/stats", {"step": 1}, np.ones(shape))
+    monkeypatch.setattr(h5py.File, "flush", no_space)
+    with pytest.raises(StoreWriteError, match="No space left on device") as caught:
+        writer.close()
+    assert caught.value.__cause__ is full and writer.closed
+    monkeypatch.undo()
+    assert not path.exists()
+    with open_store(path, allow_incomplete=True) as store:
+        assert {cell["step"] for cell in store["cross_attention/stats"].written()} == {0}
+
+
 def test_exception_in_with_body_leaves_incomplete_file(tmp_path: Path) -> None:
     path = tmp_path / "attention.h5"
     with pytest.raises(ZeroDivisionError), AttentionStoreWriter(path) as writer:

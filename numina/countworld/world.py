@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ MAX_KINDS = 3
 MAX_TOTAL = 12
 
 _WORD = re.compile(r"[a-z]+")
+# What a prompt may hold: words of any letters and digits ("café", "3"), or one other sign (an emoji).
+_PROMPT_PIECE = re.compile(r"[^\W_]+|[^\w\s]")
 
 
 def plural(shape: str) -> str:
@@ -203,10 +206,12 @@ def vocabulary() -> list[str]:
 
 
 def words_outside_vocabulary(prompt: str) -> list[str]:
-    """The words of `prompt` that no caption contains, in order: a model trained on the world's
-    captions only ever saw its own words, so these reach it as letters that mean nothing to it."""
+    """The words of `prompt` that no caption contains, in order (any letters, digits, and signs such as
+    emoji; punctuation aside): a model trained on the world's captions only ever saw its own words, so
+    these reach it as letters that mean nothing to it."""
     known = set(vocabulary())
-    return [word for word in _WORD.findall(prompt.lower()) if word not in known]
+    pieces = _PROMPT_PIECE.findall(prompt.lower())
+    return [piece for piece in pieces if piece not in known and piece not in string.punctuation]
 
 
 def palette_from_prompt(prompt: str, nouns: Iterable[str]) -> dict[str, RGB]:

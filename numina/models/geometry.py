@@ -103,21 +103,26 @@ class Geometry:
         )
 
 
+def _nearest(value: int, valid: list[int]) -> str:
+    """The valid values around `value`: one when it lies below the smallest, else the two around it."""
+    if value < valid[0]:
+        return f"The smallest valid value is {valid[0]}."
+    return f"Nearest valid values: {valid[0]} or {valid[1]}."
+
+
 def _check_frames(num_frames: int, stride: int) -> None:
     if num_frames < 1 or (num_frames - 1) % stride:
         lower = max(1, (num_frames - 1) // stride * stride + 1)
-        upper = lower + stride if lower < num_frames else lower
         raise ValueError(
             f"num_frames={num_frames} cannot be generated: the model takes {stride}k+1 frames "
-            f"(the VAE compresses time by {stride}). Nearest valid values: {lower} or {upper}."
+            f"(the VAE compresses time by {stride}). {_nearest(num_frames, [lower, lower + stride])}"
         )
 
 
 def _check_size(name: str, value: int, multiple: int) -> None:
     if value < multiple or value % multiple:
         lower = max(multiple, value // multiple * multiple)
-        upper = lower + multiple if lower < value else lower
         raise ValueError(
             f"{name}={value} cannot be generated: it must be a multiple of {multiple} "
-            f"(VAE stride times patch size). Nearest valid values: {lower} or {upper}."
+            f"(VAE stride times patch size). {_nearest(value, [lower, lower + multiple])}"
         )

@@ -98,7 +98,36 @@ def resolve_model(model: str | None) -> str:
             f"{sorted(BUILTIN)}, or 'tiny' / 'tiny:<variant>' (random weights) with a variant in "
             f"{variant_names()}."
         )
-    return model
+    return _reachable_hub_id(model)
+
+
+def _reachable_hub_id(model: str) -> str:
+    """`model` when it is in the local hub cache or the hub answers for it; otherwise a
+    FileNotFoundError that says the folder does not exist and why the id could not be used (one quick
+    request, instead of the loaders' retries after the run has started)."""
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(model, "model_index.json"), str):
+        return model
+    folder = f"There is no folder {str(Path(model).expanduser().absolute())!r}"
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        reason = "the hub is switched off (HF_HUB_OFFLINE) and the id is not in the local hub cache"
+    else:
+        try:
+            huggingface_hub.model_info(model, timeout=10)
+            return model
+        except GatedRepoError:  # it exists; the loader says what access it needs
+            return model
+        except RepositoryNotFoundError:
+            reason = "the hub has no model with that id (or it is private)"
+        except Exception as error:  # no network, DNS, proxy, server error: all mean "not reachable"
+            reason = f"the hub could not be reached ({type(error).__name__}: {error})"
+    raise FileNotFoundError(
+        f"{folder}, and the hub id {model!r} could not be used: {reason}. Pass an existing pipeline "
+        f"folder, a reachable hub id such as {VARIANTS['wan2.1-1.3b'].hub_id!r}, or a built-in model "
+        f"{sorted(BUILTIN)}."
+    )
 
 
 def load_pipeline(

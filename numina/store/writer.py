@@ -571,7 +571,9 @@ class AttentionStoreWriter:
         try:
             self.flush()
         except BaseException:
-            self.abort()
+            # A full disk fails the flush while aborting too: keep the writer's own error.
+            with contextlib.suppress(Exception):
+                self.abort()
             raise
         self._stop_worker()
         handle = self._handle

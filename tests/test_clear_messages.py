@@ -1,0 +1,127 @@
+"""The smaller cases of issue 24: each message says what is wrong and what to do."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from experiment_scripts import EXPERIMENTS, load_experiment
+
+from numina.countworld.world import words_outside_vocabulary
+from numina.models.geometry import Geometry
+from numina.run_folder import process_scratch
+
+TRANSFORMER = SimpleNamespace(patch_size=(1, 2, 2), num_layers=2, num_attention_heads=2, attention_head_dim=8)
+
+
+@pytest.mark.parametrize(
+    ("frames", "height", "message"),
+    [
+        (9, -128, "height=-128 .* multiple of 16 .* The smallest valid value is 16"),
+        (9, 8, "height=8 .* The smallest valid value is 16"),
+        (9, 40, "height=40 .* Nearest valid values: 32 or 48"),
+        (0, 64, "num_frames=0 .* The smallest valid value is 1"),
+        (10, 64, "num_frames=10 .* Nearest valid values: 9 or 13"),
+    ],
+)
+def test_a_size_the_model_cannot_take_names_the_valid_values(frames: int, height: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Geometry.from_configs(TRANSFORMER, 4, 8, frames, height, 64)
+
+
+# (script, arguments, what the argument error says)
+ARGUMENT_ERRORS = [
+    ("generate", ["--prompt", "three cats", "--height", "-128"],
+     "argument --height: the value must be an integer >= 1"),
+    ("generate", ["--prompt", "three cats", "--counts", "{}"], "argument --counts: '{}' names no noun"),
+    ("generate", ["--prompt", "three cats", "--counts", "{cat: 3}"],
+     "argument --counts: not valid JSON (Expecting property name enclosed in double quotes at character 2)"),
+    ("countbench", ["--options", "{'early_accept': true}"], "argument --options: not valid JSON"),
+    ("countbench", ["--palette", '{"cat": [1, 0, 0]'], "argument --palette: not valid JSON"),
+    ("ablate_heads", ["--grid", "head_rule=fixed"],
+     "argument --grid: not valid JSON (Expecting value at character 1)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("script", "arguments", "said"), ARGUMENT_ERRORS)
+def test_an_argument_error_names_the_option_and_the_fix(
+    script: str, arguments: list[str], said: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        load_experiment(script).parse_args([*arguments, "--wandb", "disabled"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert said in error and "invalid loads value" not in error
+
+
+def test_words_a_built_in_model_does_not_know_include_accents_emoji_and_digits() -> None:
+    assert words_outside_vocabulary("Three red café 🐱 3 circles, on a grey sofa.") == [
+        "café",
+        "🐱",
+        "3",
+        "sofa",
+    ]
+    assert words_outside_vocabulary("Three red circles.") == []
+
+
+def test_scratch_folders_of_killed_processes_are_removed(tmp_path: Path) -> None:
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = socket.gethostname()
+    killed = tmp_path / f"{host}-{int(ended.stdout)}"
+    running = tmp_path / f"{host}-{os.getppid()}"
+    elsewhere = tmp_path / f"{host}-other-{int(ended.stdout)}"
+    for folder in (killed, running, elsewhere):
+        (folder / "tmpabc").mkdir(parents=True)
+    with process_scratch(tmp_path) as mine:
+        assert mine == tmp_path / f"{host}-{os.getpid()}" and mine.is_dir()
+        assert not killed.exists() and running.exists() and elsewhere.exists()
+    assert not mine.exists()
+
+
+HELP_SCRIPTS = (
+    "generate", "countbench", "ablate_heads", "diagnose_numerals", "instance_heads",
+    "countworld2_counting", "countworld_samples", "countworld2_gates",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["--seed", "-1"]])
+def test_help_and_argument_errors_answer_before_the_model_code_is_imported(arguments: list[str]) -> None:
+    """Each script parses its arguments above its imports of torch and diffusers (~20 s on 2 cores)."""
+    check = (
+        "import runpy, sys\n"
+        "for script in sys.argv[1:]:\n"
+        f"    sys.argv = [script, *{arguments!r}]\n"
+        "    try:\n"
+        "        runpy.run_path(script, run_name='__main__')\n"
+        "    except SystemExit as exit:\n"
+        "        print('EXIT', exit.code)\n"
+        "print('LOADED', sorted(m for m in ('torch', 'diffusers', 'numpy', 'pandas') if m in sys.modules))\n"
+    )
+    paths = [str(EXPERIMENTS / f"{name}.py") for name in HELP_SCRIPTS]
+    env = {**os.environ, "PYTHONPATH": str(EXPERIMENTS.parent)}
+    done = subprocess.run([sys.executable, "-c", check, *paths], capture_output=True, text=True, env=env)
+    lines = done.stdout.strip().splitlines()
+    codes = [line.split()[1] for line in lines if line.startswith("EXIT ")]
+    assert codes == ["0" if arguments == ["--help"] else "2"] * len(paths), done.stderr[-2000:]
+    assert lines[-1] == "LOADED []"
+
+
+def test_the_light_option_names_are_the_models_own() -> None:
+    from numina import arguments
+    from numina.evaluation.detectors import DETECTORS
+    from numina.method.cache import CACHE_METHODS
+    from numina.method.identify import CROSS_HEADS, HEAD_RULES
+    from numina.method.presets import PRESETS
+    from numina.metrics.concentration import STATS
+
+    assert tuple(sorted(PRESETS)) == arguments.PRESET_NAMES
+    assert ("exact", *DETECTORS) == arguments.COUNTERS
+    assert (arguments.HEAD_RULES, arguments.CROSS_HEADS) == (HEAD_RULES, CROSS_HEADS)
+    assert (arguments.STATS, arguments.CACHE_METHODS) == (STATS, CACHE_METHODS)

@@ -1,0 +1,94 @@
+"""Resumable folders keep every setting that changes a number: a resume with another one is refused
+(old and new value named) before any model work, and config.json keeps the first command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from experiment_scripts import load_experiment
+
+from numina.run_folder import check_resumable, device_type, write_config
+
+
+class Loaded(Exception):
+    """Raised in place of loading the pipeline: the run got past every check."""
+
+
+def _common(tiny_folder: Path, out: Path) -> list[str]:
+    return [
+        "--model", str(tiny_folder), "--out", str(out), "--frames", "9", "--height", "64", "--width", "64",
+        "--steps", "4", "--wandb", "disabled", "--dtype", "float32", "--device", "cpu",
+    ]  # fmt: skip
+
+
+SCRIPT_ARGS = {
+    "countbench": ["--prompts", "3", "--seeds", "1", "--counter", "exact"],
+    "ablate_heads": ["--prompts", "3", "--counter", "exact", "--grid", '{"cross_heads": ["mean"]}'],
+    "diagnose_numerals": ["--prompts", "3"],
+    "instance_heads": ["--prompt-set", "countworld", "--prompts", "3"],
+}
+# (script, changed option, its new value, what the refusal names)
+CHANGES = [
+    ("countbench", "--dtype", "bfloat16", 'dtype: "float32" before, "bfloat16" now'),
+    ("countbench", "--device", "meta", 'device: "cpu" before, "meta" now'),
+    ("countbench", "--attention-backend", "native", 'attention_backend: null before, "native" now'),
+    ("ablate_heads", "--palette", '{"cat": [1, 0, 0]}', 'palette: null before, {"cat": [1, 0, 0]} now'),
+    ("ablate_heads", "--dtype", "bfloat16", 'dtype: "float32" before, "bfloat16" now'),
+    ("ablate_heads", "--attention-backend", "native", "attention_backend: null before"),
+    ("diagnose_numerals", "--dtype", "bfloat16", 'dtype: "float32" before, "bfloat16" now'),
+    ("diagnose_numerals", "--flow-shift", "3", "flow_shift: 5.0 before, 3.0 now"),
+    ("diagnose_numerals", "--device", "meta", 'device: "cpu" before, "meta" now'),
+    ("instance_heads", "--device", "meta", 'device: "cpu" before, "meta" now'),
+    ("instance_heads", "--attention-backend", "native", "attention_backend: null before"),
+]
+
+
+@pytest.mark.parametrize(("script", "option", "value", "named"), CHANGES)
+def test_a_resume_with_another_setting_is_refused_before_any_model_work(
+    script: str,
+    option: str,
+    value: str,
+    named: str,
+    tiny_folder: Path,
+    countbench_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = load_experiment(script)
+
+    def loaded(*args: object, **kwargs: object) -> None:
+        raise Loaded
+
+    monkeypatch.setattr(module, "pipeline_from_args", loaded)
+    first = [*_common(tiny_folder, tmp_path / "run"), "--countbench", str(countbench_dir)]
+    first += SCRIPT_ARGS[script]
+    with pytest.raises(Loaded):  # the first run gets as far as loading the model
+        module.main(first)
+    config = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(SystemExit, match="resume it with the same settings") as refused:
+        module.main([*first, option, value])
+    assert named in str(refused.value)
+    assert (tmp_path / "run" / "config.json").read_text() == config
+
+
+def test_a_setting_the_folder_does_not_record_counts_as_changed(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model": "tiny"}))
+    with pytest.raises(SystemExit, match=r"dtype: \(not recorded\) before, \"float32\" now"):
+        check_resumable(tmp_path, {"model": "tiny", "dtype": "float32"}, ("model", "dtype"), "x.py")
+    check_resumable(tmp_path, {"model": "tiny"}, ("model",), "x.py")
+
+
+def test_config_keeps_the_first_command_and_appends_resumed_ones(tmp_path: Path) -> None:
+    write_config(tmp_path, {"seeds": 1, "code_version": "a", "command": ["x.py", "--seeds", "1"]})
+    write_config(tmp_path, {"seeds": 1, "code_version": "a", "command": ["x.py", "--seeds", "1"]})
+    write_config(tmp_path, {"seeds": 2, "code_version": "b", "command": ["x.py", "--seeds", "2"]})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["command"] == ["x.py", "--seeds", "1"] and config["code_version"] == "a"
+    assert config["seeds"] == 2
+    assert config["resumed"] == [{"command": ["x.py", "--seeds", "2"], "code_version": "b"}]
+
+
+def test_the_device_kind_is_kept_not_its_index() -> None:
+    assert [device_type(d) for d in ("cpu", "cuda", "cuda:1", "mps")] == ["cpu", "cuda", "cuda", "mps"]
