@@ -2,11 +2,13 @@
 
     python benchmarks/layout_planted.py --out benchmarks/results/layout_planted
     python benchmarks/layout_planted.py --quick --out /tmp/planted          # ~1 minute on 2 cores
+    python benchmarks/layout_planted.py --extractions official,segments --out /tmp/planted
 
 Generates a seeded suite of planted scenes (`numina.evaluation.planted.benchmark_suite`: every grid x
 k x difficulty cell, `--cases-per-cell` cases each, scenarios and noun map styles in turn), runs each
 named extraction (`--extractions`, from `planted.EXTRACTIONS`; `official` is the method's own layout
-with the `official` preset's `LayoutOptions`) on every case, and writes to `--out`:
+with the `official` preset's `LayoutOptions`, `segments` the same path with
+`LayoutOptions(extraction="segments")` and 12 captured components) on every case, and writes to `--out`:
 
     rows.csv                    one row per extraction, case and frame (count, matches, IoU, errors)
     summary_<breakdown>.csv     exact and right-count rates with 95% Wilson intervals, by overall, k,

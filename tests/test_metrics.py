@@ -9,7 +9,9 @@ import pytest
 import torch
 from sklearn.utils.extmath import randomized_svd
 
+from numina.evaluation.planted import CaseSpec, generate_case
 from numina.metrics import concentration_stats, separability, top_components
+from numina.metrics.lowrank import small_eigh
 from numina.metrics.separability import block_size, grey_image
 
 # A 16 x 16 grid, ones on the 4 x 4 square rows 4-7, cols 4-7, zeros elsewhere (all three components
@@ -112,3 +114,21 @@ def test_concentration_extremes_and_ordering() -> None:
     # The blob's spread about its centre: 2 of 3 rows/cols are one grid step (1/7) away.
     torch.testing.assert_close(spread, torch.tensor([spread[0].item(), 2 * (2 / 3) / 49, 0.0]))
     assert spread[0] > spread[1] > spread[2]
+
+
+def test_top_components_of_exactly_low_rank_maps_are_finite() -> None:
+    # Six equal blocks and a background (a clean planted scene): a 3-fold repeated singular value, on
+    # which float32 LAPACK eigh raised "failed to converge" before the float64 retry.
+    case = generate_case(CaseSpec(32, 32, 6, radius=(2, 4), difficulty="clean", seed=3))
+    maps = torch.from_numpy(case.self_maps)
+    scores, singular = top_components(maps, k=3)
+    _, reference = top_components(maps.double(), k=3)
+    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    torch.testing.assert_close(singular.double(), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_small_eigh_keeps_the_float32_result_where_it_succeeds() -> None:
+    gram = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    gram = gram @ gram.transpose(-1, -2)
+    for ours, plain in zip(small_eigh(gram), torch.linalg.eigh(gram), strict=True):
+        assert torch.equal(ours, plain)

@@ -80,6 +80,7 @@ AMPLITUDE = (0.6, 1.0)  # range of an instance's peak in the noun map, before th
 PLACEMENT_TRIES = 50
 MOTION_FRAMES = 3
 IOU_THRESHOLD = 0.5
+SEGMENT_COMPONENTS = 12  # components the `segments` extraction is given (the capture's `components`)
 
 
 @dataclass(frozen=True)
@@ -452,10 +453,11 @@ def truth_extraction(case: PlantedCase) -> np.ndarray:
     return case.truth
 
 
-def layout_extraction(options: LayoutOptions) -> Extraction:
+def layout_extraction(options: LayoutOptions, components: int = 3) -> Extraction:
     """The method's own layout under `options`: the capture's reduction of each frame's self-attention
-    map (`reduce_self_attention` with the capture's default settings, float32) and `build_layout`."""
-    capture = SelfAttentionCapture(layers=(0,), scores=False)
+    map (`reduce_self_attention` with the capture's default settings but `components`, float32) and
+    `build_layout`."""
+    capture = SelfAttentionCapture(layers=(0,), components=components, scores=False)
 
     def extract(case: PlantedCase) -> np.ndarray:
         height, width = case.spec.height, case.spec.width
@@ -469,6 +471,8 @@ def layout_extraction(options: LayoutOptions) -> Extraction:
 
 EXTRACTIONS: dict[str, Extraction] = {
     "official": layout_extraction(preset("official").layout),
+    # The capture keeps 12 components instead of 3: one direction per object, k <= 8 plus others.
+    "segments": layout_extraction(LayoutOptions(extraction="segments"), components=SEGMENT_COMPONENTS),
     "truth": truth_extraction,
 }
 

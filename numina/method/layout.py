@@ -12,7 +12,10 @@ NUMINA's layout step (METHOD.md, "Phase 1", step 5), as the release does it:
                 increasing cluster id
 
 Labels: 0 background, 1..99 detected instances, -1 removed and >= 100 added (by `correct`). May import
-numpy, scikit-learn, numina.checks and numina.method.meanshift.
+numpy, scikit-learn, numina.checks, numina.method.meanshift and numina.method.segments.
+
+`LayoutOptions(extraction="segments")` swaps the clustering and the instance rule for
+`numina.method.segments` (Ward segments of all captured components, kept by the noun map's contrast).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sklearn.cluster import DBSCAN
 
 from numina.checks import check_int, check_real
 from numina.method.meanshift import estimate_bandwidth, mean_shift
+from numina.method.segments import segment_layouts
 
 BACKGROUND = 0
 REMOVED = -1
@@ -32,11 +36,12 @@ ADDED_BASE = 100
 MAX_DETECTED = ADDED_BASE - 1
 FLAT_RANGE = 1e-8
 COORD_SCALE = 0.5
+EXTRACTIONS = ("release", "segments")
 
 
 @dataclass(frozen=True)
 class LayoutOptions:
-    """The release's layout settings (METHOD.md step 5)."""
+    """The layout's settings: the release's (METHOD.md step 5) by default, or the `segments` extraction."""
 
     threshold: float = 0.05  # focus: fraction of the cross map's maximum
     eps: float = 3.0  # focus: DBSCAN radius in grid positions
@@ -45,8 +50,18 @@ class LayoutOptions:
     quantile: float = 0.2  # MeanShift bandwidth estimate
     n_samples: int = 1000  # positions the bandwidth estimate looks at, at most
     fallback_bandwidth: float = 0.5  # when the estimate is not positive
+    # release: MeanShift, focus mask, 20% rule; segments: numina.method.segments (the fields below)
+    extraction: str = "release"
+    segment_threshold: float = 0.8  # Ward merge cost cut, in units of sigma_1 (groups lie ~1.41 apart)
+    contrast: float = 3.0  # an instance's median noun map over the noun map's background level
+    min_tokens: int = 3  # segments: smallest instance, in tokens
 
     def __post_init__(self) -> None:
+        if self.extraction not in EXTRACTIONS:
+            raise ValueError(
+                f"layout extraction {self.extraction!r} is not one of {list(EXTRACTIONS)} (release: the "
+                "release's MeanShift layout; segments: Ward segments kept by the noun map's contrast)"
+            )
         check_real("layout threshold", self.threshold, 0, 1)
         check_real("layout eps", self.eps, 0, low_open=True)
         check_int("layout min_samples", self.min_samples, 1)
@@ -54,6 +69,9 @@ class LayoutOptions:
         check_real("layout quantile", self.quantile, 0, 1, low_open=True)
         check_int("layout n_samples", self.n_samples, 1)
         check_real("layout fallback_bandwidth", self.fallback_bandwidth, 0, low_open=True)
+        check_real("layout segment_threshold", self.segment_threshold, 0, low_open=True)
+        check_real("layout contrast", self.contrast, 1, low_open=True)
+        check_int("layout min_tokens", self.min_tokens, 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,6 +212,12 @@ def frame_layout(clusters: np.ndarray, focus: np.ndarray, min_overlap: float = 0
         if (region & focus).sum() / region.sum() >= min_overlap:
             count += 1
             labels[region] = count
+    return check_detected(labels)
+
+
+def check_detected(labels: np.ndarray) -> np.ndarray:
+    """`labels` when its detected instances fit labels 1..99 (>= 100 are `correct`'s additions)."""
+    count = int(labels.max(initial=0))
     if count > MAX_DETECTED:
         raise ValueError(
             f"{count} instances found in one frame; labels 1..{MAX_DETECTED} hold detected instances "
@@ -212,7 +236,8 @@ def build_layout(
     """The layout of every noun in every frame.
 
     Args:
-        components: (frames, H*W, k >= 3) components of each frame's chosen self-attention map.
+        components: (frames, H*W, k >= 3) components of each frame's chosen self-attention map (the
+            release's extraction reads the first 3; `segments` reads all k).
         cross_maps: noun -> (frames, H, W) cross-attention map of the chosen (or averaged) head.
         options: the release's settings when None.
 
@@ -235,6 +260,18 @@ def build_layout(
                 "to match the components."
             )
     labels = {noun: np.zeros((frames, height, width), dtype=np.int32) for noun in maps}
+    if options.extraction == "segments":
+        for frame in range(frames):
+            found = segment_layouts(
+                components[frame],
+                {noun: cross[frame] for noun, cross in maps.items()},
+                options.segment_threshold,
+                options.contrast,
+                options.min_tokens,
+            )
+            for noun, frame_labels in found.items():
+                labels[noun][frame] = check_detected(frame_labels)
+        return Layout(labels)
     for frame in range(frames):
         features = instance_features(components[frame], height, width)
         clusters = segment_frame(

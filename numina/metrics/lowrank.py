@@ -57,6 +57,24 @@ def tensor_core_products(enabled: bool) -> Iterator[None]:
         matmul.fp32_precision = previous
 
 
+def small_eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.linalg.eigh` of a batch of small symmetric matrices, redone in float64 where it fails.
+
+    On exactly low-rank maps (k equal blocks: a k-fold repeated eigenvalue) the float32 LAPACK solver
+    raises "failed to converge" or returns NaN. Such batches are solved again in float64 and cast back,
+    so every other batch keeps the float32 result bit for bit; one host sync checks for NaN.
+    """
+    try:
+        eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+        if gram.dtype == torch.float64 or bool(torch.isfinite(eigenvectors).all()):
+            return eigenvalues, eigenvectors
+    except torch.linalg.LinAlgError:
+        if gram.dtype == torch.float64:
+            raise
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram.double())
+    return eigenvalues.to(gram.dtype), eigenvectors.to(gram.dtype)
+
+
 def top_components(
     maps: torch.Tensor,
     k: int = 3,
@@ -109,7 +127,7 @@ def top_components(
         small = transposed_times(basis).transpose(-1, -2)  # Q^T A_c: (..., width, m)
     # SVD of the small factor through the eigen-decomposition of its width x width Gram matrix
     # (batched eigh of tiny matrices is fast on GPUs; a batched SVD of width x m is not).
-    eigenvalues, eigenvectors = torch.linalg.eigh(small @ small.transpose(-1, -2))
+    eigenvalues, eigenvectors = small_eigh(small @ small.transpose(-1, -2))
     top = eigenvectors.flip(-1)[..., :k]
     singular = eigenvalues.flip(-1)[..., :k].clamp_min(0).sqrt()
     left = basis @ top
