@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import torch
 import numina.method.generation as generation
 import numina.method.modulate as modulate
 from numina.capture import AttentionCapture, MemorySink
+from numina.method import segments
 from numina.method.generation import NuminaResult, identify_and_layout, method_spec, run_numina
 from numina.method.identify import Phase1Data
-from numina.method.layout import Layout
+from numina.method.layout import Layout, LayoutOptions
 from numina.method.presets import preset
 from numina.models import Geometry
 from numina.prompts import parse_prompt
@@ -87,6 +89,16 @@ def test_a_numina_run_writes_layouts_counts_and_edits_into_the_store(official, t
             Geometry.from_dict(store.attrs["geometry"]), tokens, SETTINGS.steps, preset("official")
         )
         assert step == 2 and store["self_attention/scores"].sel(step=2, branch="cond").written()
+
+
+def test_the_segments_extraction_captures_the_components_it_reads(tiny_pipe, tokens) -> None:
+    """The release reads 3 components; the segments extraction's walk-through keeps its 12."""
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    release, _, _ = method_spec(geometry, tokens, SETTINGS.steps, preset("official"))
+    options = replace(preset("official"), layout=LayoutOptions(extraction="segments"))
+    segmented, _, _ = method_spec(geometry, tokens, SETTINGS.steps, options)
+    assert release.self_attention.components == 3
+    assert segmented.self_attention.components == segments.COMPONENTS == 12
 
 
 def test_the_stored_run_replays_to_the_same_layout(official, tiny_pipe, tokens) -> None:

@@ -68,6 +68,7 @@ from scipy.optimize import linear_sum_assignment
 
 from numina.capture.reductions import reduce_self_attention
 from numina.capture.spec import SelfAttentionCapture
+from numina.method import segments
 from numina.method.layout import LayoutOptions, build_layout
 from numina.method.presets import preset
 
@@ -80,7 +81,6 @@ AMPLITUDE = (0.6, 1.0)  # range of an instance's peak in the noun map, before th
 PLACEMENT_TRIES = 50
 MOTION_FRAMES = 3
 IOU_THRESHOLD = 0.5
-SEGMENT_COMPONENTS = 12  # components the `segments` extraction is given (the capture's `components`)
 
 
 @dataclass(frozen=True)
@@ -472,7 +472,7 @@ def layout_extraction(options: LayoutOptions, components: int = 3) -> Extraction
 EXTRACTIONS: dict[str, Extraction] = {
     "official": layout_extraction(preset("official").layout),
     # The capture keeps 12 components instead of 3: one direction per object, k <= 8 plus others.
-    "segments": layout_extraction(LayoutOptions(extraction="segments"), components=SEGMENT_COMPONENTS),
+    "segments": layout_extraction(LayoutOptions(extraction="segments"), components=segments.COMPONENTS),
     "truth": truth_extraction,
 }
 

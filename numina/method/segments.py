@@ -35,6 +35,10 @@ from sklearn.feature_extraction.image import grid_to_graph
 FLAT_NORM = 1e-6  # a map with no component above this (e.g. a uniform map after centring) has no segment
 TINY = 1e-12  # floor of the noun map before its logarithm
 
+# Components the extraction reads (the capture keeps these many under `extraction="segments"`): one
+# direction per object, k <= 8 objects of the noun plus other nouns' objects in the frame.
+COMPONENTS = 12
+
 
 def embedding(components: np.ndarray) -> np.ndarray | None:
     """(H*W, K) components divided by their largest column norm; None for a map with no structure."""
