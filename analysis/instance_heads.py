@@ -60,11 +60,13 @@ def latent_frame_sources(latent_frames: int, temporal_stride: int = 4) -> list[i
 def instance_separation(attention: np.ndarray, labels: np.ndarray) -> dict | None:
     """The separation of each head's map in `attention` (heads, tpf, tpf) given (H, W) token `labels` of
     one kind's instances: {"nats": (heads,) own instance over another, "ring_nats": (heads,) own instance
-    over its background ring, "pairs", "floored"} (see the module docstring). None when fewer than two
-    instances cover a token (nothing to separate)."""
+    over its background ring (NaN where no instance has a ring), "pairs", "floored"} (see the module
+    docstring). None when fewer than two instances cover a token (nothing to separate)."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or attention.shape[-1] != labels.size or attention.shape[-2] != labels.size:
         raise ValueError(f"maps of {attention.shape[-2:]} tokens do not fit token labels of {labels.shape}")
+    if not np.isfinite(attention).all():
+        raise ValueError("the attention maps hold NaN or inf: read a complete store (unwritten maps are NaN)")
     instances = np.unique(labels[labels > 0])
     if len(instances) < 2:
         return None
@@ -80,14 +82,16 @@ def instance_separation(attention: np.ndarray, labels: np.ndarray) -> dict | Non
     log_density = np.log(np.maximum(density, DENSITY_FLOOR))  # (heads, tpf, 2n)
     nats, ring_nats = np.zeros(attention.shape[0]), np.zeros(attention.shape[0])
     n = len(instances)
+    ringed = [a for a, ring in enumerate(rings) if ring.any()]  # an instance walled in by others has none
     for a, region in enumerate(regions):
         own = log_density[:, region.reshape(-1), :]  # (heads, q, 2n)
         others = [b for b in range(n) if b != a]
         nats += (own[..., a : a + 1] - own[..., others]).mean(axis=1).sum(axis=-1)
-        ring_nats += (own[..., a] - own[..., n + a]).mean(axis=1)
+        if a in ringed:
+            ring_nats += (own[..., a] - own[..., n + a]).mean(axis=1)
     return {
         "nats": nats / (n * (n - 1)),
-        "ring_nats": ring_nats / n,
+        "ring_nats": ring_nats / len(ringed) if ringed else np.full(attention.shape[0], np.nan),
         "pairs": n * (n - 1),
         "floored": floored,
     }

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_prompt_arguments(parser)
     add_model_arguments(parser)
-    parser.add_argument("--layers", default="reference", help="'reference', 'all' or block indices, e.g. 2,5")
+    parser.add_argument("--layers", default="reference", help="'reference', 'all' or more blocks, e.g. 2,7")
     parser.add_argument("--reference-step", type=integer(0), default=None, help="default: 20 of 50")
     parser.add_argument("--out", type=Path, default=Path("runs/instance_heads"))
     return parser
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     geometry = geometry_of(model, args.frames, args.height, args.width)
     reference = release_reference_layer(geometry)
     layers = {"reference": [reference], "all": list(range(geometry.layers))}.get(args.layers, args.layers)
+    layers = sorted({*layers, reference})  # G3 is judged at the reference block, so it is always kept
     step = release_reference_step(args.steps) if args.reference_step is None else args.reference_step
     spec = CaptureSpec(steps=(step,), self_attention=SelfAttentionCapture(layers=tuple(layers), maps=True))
     try:

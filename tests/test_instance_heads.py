@@ -67,6 +67,14 @@ def test_a_locality_head_separates_instances_but_not_from_their_ring():
     assert measured["nats"][1] == pytest.approx(math.log(1000)) == pytest.approx(measured["ring_nats"][1])
 
 
+def test_nan_maps_are_refused_and_a_walled_in_instance_has_no_ring():
+    with pytest.raises(ValueError, match="NaN or inf"):
+        instance_separation(np.full((1, 6, 6), np.nan), ROW)
+    touching = np.array([[1, 2]])  # two instances and no background: no ring to compare with
+    measured = instance_separation(np.full((1, 2, 2), 0.5), touching)
+    assert measured["nats"] == pytest.approx([0.0]) and np.isnan(measured["ring_nats"]).all()
+
+
 def test_nothing_to_separate_and_bad_shapes():
     assert instance_separation(np.full((1, 6, 6), 1 / 6), np.array([[1, 1, 0, 0, 0, 0]])) is None
     with pytest.raises(ValueError, match="do not fit"):
