@@ -88,16 +88,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         scenes = world2.benchmark_scenes(args.prompts, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     summaries, counts = [], []
-    chunks: dict[int, np.ndarray] = {}  # the videos of each chunk of scenes, by its first index
+    shown: dict[str, np.ndarray] = {}  # the first chunk's videos, for the contact sheet
+
+    def keep_first_chunk(start: int, videos: np.ndarray) -> None:
+        if start == 0:
+            shown["videos"] = videos
+
     for guidance in args.guidance:
         rows = counting_rows(
             pipeline, scenes, args.frames, VIDEO["height"], args.steps, guidance, args.seed, autocast,
-            on_videos=chunks.__setitem__,
+            on_videos=keep_first_chunk,
         )  # fmt: skip
         counts.append(rows.assign(guidance=guidance))
         summaries.append({"guidance": guidance, **counting_summary(rows)})
         print(pd.DataFrame(summaries[-1:]).round(3).to_string(index=False), flush=True)
-        contact_sheet(chunks[0]).save(args.out / f"contact_g{guidance:g}.png")
+        contact_sheet(shown["videos"]).save(args.out / f"contact_g{guidance:g}.png")
     table = pd.DataFrame(summaries)
     table.to_csv(args.out / "counting.csv", index=False)
     pd.concat(counts).to_csv(args.out / "counts.csv", index=False)
