@@ -132,16 +132,23 @@ class Trainer:
         self.started, self.steps_this_piece = time.monotonic(), 0
         self.checkpointed = False  # whether this piece wrote a transformer checkpoint
         resuming = args.resume_from is not None and not (self.work / "state.json").exists()
-        if resuming:
-            shutil.copy(args.resume_from / STATE_FILE, self.work / "state.json")
-            if (args.resume_from / "losses.jsonl").is_file():
-                shutil.copy(args.resume_from / "losses.jsonl", self.work / "losses.jsonl")
-        self.state = self._load_state()
+        # A portable copy's state is checked and its weights loaded before anything is written here, so a
+        # refused or failed resume leaves the work folder as it was.
+        self.state = self._load_state(args.resume_from / STATE_FILE if resuming else self.work / "state.json")
         self.pipeline = untrained_pipeline(args.seed)
         if resuming:
             self._load_portable(args.resume_from)
-        elif (self.work / "vae.ckpt").exists():
-            self.pipeline.vae.load_state_dict(torch.load(self.work / "vae.ckpt", map_location="cpu")["vae"])
+            if (args.resume_from / "losses.jsonl").is_file():
+                shutil.copy(args.resume_from / "losses.jsonl", self.work / "losses.jsonl")
+            # The folder holds its own VAE from here (a later piece in it loads vae.ckpt, not the portable).
+            with atomic_write(self.work / "vae.ckpt") as temporary:
+                torch.save({"vae": self.pipeline.vae.state_dict(), "optimiser": None}, temporary)
+            self._save_state()
+        else:
+            self._check_checkpoints()
+            if (self.work / "vae.ckpt").exists():
+                vae = torch.load(self.work / "vae.ckpt", map_location="cpu")["vae"]
+                self.pipeline.vae.load_state_dict(vae)
         if "latents_mean" in self.state:
             self.pipeline.vae.register_to_config(
                 latents_mean=self.state["latents_mean"], latents_std=self.state["latents_std"]
@@ -153,12 +160,26 @@ class Trainer:
     def models(self) -> list[torch.nn.Module]:
         return [self.pipeline.text_encoder, self.pipeline.transformer]
 
-    def _load_state(self) -> dict:
+    def _check_checkpoints(self) -> None:
+        """A state that has trained must have its checkpoints beside it: without them the piece would
+        go on from random weights at the recorded step."""
+        for stage, step, checkpoint in (
+            ("vae", "vae_step", "vae.ckpt"),
+            ("transformer", "step", "transformer.ckpt"),
+        ):
+            if self.state[step] > 0 and not (self.work / checkpoint).exists():
+                raise SystemExit(
+                    f"{self.work}/state.json is at {stage} step {self.state[step]} but {checkpoint} is "
+                    "missing; resume from a portable copy in a new --work folder (--resume-from)"
+                )
+
+    def _load_state(self, path: Path) -> dict:
+        """The state at `path` (this folder's, or a portable copy's), its fixed settings checked; a new
+        one when there is none."""
         settings = {
             key: getattr(self.args, key) for key in vars(self.args) if key not in ("work", "resume_from")
         }
         settings["device"] = str(settings["device"])
-        path = self.work / "state.json"
         if not path.exists():
             state = {"stage": "vae", "vae_step": 0, "step": 0, "settings": settings, "evals": []}
             state["pieces"] = [{"vae_step": 0, "step": 0, "settings": settings}]
@@ -217,10 +238,12 @@ class Trainer:
         args, vae = self.args, self.pipeline.vae.train()
         optimiser = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
         checkpoint = self.work / "vae.ckpt"
-        if checkpoint.exists():  # the weights are loaded already
-            optimiser.load_state_dict(torch.load(checkpoint, map_location="cpu")["optimiser"])
+        saved = torch.load(checkpoint, map_location="cpu") if checkpoint.exists() else {}
+        if saved.get("optimiser") is not None:  # the weights are loaded already; a resume has no moments
+            optimiser.load_state_dict(saved["optimiser"])
         settings = {"object_weight": 10.0, "kl_weight": 1e-6}
         progress = tqdm(total=args.vae_steps, initial=self.state["vae_step"], desc="vae", unit="step")
+        parts: dict[str, torch.Tensor] = {}
         while self.state["vae_step"] < args.vae_steps and not self.out_of_budget():
             step = self.state["vae_step"]
             rng, generator = stream_generators(args.seed, VAE_STREAM, step, self.device)
@@ -241,6 +264,8 @@ class Trainer:
                 self.log("vae", step + 1, values)
                 self.refuse_non_finite(step + 1, values)
         progress.close()
+        if parts:  # the last step's loss, also when the budget ended between two log lines
+            self.refuse_non_finite(self.state["vae_step"], {k: v.item() for k, v in parts.items()})
         with atomic_write(checkpoint) as temporary:
             torch.save({"vae": vae.state_dict(), "optimiser": optimiser.state_dict()}, temporary)
         vae.eval()

@@ -160,6 +160,10 @@ def test_training_runs_in_pieces_and_resumes_from_the_portable_copy(tmp_path, mo
     monkeypatch.setattr(train, "untrained_pipeline", lambda seed: untrained_pipeline(seed, vae_from=None))
     # A fresh machine: a new work folder resumes from the portable copy, with videos from step 2.
     fresh = tmp_path / "fresh"
+    # A refused resume leaves the new folder without a state, so the next try still resumes.
+    with pytest.raises(SystemExit, match="other settings"):
+        train.main(_args(fresh, "--resume-from", str(portable), "--image-batch", "3"))
+    assert not (fresh / "state.json").exists()
     train.main(_args(fresh, "--resume-from", str(portable)))
     state = json.loads((fresh / "state.json").read_text())
     assert state["step"] == 4 and state["restarted_at"]["transformer"] == 2
@@ -168,6 +172,10 @@ def test_training_runs_in_pieces_and_resumes_from_the_portable_copy(tmp_path, mo
     assert [(e["step"], e["frames"]) for e in state["evals"]] == [(2, 1), (4, 1), (4, 5)]
     losses = [json.loads(line) for line in (fresh / "losses.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in losses if r["stage"] == "transformer"][-1] == 3  # 2 images + 1 video
+    # Without its checkpoints a trained state is refused, not trained on from random weights.
+    (fresh / "transformer.ckpt").unlink()
+    with pytest.raises(SystemExit, match="transformer.ckpt is missing"):
+        train.main(_args(fresh, "--steps", "6"))
     shipped = load_pipeline(str(fresh / "portable"), dtype=torch.float32)
     assert shipped.transformer.config.patch_size == list(TRANSFORMER["patch_size"])
     assert json.loads((fresh / "portable" / "numina.json").read_text()) == RUN_DEFAULTS
