@@ -12,6 +12,10 @@
 # `cat countworld.tar.* | tar x`; the next piece carries the unpacked `portable`.
 set -euo pipefail
 work=${WORK:-/tmp/countworld}
+if [ "${FINAL:-0}" = 1 ] && [ "${TRAINER:-experiments/train_countworld.py}" != experiments/train_countworld.py ]; then
+    echo "FINAL=1 packs the first CountWorld's exported pipeline; CountWorld 2's is the portable copy" >&2
+    exit 2
+fi
 carried=${CARRY:-.scratch/countworld-portable}
 resume=()
 if [ -d "$carried" ] && [ ! -f "$work/state.json" ]; then

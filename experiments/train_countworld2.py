@@ -436,8 +436,7 @@ class Trainer:
         probe = count_probe(pipeline, args.probe_captions, args.seed)
         self.state.setdefault("text_probes", []).append({"step": step, **probe})
         self.log("eval_text", step, probe)
-        self._save_state()
-        self.write_portable(weights=False)  # the weights are those of the checkpoint just written
+        self._save_state()  # run() writes the portable copy next
 
     def run(self) -> str:
         stages = {

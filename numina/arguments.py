@@ -64,10 +64,15 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[str], 
     return parse
 
 
+def _not_a_number(constant: str) -> None:
+    raise argparse.ArgumentTypeError(f"got {constant}: numbers in JSON options must be finite")
+
+
 def json_value(text: str) -> Any:
-    """An argparse `type`: a JSON value; bad JSON is an argument error that shows JSON's own message."""
+    """An argparse `type`: a JSON value; bad JSON is an argument error that shows JSON's own message, and
+    NaN or Infinity (which Python's JSON reads) is refused."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_a_number)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(
             f"not valid JSON ({error.msg} at character {error.pos + 1}): {text!r}; "

@@ -7,6 +7,7 @@ import pytest
 
 from numina.evaluation.planted import EXTRACTIONS, CaseSpec, generate_case, match_frame
 from numina.method.layout import LayoutOptions, build_layout
+from numina.method.presets import PRESETS
 
 SEGMENTS = LayoutOptions(extraction="segments")
 
@@ -77,5 +78,16 @@ def test_segment_options_are_checked(changes: dict, message: str) -> None:
         LayoutOptions(**changes)
 
 
-def test_the_release_stays_the_default() -> None:
-    assert LayoutOptions().extraction == "release"
+def test_no_preset_uses_the_unmeasured_extraction() -> None:
+    assert {name: options.layout.extraction for name, options in PRESETS.items()} == {
+        name: "release" for name in PRESETS
+    }
+
+
+@pytest.mark.parametrize("extraction", ["release", "segments"])
+def test_nan_in_the_maps_is_refused_not_counted(extraction: str) -> None:
+    components = np.random.default_rng(0).normal(size=(1, 64, 3))
+    noun = np.ones((1, 8, 8))
+    noun[0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        build_layout(components, {"cats": noun}, 8, 8, LayoutOptions(extraction=extraction))

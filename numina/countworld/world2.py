@@ -43,8 +43,9 @@ GAP = 4.0  # pixels at 128 px between the bounding discs of two objects, in ever
 RADIUS_JITTER = 0.1  # each instance's radius is the scene's scale times U(0.9, 1.1)
 COLOUR_JITTER = 0.03  # each instance's colour offset, per channel
 SHADING = 0.03  # colour change of the linear gradient from an object's centre to its bounding disc
-# The cross's arms are half a radius wide (CountWorld 1: 0.4): rotated crosses with thinner arms came
-# apart in the VAE's reconstructions (13 of 96 over-counted; none at 0.5 or 0.6) and failed gate G0.
+# The cross's arms are 0.6 of a radius wide, half-width 0.3 (CountWorld 1: 0.4 wide): rotated crosses
+# with thinner arms came apart in the VAE's reconstructions (13 of 96 over-counted; none at 0.5 or 0.6)
+# and failed gate G0.
 _CROSS_ARM = 0.3
 _INSIDE = world._INSIDE | {
     "cross": lambda u, v: (

@@ -69,6 +69,7 @@ from scipy.optimize import linear_sum_assignment
 from numina.capture.reductions import reduce_self_attention
 from numina.capture.spec import SelfAttentionCapture
 from numina.method import segments
+from numina.method.correct import disc
 from numina.method.layout import LayoutOptions, build_layout
 from numina.method.presets import preset
 
@@ -167,12 +168,6 @@ class PlantedCase:
     def truth(self) -> np.ndarray:
         """The noun's instances (frames, H, W): labels 1..k, other nouns' objects as background."""
         return np.where(self.instances <= self.spec.k, self.instances, 0).astype(np.int32)
-
-
-def disc(radius: int) -> np.ndarray:
-    """(2r+1, 2r+1) bool footprint of a disc of `radius` tokens."""
-    offsets = np.arange(-radius, radius + 1)
-    return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
 
 
 def _stamp(shape: tuple[int, int], centre: Sequence[int], radius: int) -> np.ndarray:
@@ -684,7 +679,7 @@ def accuracy_table(
     table = rows.assign(
         right=rows["count"] == rows["target"],
         abs_error=(rows["count"] - rows["target"]).abs().where(rows["count"] >= 0),
-        failed=rows["error"] != "",
+        failed=rows["error"].fillna("").astype(str) != "",  # read back from CSV, no error is NaN
     )
     cases = table.groupby(["extraction", "case", *names], sort=True).agg(
         exact=("exact", "all"),

@@ -247,8 +247,10 @@ def build_layout(
     """
     options = options or LayoutOptions()
     components = np.asarray(components)
-    if components.ndim != 3:
-        raise ValueError(f"Expected components of shape (frames, H*W, k), got {components.shape}.")
+    if components.ndim != 3 or components.shape[1] != height * width:
+        raise ValueError(
+            f"Expected components of shape (frames, H*W = {height * width}, k), got {components.shape}."
+        )
     if not cross_maps:
         raise ValueError("No cross-attention maps given: a layout needs at least one noun.")
     frames = components.shape[0]
@@ -259,6 +261,9 @@ def build_layout(
                 f"Cross map of {noun!r} has shape {cross.shape}; expected {(frames, height, width)} "
                 "to match the components."
             )
+    # A NaN would decide silently: an empty focus mask, or one segment and a count of 0.
+    if not np.isfinite(components).all() or not all(np.isfinite(cross).all() for cross in maps.values()):
+        raise ValueError("The components or a cross map hold NaN or inf: no layout can be read from them.")
     labels = {noun: np.zeros((frames, height, width), dtype=np.int32) for noun in maps}
     if options.extraction == "segments":
         for frame in range(frames):
