@@ -110,18 +110,32 @@ def test_unknown_options_fail_before_any_work(
 @pytest.mark.parametrize(
     ("grid", "name"),
     [
-        ('{"cache_threshold": [0.05, NaN]}', "cache_threshold"),
-        ('{"cache_threshold": [Infinity]}', "cache_threshold"),
-        ('{"stride": [0]}', "stride"),
-        ('{"score_weights": [[1, 1, NaN]]}', "score_weights[2]"),
+        ("cache_threshold: [0.05, .nan]", "cache_threshold"),
+        ("cache_threshold: [.inf]", "cache_threshold"),
+        ("stride: [0]", "stride"),
+        ("score_weights: [[1, 1, .nan]]", "score_weights[2]"),
     ],
 )
-def test_bad_numbers_in_the_grid_fail_before_any_work(
+def test_bad_numbers_in_the_grid_file_fail_before_any_work(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path, grid: str, name: str
 ) -> None:
+    grid_file = tmp_path / "grid.yaml"  # YAML reads .nan and .inf as floats: the grid check must catch them
+    grid_file.write_text(grid + "\n")
     with pytest.raises(SystemExit, match="must be") as error:
-        ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--grid", grid))
+        ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--grid-file", str(grid_file)))
     assert name in str(error.value)
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "grid", ['{"cache_threshold": [0.05, NaN]}', '{"score_weights": [[1, 1, Infinity]]}']
+)
+def test_nan_in_the_json_grid_is_an_argument_error(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path, grid: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--grid", grid))
+    assert "--grid: got" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
 
 
