@@ -3,7 +3,8 @@ so that `--help` and argument errors answer at once (numina.cli resolves them ag
 
 Numeric options are parsed by `real` and `integer`, which refuse NaN, inf and out-of-range values while
 the arguments are read. The names offered as choices are those of the modules that define them (a test
-keeps them equal). May import only the standard library, numina.checks and numina.run_folder.
+keeps them equal). May import only the standard library, numina.checks, numina.run_folder and
+numina.tracking (which imports wandb only when a run starts).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from numina.checks import check_int, check_real
 from numina.run_folder import check_writable_folder
+from numina.tracking import check_mode
 
 PROMPT_SETS = ("countbench", "countworld", "countworld2")
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
@@ -120,12 +122,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention-backend", default=None, help="diffusers attention backend, e.g. native, flash, xformers"
     )
+    add_wandb_argument(parser)
+
+
+def add_wandb_argument(parser: argparse.ArgumentParser) -> None:
+    """--wandb: the W&B mode; `resolve_wandb` settles it before any work."""
     parser.add_argument(
         "--wandb",
         choices=["offline", "online", "disabled"],
         default=None,
         help="W&B mode (offline unless logged in)",
     )
+
+
+def resolve_wandb(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Settle --wandb into the mode the run will use (`numina.tracking.check_mode`); an online mode that
+    cannot start (no key, a server that does not answer or rejects the key) is an argument error here,
+    not a traceback after the work."""
+    try:
+        args.wandb = check_mode(args.wandb)
+    except ValueError as error:
+        parser.error(f"--wandb: {error}")
 
 
 def check_output(parser: argparse.ArgumentParser, folder: Path, option: str = "--out") -> None:

@@ -7,7 +7,7 @@ built-in CountWorld and tiny ones, `numina.models.model_defaults`). The options 
 numina.arguments (light, for a quick `--help`) and re-exported here; this module fills their defaults,
 checks them against the model and loads what they name. May import torch, diffusers, numina.arguments,
 numina.checks, numina.models, numina.method.presets, numina.walkthrough, numina.countworld.world2 (its
-object limit), numina.tracking and numina.evaluation.
+object limit) and numina.evaluation.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from numina.arguments import (  # noqa: F401  (the scripts import the declaratio
     integer,
     json_value,
     real,
+    resolve_wandb,
 )
 from numina.countworld.world2 import MAX_TOTAL as COUNTWORLD2_MAX_TOTAL
 from numina.evaluation.countbench import (
@@ -40,7 +41,6 @@ from numina.evaluation.countbench import (
 )
 from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.models import DEFAULT_MODEL, load_pipeline, model_defaults
-from numina.tracking import check_mode
 from numina.walkthrough import GenerationSettings
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -48,8 +48,8 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Name the model (the built-in default when none is given) and fill the size, step, device and dtype
-    defaults for it (the numbers themselves were checked while parsing); refuse an online W&B mode
-    without an API key."""
+    defaults for it (the numbers themselves were checked while parsing); settle the W&B mode
+    (`resolve_wandb`: an online mode that cannot start is refused here, before any work)."""
     args.model = args.model or DEFAULT_MODEL
     defaults = model_defaults(args.model)
     for key in ("frames", "height", "width", "steps"):
@@ -57,10 +57,7 @@ def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Name
             setattr(args, key, defaults[key])
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    try:
-        check_mode(args.wandb)
-    except ValueError as error:
-        parser.error(f"--wandb: {error}")
+    resolve_wandb(parser, args)
 
 
 def generation_settings(args: argparse.Namespace, seed: int | None = None) -> GenerationSettings:
