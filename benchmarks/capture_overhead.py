@@ -26,6 +26,30 @@ import tempfile
 import time
 from pathlib import Path
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without torch, so that --help and argument errors answer at once)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", default="wan2.1-1.3b")
+    parser.add_argument("--frames", type=int, default=81)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--map-chunk-bytes",
+        type=int,
+        default=None,
+        help="float32 self-attention maps the capture forms at a time (a huge value: all heads at once; "
+        "default: numina.capture.reductions.MAP_CHUNK_BYTES)",
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import torch
 from diffusers import WanTransformer3DModel
 
@@ -165,21 +189,9 @@ def accuracy_check(geometry: Geometry, spec) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", default="wan2.1-1.3b")
-    parser.add_argument("--frames", type=int, default=81)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=832)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument(
-        "--map-chunk-bytes",
-        type=int,
-        default=reductions.MAP_CHUNK_BYTES,
-        help="float32 self-attention maps the capture forms at a time (a huge value: all heads at once)",
-    )
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    reductions.MAP_CHUNK_BYTES = args.map_chunk_bytes  # read by the hooks at every capture
+    args = build_parser().parse_args()
+    if args.map_chunk_bytes is not None:
+        reductions.MAP_CHUNK_BYTES = args.map_chunk_bytes  # read by the hooks at every capture
 
     model = build_model(args.variant)
     variant = get_variant(args.variant)

@@ -14,6 +14,25 @@ import argparse
 import statistics
 import time
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without torch, so that --help and argument errors answer at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--device", nargs="+", default=["cpu", "cuda"], help="devices to time (cuda if available)"
+    )
+    parser.add_argument("--batch", type=int, default=256, help="scenes per render_scenes call")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per configuration")
+    parser.add_argument("--frames", type=int, nargs="+", default=[1, 17])
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import torch
 
@@ -36,16 +55,7 @@ def seconds_per_batch(device: str, batch: int, frames: int, repeats: int) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--device", nargs="+", default=["cpu", "cuda"], help="devices to time (cuda if available)"
-    )
-    parser.add_argument("--batch", type=int, default=256, help="scenes per render_scenes call")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per configuration")
-    parser.add_argument("--frames", type=int, nargs="+", default=[1, 17])
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     for device in args.device:
         if device.startswith("cuda") and not torch.cuda.is_available():
             print(f"{device}: not available, skipped")

@@ -17,6 +17,22 @@ import argparse
 import json
 from pathlib import Path
 
+from numina.arguments import integer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without torch, so that --help and argument errors answer at once)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="countworld")
+    parser.add_argument("--seeds", type=integer(0), nargs="+", default=[0, 1])
+    parser.add_argument("--out", type=Path, default=None)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import torch
 
 from numina.countworld.world import NUMERALS
@@ -42,11 +58,7 @@ def red_share(pipeline, prompt_embeds: torch.Tensor, noise: torch.Tensor, sigma:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="countworld")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     pipeline = load_pipeline(args.model, torch.float32, "cpu")
     prompts = [f"{word} red circle{'s' if n > 1 else ''} drifting right on a grey floor" for n, word in
                enumerate(NUMERALS, start=1)]  # fmt: skip

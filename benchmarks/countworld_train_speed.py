@@ -20,6 +20,25 @@ import statistics
 import time
 from pathlib import Path
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without torch, so that --help and argument errors answer at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compiles here)")
+    parser.add_argument("--eager-only", action="store_true", help="skip the compiled runs")
+    parser.add_argument("--device", default=None, help="cuda when available, else cpu")
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import torch
 from diffusers import WanTransformer3DModel
 
@@ -74,16 +93,8 @@ def time_training(batch: int, compiled: bool, steps: int, warmup: int, device: s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compiles here)")
-    parser.add_argument("--eager-only", action="store_true", help="skip the compiled runs")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     modes = [False] if args.eager_only else [False, True]
     rows = [time_training(b, c, args.steps, args.warmup, args.device) for c in modes for b in args.batches]
     reference = rows[0]["clips_per_s"]

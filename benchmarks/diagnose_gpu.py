@@ -18,12 +18,29 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without torch, so that --help and argument errors answer at once)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="wan2.1-1.3b")
+    parser.add_argument("--limit", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--countbench", default=None)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "numina-diagnose-gpu")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import pandas as pd
 import torch
 
 from numina.models.tiny import build_tiny_pipeline
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _diagnose():
@@ -36,14 +53,7 @@ def _diagnose():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="wan2.1-1.3b")
-    parser.add_argument("--limit", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--countbench", default=None)
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "numina-diagnose-gpu")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     started = time.perf_counter()
     folder = build_tiny_pipeline(
         args.work / f"{args.variant}-full", args.variant, size="full", transformer_dtype=torch.bfloat16

@@ -31,6 +31,38 @@ import sys
 import time
 from pathlib import Path
 
+from numina.arguments import PLANTED_DIFFICULTIES, PLANTED_EXTRACTIONS, integer
+
+DEFAULT_GRIDS = "16x16,32x32,30x52"
+DEFAULT_KS = "0-8"
+STRESS_KS = (10, 11, 12)
+QUICK = {"grids": "16x16,30x52", "ks": "0,1,2,4,8", "cases_per_cell": 1}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without torch, so that --help and argument errors answer at once)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for tables and figures")
+    parser.add_argument("--seed", type=integer(0), default=0, help="suite seed (every case derives its own)")
+    parser.add_argument("--grids", default=None, help=f"HxW list (default {DEFAULT_GRIDS})")
+    parser.add_argument("--ks", default=None, help=f"instance counts, e.g. 0-8,10 (default {DEFAULT_KS})")
+    parser.add_argument("--stress", action="store_true", help=f"add k = {STRESS_KS} where they fit")
+    parser.add_argument("--difficulties", default=",".join(PLANTED_DIFFICULTIES), help="difficulty levels")
+    parser.add_argument(
+        "--cases-per-cell", type=int, default=None, help="cases per grid x k x level (default 4)"
+    )
+    parser.add_argument("--extractions", default="official", help=f"from {', '.join(PLANTED_EXTRACTIONS)}")
+    parser.add_argument("--examples", type=int, default=6, help="cases drawn in examples.png")
+    parser.add_argument("--quick", action="store_true", help=f"a small suite: {QUICK}")
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -45,10 +77,6 @@ from numina.evaluation.planted import (
 )
 from numina.version import code_version
 
-DEFAULT_GRIDS = "16x16,32x32,30x52"
-DEFAULT_KS = "0-8"
-STRESS_KS = (10, 11, 12)
-QUICK = {"grids": "16x16,30x52", "ks": "0,1,2,4,8", "cases_per_cell": 1}
 BREAKDOWNS = {
     "overall": None,
     "k": "k",
@@ -133,21 +161,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, required=True, help="folder for tables and figures")
-    parser.add_argument("--seed", type=int, default=0, help="suite seed (every case derives its own)")
-    parser.add_argument("--grids", default=None, help=f"HxW list (default {DEFAULT_GRIDS})")
-    parser.add_argument("--ks", default=None, help=f"instance counts, e.g. 0-8,10 (default {DEFAULT_KS})")
-    parser.add_argument("--stress", action="store_true", help=f"add k = {STRESS_KS} where they fit")
-    parser.add_argument("--difficulties", default=",".join(DIFFICULTIES), help="difficulty levels")
-    parser.add_argument(
-        "--cases-per-cell", type=int, default=None, help="cases per grid x k x level (default 4)"
-    )
-    parser.add_argument("--extractions", default="official", help=f"from {', '.join(EXTRACTIONS)}")
-    parser.add_argument("--examples", type=int, default=6, help="cases drawn in examples.png")
-    parser.add_argument("--quick", action="store_true", help=f"a small suite: {QUICK}")
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.quick and (args.grids or args.ks or args.cases_per_cell is not None):

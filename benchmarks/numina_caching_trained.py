@@ -19,6 +19,25 @@ import json
 import time
 from pathlib import Path
 
+from numina.arguments import integer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without torch, so that --help and argument errors answer at once)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="countworld")
+    parser.add_argument("--prompts", type=int, default=8, help="the first N CountWorld benchmark prompts")
+    parser.add_argument("--steps", type=int, default=50, help="the release's 50: caching starts at step 10")
+    parser.add_argument("--seed", type=integer(0), default=0)
+    parser.add_argument("--device", default=None, help="cuda when available, else cpu")
+    parser.add_argument("--out", type=Path, default=None)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import torch
 
@@ -51,14 +70,8 @@ def accuracy(video: np.ndarray, prompt: str, targets: dict[str, int]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="countworld")
-    parser.add_argument("--prompts", type=int, default=8, help="the first N CountWorld benchmark prompts")
-    parser.add_argument("--steps", type=int, default=50, help="the release's 50: caching starts at step 10")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = build_parser().parse_args()
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     defaults = model_defaults(args.model)
     pipeline = load_pipeline(args.model, torch.float32, args.device)
     pipeline.set_progress_bar_config(disable=True)

@@ -30,6 +30,47 @@ import tempfile
 import time
 from pathlib import Path
 
+PARTS = ("step", "layout", "generation")
+# The NUMINA rows of the generation part: the options of each, and whether its layout is replaced by
+# one with the right count. `official_cached_all` skips every step the walk-through cache may skip
+# (threshold 1e9, steps 10-19 of 50: the release's best case of 11 extra steps), far from what random
+# weights allow under tau = 0.05 (at most one skipped step, by the times of an earlier run); it times
+# what the caching machinery costs when it does skip.
+GENERATION_RUNS: dict[str, tuple[dict, bool]] = {
+    "official": ({}, False),
+    "official_cached": ({"cache_walkthrough": True, "cache_guided": True}, False),
+    "official_cached_all": ({"cache_walkthrough": True, "cache_threshold": 1e9}, False),
+    "early_accept": ({"early_accept": True}, True),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without torch, so that --help and argument errors answer at once)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="wan2.1-1.3b")
+    parser.add_argument("--frames", type=int, default=81)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to make"
+    )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        choices=list(GENERATION_RUNS),
+        default=list(GENERATION_RUNS),
+        help="the NUMINA rows of the generation part (the baseline always runs)",
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
 import numpy as np
 import torch
 
@@ -48,7 +89,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capture_overhead import PROMPT_LENGTH, build_model, forward, make_inputs, time_call  # noqa: E402
 
 PROMPT, TARGETS = "three cats and two dogs in a garden", {"cats": 3, "dogs": 2}
-PARTS = ("step", "layout", "generation")
 
 
 def edited_layout(geometry: Geometry) -> dict[str, np.ndarray]:
@@ -155,19 +195,6 @@ def right_count_layout(geometry: Geometry) -> Layout:
     return Layout(right)
 
 
-# The NUMINA rows of the generation part: the options of each, and whether its layout is replaced by
-# one with the right count. `official_cached_all` skips every step the walk-through cache may skip
-# (threshold 1e9, steps 10-19 of 50: the release's best case of 11 extra steps), far from what random
-# weights allow under tau = 0.05 (at most one skipped step, by the times of an earlier run); it times
-# what the caching machinery costs when it does skip.
-GENERATION_RUNS: dict[str, tuple[dict, bool]] = {
-    "official": ({}, False),
-    "official_cached": ({"cache_walkthrough": True, "cache_guided": True}, False),
-    "official_cached_all": ({"cache_walkthrough": True, "cache_threshold": 1e9}, False),
-    "early_accept": ({"early_accept": True}, True),
-}
-
-
 def transformer_steps(result: generation.NuminaResult, options: NuminaOptions, steps: int) -> int:
     """Denoising steps a NUMINA run computed: the walk-through to its reference step (or to the end,
     when accepted) plus the guided run, less the steps a cache skipped."""
@@ -230,25 +257,7 @@ def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="wan2.1-1.3b")
-    parser.add_argument("--frames", type=int, default=81)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=832)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument(
-        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to make"
-    )
-    parser.add_argument(
-        "--runs",
-        nargs="+",
-        choices=list(GENERATION_RUNS),
-        default=list(GENERATION_RUNS),
-        help="the NUMINA rows of the generation part (the baseline always runs)",
-    )
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     variant = get_variant(args.variant)
     config = argparse.Namespace(**variant.transformer)  # from_configs reads attributes, as of a model config
     geometry = Geometry.from_configs(

@@ -42,57 +42,27 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from matplotlib.figure import Figure
-from tqdm import tqdm
-
-from numina.cli import check_output
-from numina.countworld.training import (
-    ema_decay,
-    flow_training_step,
-    latent_object_mask,
-    latent_statistics,
-    learning_rate,
-    object_weights,
-    reconstruction_count_agreement,
-    shifted_sigmas,
-    stream_generators,
-    to_vae_input,
-    vae_loss,
+from numina.arguments import (
+    BUILT_IN_FRAMES,
+    BUILT_IN_SIZE,
+    add_wandb_argument,
+    check_output,
+    integer,
+    resolve_wandb,
 )
-from numina.countworld.world import benchmark_scenes, palette_from_prompt, render_scenes, sample_scene
-from numina.evaluation.counters import ExactColourCounter
-from numina.evaluation.metrics import count_rows, video_scores
-from numina.models.countworld import SHARD_SIZE, VIDEO, save_countworld, untrained_pipeline
-from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
-from numina.tracking import Tracker
-from numina.walkthrough import GenerationSettings
-
-STAGES = ("vae", "latents", "transformer", "done")
-PART_SIZE = 4096
-VERSION_STRIDE = 100_000  # a refreshed part's seed index: part + version * VERSION_STRIDE
-# The settings written into a work folder's state (those that shape its data are then fixed).
-RECORDED_SETTINGS = (
-    "seed", "frames", "size", "vae_steps", "vae_frames", "clips", "steps", "batch", "lr", "refresh_every",
-)  # fmt: skip
-# Disjoint seed streams: VAE training clips, held-out evaluation clips, the latent data set, steps.
-VAE_STREAM, EVAL_STREAM, DATA_STREAM, STEP_STREAM = 1, 2, 3, 4
-logger = logging.getLogger("train_countworld")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--work", type=Path, required=True, help="work folder (checkpoints, data, logs)")
     parser.add_argument("--budget-minutes", type=float, default=9.0, help="stop this piece after that long")
     parser.add_argument("--piece-steps", type=int, default=None, help="stop this piece after N steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=VIDEO["frames"])
-    parser.add_argument("--size", type=int, default=VIDEO["height"], help="square video size in pixels")
+    parser.add_argument("--seed", type=integer(0), default=0)
+    parser.add_argument("--frames", type=int, default=BUILT_IN_FRAMES)
+    parser.add_argument("--size", type=int, default=BUILT_IN_SIZE, help="square video size in pixels")
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--vae-batch", type=int, default=8)
     parser.add_argument("--vae-frames", type=int, default=17, help="clip length while training the VAE")
@@ -134,7 +104,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resume-from", type=Path, default=None, help="a portable checkpoint, when the work folder is new"
     )
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
-    parser.add_argument("--wandb", choices=["offline", "online", "disabled"], default=None)
+    add_wandb_argument(parser)
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from numina.countworld.training import (
+    ema_decay,
+    flow_training_step,
+    latent_object_mask,
+    latent_statistics,
+    learning_rate,
+    object_weights,
+    reconstruction_count_agreement,
+    shifted_sigmas,
+    stream_generators,
+    to_vae_input,
+    vae_loss,
+)
+from numina.countworld.world import benchmark_scenes, palette_from_prompt, render_scenes, sample_scene
+from numina.evaluation.counters import ExactColourCounter
+from numina.evaluation.metrics import count_rows, video_scores
+from numina.models.countworld import SHARD_SIZE, save_countworld, untrained_pipeline
+from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
+from numina.tracking import Tracker
+from numina.walkthrough import GenerationSettings
+
+STAGES = ("vae", "latents", "transformer", "done")
+PART_SIZE = 4096
+VERSION_STRIDE = 100_000  # a refreshed part's seed index: part + version * VERSION_STRIDE
+# The settings written into a work folder's state (those that shape its data are then fixed).
+RECORDED_SETTINGS = (
+    "seed", "frames", "size", "vae_steps", "vae_frames", "clips", "steps", "batch", "lr", "refresh_every",
+)  # fmt: skip
+# Disjoint seed streams: VAE training clips, held-out evaluation clips, the latent data set, steps.
+VAE_STREAM, EVAL_STREAM, DATA_STREAM, STEP_STREAM = 1, 2, 3, 4
+logger = logging.getLogger("train_countworld")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.frames % 4 != 1 or args.vae_frames % 4 != 1:
         parser.error("--frames and --vae-frames must be 4k+1 (the VAE's temporal stride is 4)")
@@ -146,6 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_output(parser, args.work, "--work")
+    resolve_wandb(parser, args)
     return args
 
 

@@ -33,41 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from matplotlib.figure import Figure
-from tqdm import tqdm
-from transformers import UMT5EncoderModel
-
-from numina.cli import check_output
-from numina.countworld import world2
-from numina.countworld.gates import count_probe
-from numina.countworld.joint_training import (
-    counting_rows,
-    counting_summary,
-    joint_flow_step,
-    latent_statistics_of,
-    render_batch,
-    single_kind_scenes,
-    vae_count_agreement,
-    vae_step,
-)
-from numina.countworld.training import ema_decay, learning_rate, stream_generators
-from numina.countworld.world import MIN_SIZE
-from numina.models.countworld2 import VIDEO, save_countworld2, untrained_pipeline
-from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
-
-# Settings that shape a work folder's data and model; a resumed folder refuses others.
-FIXED_SETTINGS = ("seed", "frames", "size", "vae_steps", "image_batch")
-# The portable copy's state, beside the pipeline's own files.
-STATE_FILE = "training.json"
-# Disjoint seed streams: VAE steps, held-out clips, latent statistics, transformer steps.
-VAE_STREAM, EVAL_STREAM, STATS_STREAM, STEP_STREAM = 1, 2, 3, 4
-logger = logging.getLogger("train_countworld2")
+from numina.arguments import BUILT_IN_FRAMES, BUILT_IN_SIZE, check_output, integer
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (declared without the model code, so that --help answers at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -75,9 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--work", type=Path, required=True, help="work folder (checkpoints, portable copy, logs)")
     add("--budget-minutes", type=float, default=9.0, help="stop this piece after that long")
     add("--piece-steps", type=int, default=None, help="stop this piece after N steps")
-    add("--seed", type=int, default=0)
-    add("--frames", type=int, default=VIDEO["frames"], help="frames of the video batches")
-    add("--size", type=int, default=VIDEO["height"], help="square frame size in pixels")
+    add("--seed", type=integer(0), default=0)
+    add("--frames", type=int, default=BUILT_IN_FRAMES, help="frames of the video batches")
+    add("--size", type=int, default=BUILT_IN_SIZE, help="square frame size in pixels")
     add("--vae-steps", type=int, default=800, help="fine-tuning steps of the VAE")
     add("--vae-batch", type=int, default=16)
     add("--vae-lr", type=float, default=2e-4)
@@ -102,6 +72,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--checkpoint-every", type=int, default=1000)
     add("--resume-from", type=Path, default=None, help="a portable copy, when the work folder is new")
     add("--device", default=None, help="cuda when available, else cpu")
+    return parser
+
+
+if __name__ == "__main__":  # --help and argument errors answer before the imports below
+    build_parser().parse_args()
+
+
+import pandas as pd
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from matplotlib.figure import Figure
+from tqdm import tqdm
+from transformers import UMT5EncoderModel
+
+from numina.countworld import world2
+from numina.countworld.gates import count_probe
+from numina.countworld.joint_training import (
+    counting_rows,
+    counting_summary,
+    joint_flow_step,
+    latent_statistics_of,
+    render_batch,
+    single_kind_scenes,
+    vae_count_agreement,
+    vae_step,
+)
+from numina.countworld.training import ema_decay, learning_rate, stream_generators
+from numina.countworld.world import MIN_SIZE
+from numina.models.countworld2 import save_countworld2, untrained_pipeline
+from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
+
+# Settings that shape a work folder's data and model; a resumed folder refuses others.
+FIXED_SETTINGS = ("seed", "frames", "size", "vae_steps", "image_batch")
+# The portable copy's state, beside the pipeline's own files.
+STATE_FILE = "training.json"
+# Disjoint seed streams: VAE steps, held-out clips, latent statistics, transformer steps.
+VAE_STREAM, EVAL_STREAM, STATS_STREAM, STEP_STREAM = 1, 2, 3, 4
+logger = logging.getLogger("train_countworld2")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.frames % 4 != 1 or args.size % 4 or args.size < MIN_SIZE:
         parser.error(f"--frames must be 4k+1 and --size a multiple of 4 of at least {MIN_SIZE}")

@@ -30,6 +30,11 @@ HEAD_RULES = ("per_frame", "per_video", "per_layer", "fixed")
 CROSS_HEADS = ("mean", "concentration", "peak")
 STATS = ("mean_attention", "entropy", "top_mass", "peak_to_mean", "spread", "gini")
 CACHE_METHODS = ("easycache", "first_block")
+# numina.models.countworld.VIDEO and numina.models.countworld2.VIDEO: the built-in models' clips.
+BUILT_IN_FRAMES, BUILT_IN_SIZE = 17, 128
+# numina.evaluation.planted.DIFFICULTIES and EXTRACTIONS (benchmarks/layout_planted.py).
+PLANTED_DIFFICULTIES = ("clean", "easy", "medium", "weak")
+PLANTED_EXTRACTIONS = ("official", "segments", "truth")
 
 
 def real(

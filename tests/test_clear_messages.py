@@ -85,15 +85,14 @@ def test_scratch_folders_of_killed_processes_are_removed(tmp_path: Path) -> None
     assert not mine.exists()
 
 
-HELP_SCRIPTS = (
-    "generate", "countbench", "ablate_heads", "diagnose_numerals", "instance_heads",
-    "countworld2_counting", "countworld_samples", "countworld2_gates",
-)  # fmt: skip
+# Every runnable script: the experiments and the benchmarks.
+SCRIPTS = sorted([*EXPERIMENTS.glob("*.py"), *(EXPERIMENTS.parent / "benchmarks").glob("*.py")])
 
 
 @pytest.mark.parametrize("arguments", [["--help"], ["--seed", "-1"]])
 def test_help_and_argument_errors_answer_before_the_model_code_is_imported(arguments: list[str]) -> None:
-    """Each script parses its arguments above its imports of torch and diffusers (~20 s on 2 cores)."""
+    """Each script parses its arguments above its imports of torch and diffusers (~20 s on 2 cores);
+    `--seed -1` is refused by the seed's type, or as an unknown option where a script takes no seed."""
     check = (
         "import runpy, sys\n"
         "for script in sys.argv[1:]:\n"
@@ -104,24 +103,39 @@ def test_help_and_argument_errors_answer_before_the_model_code_is_imported(argum
         "        print('EXIT', exit.code)\n"
         "print('LOADED', sorted(m for m in ('torch', 'diffusers', 'numpy', 'pandas') if m in sys.modules))\n"
     )
-    paths = [str(EXPERIMENTS / f"{name}.py") for name in HELP_SCRIPTS]
     env = {**os.environ, "PYTHONPATH": str(EXPERIMENTS.parent)}
-    done = subprocess.run([sys.executable, "-c", check, *paths], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", check, *map(str, SCRIPTS)], capture_output=True, text=True, env=env
+    )
     lines = done.stdout.strip().splitlines()
     codes = [line.split()[1] for line in lines if line.startswith("EXIT ")]
-    assert codes == ["0" if arguments == ["--help"] else "2"] * len(paths), done.stderr[-2000:]
+    assert len(SCRIPTS) >= 18 and codes == ["0" if arguments == ["--help"] else "2"] * len(SCRIPTS), (
+        done.stderr[-2000:]
+    )
     assert lines[-1] == "LOADED []"
 
 
 def test_the_light_option_names_are_the_models_own() -> None:
     from numina import arguments
+    from numina.evaluation import planted
     from numina.evaluation.detectors import DETECTORS
     from numina.method.cache import CACHE_METHODS
     from numina.method.identify import CROSS_HEADS, HEAD_RULES
     from numina.method.presets import PRESETS
     from numina.metrics.concentration import STATS
+    from numina.models import countworld, countworld2
 
     assert tuple(sorted(PRESETS)) == arguments.PRESET_NAMES
     assert ("exact", *DETECTORS) == arguments.COUNTERS
     assert (arguments.HEAD_RULES, arguments.CROSS_HEADS) == (HEAD_RULES, CROSS_HEADS)
     assert (arguments.STATS, arguments.CACHE_METHODS) == (STATS, CACHE_METHODS)
+    built_in = {
+        "frames": arguments.BUILT_IN_FRAMES,
+        "height": arguments.BUILT_IN_SIZE,
+        "width": arguments.BUILT_IN_SIZE,
+    }
+    assert countworld.VIDEO == countworld2.VIDEO == built_in
+    assert (tuple(planted.DIFFICULTIES), tuple(planted.EXTRACTIONS)) == (
+        arguments.PLANTED_DIFFICULTIES,
+        arguments.PLANTED_EXTRACTIONS,
+    )
