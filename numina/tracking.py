@@ -487,6 +487,15 @@ def _wait_for_exit_record(log: Path, timeout: float) -> bool:
 # --------------------------------------------------------------------------- the tracker
 
 
+def exit_status(error: BaseException) -> int:
+    """The status a process ends with when `error` ends it: a SystemExit's own (0 for none, 1 for a
+    message), 130 for Ctrl-C (Python exits by SIGINT), otherwise 1. A run ended by it records this."""
+    if isinstance(error, SystemExit):
+        code = error.code
+        return 0 if code is None else code if isinstance(code, int) else 1
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
+
+
 def _settings(mode: Mode, capture_console: bool, system_metrics: bool) -> Any:
     """wandb Settings for a quiet run whose files stay in the run folder."""
     import wandb
@@ -816,7 +825,16 @@ class Tracker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.finish(exit_code=0 if exc_type is None else 1)
+        """Finish the run with the exit status the error gives the process, so a failed script's run
+        ends marked failed, never left open; a failure while finishing after an error is logged, not
+        raised, so that it cannot hide the error that ended the work."""
+        if exc is None:
+            self.finish()
+            return
+        try:
+            self.finish(exit_code=exit_status(exc))
+        except Exception:
+            logger.exception("W&B: the run %s could not be finished after an error", self._run_id)
 
     def __repr__(self) -> str:
         where = self.wandb_dir if self.enabled else None

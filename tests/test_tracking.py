@@ -371,6 +371,38 @@ def test_exception_in_with_block_marks_run_failed(tmp_path, monkeypatch):
     assert disk.row(0)["x"] == 1.0
 
 
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (RuntimeError("boom"), 1),
+        (SystemExit("generate.py: error: the disk is full"), 1),
+        (SystemExit(3), 3),
+        (SystemExit(0), 0),
+        (SystemExit(), 0),
+        (KeyboardInterrupt(), 130),
+    ],
+)
+def test_a_run_ended_by_an_error_records_the_status_the_process_ends_with(error, status):
+    assert tracking.exit_status(error) == status
+
+
+def test_a_failure_while_finishing_after_an_error_does_not_hide_the_error(tmp_path, monkeypatch, caplog):
+    isolate_wandb(monkeypatch, tmp_path)
+    tracker = Tracker(tmp_path / "run", system_metrics=False)
+    run = tracker.run
+
+    def full_disk(exit_code: int = 0) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "finish", full_disk)
+        with pytest.raises(RuntimeError, match="boom"), tracker:
+            raise RuntimeError("boom")
+    assert "could not be finished after an error" in caplog.text and "No space left" in caplog.text
+    assert not tracker.active
+    run.finish(exit_code=1)
+
+
 def test_disabled_tracker_is_a_no_op(tmp_path, monkeypatch):
     import wandb
 
