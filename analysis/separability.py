@@ -43,6 +43,8 @@ def separability_table(
     if "self_attention/components" not in store:
         raise KeyError(f"{store} holds no self-attention components; capture self_attention first.")
     components = store["self_attention/components"]
+    if "self_attention/score_components" in store:  # the release's estimators: scores had their own
+        components = store["self_attention/score_components"]
     capture = store.attrs.get("capture_spec", {}).get("self_attention") or {}
     stored = (
         "self_attention/scores" in store

@@ -8,7 +8,8 @@ Generates a seeded suite of planted scenes (`numina.evaluation.planted.benchmark
 k x difficulty cell, `--cases-per-cell` cases each, scenarios and noun map styles in turn), runs each
 named extraction (`--extractions`, from `planted.EXTRACTIONS`; `official` is the method's own layout
 with the `official` preset's `LayoutOptions`, `segments` the same path with
-`LayoutOptions(extraction="segments")` and 12 captured components) on every case, and writes to `--out`:
+`LayoutOptions(extraction="segments")` and 12 captured components, `release` the release's formulas run
+with scikit-learn itself) on every case, and writes to `--out`:
 
     rows.csv                    one row per extraction, case and frame (count, matches, IoU, errors)
     summary_<breakdown>.csv     exact and right-count rates with 95% Wilson intervals, by overall, k,
@@ -16,6 +17,9 @@ with the `official` preset's `LayoutOptions`, `segments` the same path with
     summary.md                  the same tables in markdown (also printed)
     accuracy_by_k.png/.pdf      exact rate by k, one panel per difficulty, one line per extraction
     examples.png/.pdf           `--examples` cases spread over the suite: layouts over their truth
+    same_labels.csv             with several extractions: by difficulty, the fraction of frames whose
+                                labels are exactly the first extraction's (`--extractions
+                                release,official`: does `official` reproduce the release?)
     config.json                 the arguments, the code version, seconds per extraction, cells left out
 
 60x104 cases cost about 5 s each on 2 CPU cores (the 6240 x 6240 maps), so the default grids leave
@@ -136,6 +140,21 @@ def parse_names(text: str, known: dict, what: str) -> list[str]:
     return names
 
 
+def same_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per later extraction and difficulty: frames, and the fraction whose labels equal the first's."""
+    later = rows.dropna(subset=["same_as_first"]).astype({"same_as_first": bool})
+    table = later.groupby(["extraction", "difficulty"])["same_as_first"].agg(["size", "mean"]).reset_index()
+    return table.rename(columns={"size": "frames", "mean": "same labels"})
+
+
+def plain_markdown(table: pd.DataFrame) -> str:
+    """Any table as markdown, numbers to 3 places."""
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A summary table as markdown: rates with their intervals in one cell."""
     keys = [c for c in table.columns if c not in SUMMARY_VALUES]
@@ -214,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         table.to_csv(args.out / f"summary_{name}.csv", index=False)
         title = "overall" if by is None else "by " + " x ".join([by] if isinstance(by, str) else by)
         sections.append(f"### {title}\n\n{markdown(table)}\n")
+    if "same_as_first" in run.rows:
+        same = same_labels(run.rows)
+        same.to_csv(args.out / "same_labels.csv", index=False)
+        sections.append(f"### frames with the labels of {args.extractions[0]}\n\n{plain_markdown(same)}\n")
     text = "\n".join(sections)
     (args.out / "summary.md").write_text(text)
     print(text)

@@ -110,7 +110,8 @@ from numina.tracking import Tracker, logged_already, record_logged
 from numina.walkthrough import GenerationSettings, capture_generation
 
 log = logging.getLogger("ablate_heads")
-OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout"}
+# The estimator is the capture's (one per sweep, from --preset); the layout's options are not swept.
+OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout", "estimator"}
 # What every setting's result in a folder depends on besides the setting itself (the counter: the
 # walk-throughs' drawn counts are kept and reused).
 FIXED_SETTINGS = (
@@ -142,6 +143,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     grid = dict(args.grid or {})
     if args.grid_file is not None:
         grid.update(yaml.safe_load(args.grid_file.read_text()) or {})
+    if "estimator" in grid:
+        parser.error(
+            "the estimator is set by the walk-throughs' capture, one per sweep: compare estimators with "
+            "one sweep per --preset (official: release, improved: converged) into different --out folders"
+        )
     unknown = sorted(set(grid) - OPTION_NAMES)
     if unknown:
         parser.error(f"grid options {unknown} are not NUMINA options; choose from {sorted(OPTION_NAMES)}")
@@ -177,12 +183,15 @@ def setting_id(setting: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def wide_spec(geometry: Geometry, tokens: PromptTokens, steps: list[int]) -> CaptureSpec:
-    """Capture for every setting: self-attention reductions and cross maps at every block."""
+def wide_spec(
+    geometry: Geometry, tokens: PromptTokens, steps: list[int], estimator: str, seed: int
+) -> CaptureSpec:
+    """Capture for every setting: self-attention reductions (by the preset's `estimator`, its head
+    scores seeded by the run's `seed` as `method_spec` does) and cross maps at every block."""
     every = tuple(range(geometry.layers))
     return CaptureSpec(
         steps=tuple(steps),
-        self_attention=SelfAttentionCapture(layers=every),
+        self_attention=SelfAttentionCapture(layers=every, estimator=estimator, score_seed=seed),
         cross_attention=CrossAttentionCapture(
             layers=every,
             tokens=captured_positions(tokens, all_occurrences=True),
@@ -352,7 +361,7 @@ def main(argv: list[str] | None = None) -> Path:
         store, tokens = stores[item.index], parsed[item.index]
         if store.exists() and drawn_path(store).exists() and set(steps) <= set(_stored_steps(store)):
             continue
-        spec = wide_spec(geometry, tokens, steps)
+        spec = wide_spec(geometry, tokens, steps, preset(args.preset).estimator, generation.seed)
         video = capture_generation(
             pipeline(), tokens, spec, generation, store, {"prompt_id": item.index}, overwrite=True
         )

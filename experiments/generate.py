@@ -23,6 +23,7 @@ from pathlib import Path
 from numina.arguments import (
     CACHE_METHODS,
     CROSS_HEADS,
+    ESTIMATORS,
     HEAD_RULES,
     PRESET_NAMES,
     STATS,
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", choices=PRESET_NAMES, default="official", help="NUMINA preset")
     parser.add_argument("--head-rule", choices=HEAD_RULES, default=None, help="self-attention head choice")
+    parser.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default=None,
+        help="low-rank components of the self-attention maps (README: 'Estimators')",
+    )
     parser.add_argument(
         "--score-variant", choices=["official", "normalised"], default=None, help="S2 variant"
     )
@@ -148,6 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "reference_step": args.reference_step,
         "reference_layer": args.reference_layer,
         "head_rule": args.head_rule,
+        "estimator": args.estimator,
         "score_variant": args.score_variant,
         "cross_heads": args.cross_heads,
         "concentration_measure": args.concentration_measure,
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> Path:
                 " ".join(vocabulary()),
             )
         # The walk-through's capture, the same with or without the rest of the method.
-        spec, _, _ = method_spec(geometry, tokens, settings.steps, args.options)
+        spec, _, _ = method_spec(geometry, tokens, settings.steps, args.options, settings.seed)
     except (ValueError, OSError) as error:
         raise SystemExit(f"generate.py: error: {error}") from None
 

@@ -23,18 +23,20 @@ PROMPT_SETS = ("countbench", "countworld", "countworld2")
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 BASELINE = "baseline"
 # numina.method.presets.PRESETS, numina.evaluation.detectors.DETECTORS, numina.method.identify's
-# HEAD_RULES and CROSS_HEADS, numina.metrics.concentration.STATS, numina.method.cache.CACHE_METHODS.
+# HEAD_RULES and CROSS_HEADS, numina.metrics.concentration.STATS, numina.method.cache.CACHE_METHODS,
+# numina.capture.spec.ESTIMATORS.
 PRESET_NAMES = ("improved", "official", "paper")
 COUNTERS = ("exact", "owlv2", "grounding-dino")
 HEAD_RULES = ("per_frame", "per_video", "per_layer", "fixed")
 CROSS_HEADS = ("mean", "concentration", "peak")
 STATS = ("mean_attention", "entropy", "top_mass", "peak_to_mean", "spread", "gini")
 CACHE_METHODS = ("easycache", "first_block")
+ESTIMATORS = ("converged", "release")
 # numina.models.countworld.VIDEO and numina.models.countworld2.VIDEO: the built-in models' clips.
 BUILT_IN_FRAMES, BUILT_IN_SIZE = 17, 128
 # numina.evaluation.planted.DIFFICULTIES and EXTRACTIONS (benchmarks/layout_planted.py).
 PLANTED_DIFFICULTIES = ("clean", "easy", "medium", "weak")
-PLANTED_EXTRACTIONS = ("official", "segments", "truth")
+PLANTED_EXTRACTIONS = ("release", "official", "segments", "truth")
 
 
 def real(

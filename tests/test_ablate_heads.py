@@ -96,12 +96,17 @@ def test_a_folder_made_with_other_prompts_is_refused(
 
 
 def test_unknown_options_fail_before_any_work(
-    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
         ablate.main(
             _args(tiny_folder, countbench_dir, tmp_path / "a", "--grid", '{"head_rul": ["per_frame"]}')
         )
+    with pytest.raises(SystemExit):  # the capture's, one per sweep
+        ablate.main(
+            _args(tiny_folder, countbench_dir, tmp_path / "a", "--grid", '{"estimator": ["release"]}')
+        )
+    assert "one sweep per --preset" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="head_rule=.fixd. is not one of"):
         ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "b", "--grid", '{"head_rule": ["fixd"]}'))
     assert not (tmp_path / "a").exists()

@@ -21,6 +21,7 @@ from numina.capture import (
     reductions,
 )
 from numina.metrics import separability, top_components
+from numina.metrics.lowrank import randomized_svd_components, release_score_components
 from numina.models import Geometry
 from numina.store import open_store
 
@@ -334,3 +335,24 @@ def test_capture_on_wan22_records_expanded_timesteps(tmp_path: Path) -> None:
         geometry.frames,
         4,
     )
+
+
+def test_the_release_estimators_reduce_maps_as_their_functions_do_in_any_chunking() -> None:
+    """estimator='release': the layout's components are scikit-learn's randomized_svd (float64, stored
+    as float32), the scores come from seeded svd_lowrank components, kept beside them."""
+    generator = torch.Generator().manual_seed(4)
+    query, key = torch.randn(2, 80, 3, 16, generator=generator).unbind(0)  # (L = 5 frames x 16, heads, d)
+    part = SelfAttentionCapture(layers=(0,), estimator="release", score_seed=7)
+    reduced = reductions.self_attention_reductions(query, key, 5, 4, 4, part)
+    maps = reductions.frame_local_attention(query, key, 5)  # (head, frame, 16, 16)
+    layout, singular = randomized_svd_components(maps, 3)
+    scored = release_score_components(maps, 7)
+    torch.testing.assert_close(reduced["components"].flatten(2, 3), layout.float(), rtol=0, atol=0)
+    torch.testing.assert_close(reduced["singular_values"], singular.float(), rtol=0, atol=0)
+    torch.testing.assert_close(reduced["score_components"].flatten(2, 3), scored, rtol=0, atol=0)
+    torch.testing.assert_close(reduced["scores"], separability(scored, 4, 4), rtol=0, atol=0)
+    one_head_at_a_time = reductions.self_attention_reductions(query, key, 5, 4, 4, part, chunk_bytes=1)
+    for name, values in reduced.items():
+        torch.testing.assert_close(one_head_at_a_time[name], values, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="estimator 'exact' is not one of"):
+        SelfAttentionCapture(layers=(0,), estimator="exact")

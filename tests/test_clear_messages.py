@@ -117,6 +117,7 @@ def test_help_and_argument_errors_answer_before_the_model_code_is_imported(argum
 
 def test_the_light_option_names_are_the_models_own() -> None:
     from numina import arguments
+    from numina.capture.spec import ESTIMATORS
     from numina.evaluation import planted
     from numina.evaluation.detectors import DETECTORS
     from numina.method.cache import CACHE_METHODS
@@ -129,6 +130,7 @@ def test_the_light_option_names_are_the_models_own() -> None:
     assert ("exact", *DETECTORS) == arguments.COUNTERS
     assert (arguments.HEAD_RULES, arguments.CROSS_HEADS) == (HEAD_RULES, CROSS_HEADS)
     assert (arguments.STATS, arguments.CACHE_METHODS) == (STATS, CACHE_METHODS)
+    assert arguments.ESTIMATORS == ESTIMATORS
     built_in = {
         "frames": arguments.BUILT_IN_FRAMES,
         "height": arguments.BUILT_IN_SIZE,

@@ -11,7 +11,12 @@ from sklearn.utils.extmath import randomized_svd
 
 from numina.evaluation.planted import CaseSpec, generate_case
 from numina.metrics import concentration_stats, separability, top_components
-from numina.metrics.lowrank import small_eigh
+from numina.metrics.lowrank import (
+    randomized_svd_components,
+    release_score_components,
+    scikit_learn_iterations,
+    small_eigh,
+)
 from numina.metrics.separability import block_size, grey_image
 
 # A 16 x 16 grid, ones on the 4 x 4 square rows 4-7, cols 4-7, zeros elsewhere (all three components
@@ -132,3 +137,50 @@ def test_small_eigh_keeps_the_float32_result_where_it_succeeds() -> None:
     gram = gram @ gram.transpose(-1, -2)
     for ours, plain in zip(small_eigh(gram), torch.linalg.eigh(gram), strict=True):
         assert torch.equal(ours, plain)
+
+
+@pytest.mark.parametrize(("grid", "k", "difficulty"), [((16, 16), 1, "medium"), ((30, 52), 1, "easy")])
+def test_release_components_are_scikit_learns_on_a_flat_spectrum(
+    grid: tuple[int, int], k: int, difficulty: str
+) -> None:
+    # One object: components 2 and 3 are the map's noise, where any other start or width changes them.
+    case = generate_case(CaseSpec(*grid, k, radius=(2, 4), difficulty=difficulty, seed=5))
+    attention = case.self_maps[0]
+    for dtype, tolerance in ((np.float64, 1e-9), (np.float32, 1e-4)):  # float32: the release's own rounding
+        matrix = attention.astype(dtype)
+        u, s, _ = randomized_svd(matrix - matrix.mean(axis=0), 3, random_state=0)
+        scores, singular = randomized_svd_components(torch.from_numpy(matrix), 3)
+        assert scores.dtype == torch.float64
+        spectrum = np.linalg.svd(attention - attention.mean(axis=0), compute_uv=False)
+        assert spectrum[2] / spectrum[1] > 0.75  # the flat spectrum the test is about
+        scale = np.abs(u * s).max()
+        np.testing.assert_allclose(scores.numpy(), u * s, atol=tolerance * scale)
+        np.testing.assert_allclose(singular.numpy(), s, rtol=tolerance)
+
+
+def test_release_components_follow_scikit_learns_width_and_iteration_rules() -> None:
+    assert (scikit_learn_iterations(3, 1560, 1560), scikit_learn_iterations(3, 16, 16)) == (7, 4)
+    generator = torch.Generator().manual_seed(2)
+    q, k = torch.randn(2, 16, 8, generator=generator, dtype=torch.float64).unbind(0)
+    matrix = torch.softmax(q @ k.T, dim=-1)  # 16 tokens: 13 > 10% of 16, and 12 + 10 > 16 directions
+    for components in (3, 12):
+        u, s, _ = randomized_svd((matrix - matrix.mean(0)).numpy(), components, random_state=0)
+        scores, _ = randomized_svd_components(matrix, components)
+        np.testing.assert_allclose(scores.numpy(), u * s, atol=1e-10)
+    with pytest.raises(ValueError, match="Cannot take 17 components of 16 x 16"):
+        randomized_svd_components(matrix, 17)
+
+
+def test_release_score_components_are_seeded_svd_lowrank_and_leave_the_generator_alone() -> None:
+    generator = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 4, 64, 8, generator=generator).unbind(0)
+    maps = torch.softmax(q @ k.transpose(-1, -2), dim=-1)
+    before = torch.random.get_rng_state()
+    scores = release_score_components(maps, seed=11)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    for index in range(4):  # one draw for the batch: each map as the release's own call would give it
+        torch.manual_seed(11)
+        centred = maps[index] - maps[index].mean(dim=0, keepdim=True)
+        u, s, _ = torch.svd_lowrank(centred, q=3, niter=2)
+        torch.testing.assert_close(scores[index], u * s, rtol=0, atol=1e-6)
+    assert not torch.equal(release_score_components(maps, seed=12), scores)

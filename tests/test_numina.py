@@ -17,7 +17,7 @@ from numina.method import segments
 from numina.method.generation import NuminaResult, identify_and_layout, method_spec, run_numina
 from numina.method.identify import Phase1Data
 from numina.method.layout import Layout, LayoutOptions
-from numina.method.presets import preset
+from numina.method.presets import PRESETS, preset
 from numina.models import Geometry
 from numina.prompts import parse_prompt
 from numina.store import open_store
@@ -94,22 +94,43 @@ def test_a_numina_run_writes_layouts_counts_and_edits_into_the_store(official, t
 def test_the_segments_extraction_captures_the_components_it_reads(tiny_pipe, tokens) -> None:
     """The release reads 3 components; the segments extraction's walk-through keeps its 12."""
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
-    release, _, _ = method_spec(geometry, tokens, SETTINGS.steps, preset("official"))
+    release, _, _ = method_spec(geometry, tokens, SETTINGS.steps, preset("official"), SETTINGS.seed)
     options = replace(preset("official"), layout=LayoutOptions(extraction="segments"))
-    segmented, _, _ = method_spec(geometry, tokens, SETTINGS.steps, options)
+    segmented, _, _ = method_spec(geometry, tokens, SETTINGS.steps, options, SETTINGS.seed)
     assert release.self_attention.components == 3
     assert segmented.self_attention.components == segments.COMPONENTS == 12
+
+
+def test_presets_choose_their_estimator_and_the_release_scores_follow_the_runs_seed(
+    tiny_pipe, tokens
+) -> None:
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    chosen = {name: method_spec(geometry, tokens, 6, preset(name), 11)[0].self_attention for name in PRESETS}
+    assert {name: part.estimator for name, part in chosen.items()} == {
+        "official": "release",
+        "paper": "release",
+        "improved": "converged",
+    }
+    assert (
+        chosen["official"].score_seed == 11 and chosen["official"].seed == 0
+    )  # randomized_svd(random_state=0)
+    with pytest.raises(ValueError, match="estimator='exact' is not one of"):
+        preset("official", estimator="exact")
 
 
 def test_the_stored_run_replays_to_the_same_layout(official, tiny_pipe, tokens) -> None:
     """Phase 1 read back from the HDF5 file gives the layout the run computed from memory."""
     result, path = official
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
-    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, preset("official"))
+    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, preset("official"), SETTINGS.seed)
     with open_store(path) as store:
         data = Phase1Data.from_store(store, step, layer)
     head, _, layout = identify_and_layout(data, tokens, geometry, preset("official"), layer)
     np.testing.assert_array_equal(head.head, result.head.head)
+    # The release's head scores came from their own estimator's components, stored beside the layout's.
+    assert data.score_components is not None and data.score_components.shape[-1] == 3
+    rescored = data.rescored(geometry.height, geometry.width).scores
+    np.testing.assert_allclose(rescored, data.scores, rtol=1e-5, atol=1e-7)
     for noun in layout.nouns:
         np.testing.assert_array_equal(layout[noun], result.layout[noun])
 
@@ -174,7 +195,7 @@ def test_score_weights_rescore_the_heads(official, tiny_pipe, tokens) -> None:
     _, path = official
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
     options = preset("official", score_weights=(0.0, 0.0, 1.0))
-    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options)
+    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options, SETTINGS.seed)
     with open_store(path) as store:
         data = Phase1Data.from_store(store, step, layer)
     head, _, _ = identify_and_layout(data, tokens, geometry, options, layer)
@@ -223,7 +244,7 @@ def test_first_block_cache_after_the_reference_step_leaves_its_capture_as_uncach
     options = preset("official", early_accept=True, cache_walkthrough=True, **FIRST_BLOCK)
     cached = run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "c.h5")
     assert cached.path == "accepted" and cached.cached_steps["walkthrough"] == [4]
-    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options)
+    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options, SETTINGS.seed)
     plain = _reference_capture(official[1], step, layer)
     for name, values in _reference_capture(tmp_path / "c.h5", step, layer).items():
         np.testing.assert_array_equal(values, plain[name], err_msg=name)
@@ -241,7 +262,7 @@ def test_first_block_cache_is_off_on_the_walkthroughs_reference_step(
     )
     assert result.cached_steps["walkthrough"] == [1]
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
-    spec, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options)
+    spec, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options, SETTINGS.seed)
     memory, transformer = MemorySink(), tiny_pipe.transformer
     with (
         torch.no_grad(),

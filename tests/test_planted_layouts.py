@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from numina.capture.reductions import reduce_self_attention
+from numina.capture.spec import SelfAttentionCapture
 from numina.evaluation.planted import (
     DIFFICULTIES,
     EXTRACTIONS,
@@ -29,6 +32,8 @@ from numina.evaluation.planted import (
     truth_extraction,
     wilson_interval,
 )
+from numina.method.layout import build_layout
+from numina.method.presets import preset
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "layout_planted.py"
 
@@ -245,6 +250,37 @@ def test_official_layout_counts_background_when_the_noun_is_absent() -> None:
     assert match_frame(case.truth[0], EXTRACTIONS["official"](case)[0]).count > 0
 
 
+def test_official_layout_is_the_releases_on_noisy_scenes() -> None:
+    """`official` (float64 scikit-learn-exact components, the project's MeanShift) against the release's
+    formulas run with scikit-learn itself: the same labels, frame by frame. Clean scenes are left out:
+    their equal instances give exactly repeated singular values, whose components only rounding picks."""
+    specs, _ = benchmark_suite([(16, 16)], [1, 3, 6], ["easy", "medium", "weak"], 1, seed=4)
+    specs += benchmark_suite([(30, 52)], [3], ["medium"], 1, seed=4)[0]  # the Wan2.1 480p grid
+    run = run_benchmark(specs, {"release": EXTRACTIONS["release"], "official": EXTRACTIONS["official"]})
+    official = run.rows[run.rows["extraction"] == "official"]
+    assert len(official) == sum(spec.frames for spec in specs) and official["error"].eq("").all()
+    assert official["same_as_first"].all()
+    assert "same_as_first" not in run.rows[run.rows["extraction"] == "release"].dropna(axis=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("difficulty", ["clean", "medium"])
+def test_official_layout_is_the_same_on_cpu_and_gpu(difficulty: str) -> None:
+    """The release's components run in float64 everywhere: the same maps give the same labels."""
+    part = SelfAttentionCapture(layers=(0,), scores=False, estimator=preset("official").estimator)
+    for k in (1, 2, 4, 8):
+        case = generate_case(CaseSpec(30, 52, k, difficulty=difficulty, seed=k))
+        labels = []
+        for device in ("cpu", "cuda"):
+            maps = torch.from_numpy(case.self_maps)[None].to(device)
+            components = reduce_self_attention(maps, 30, 52, part)["components"][0].cpu().numpy()
+            layout = build_layout(
+                components.reshape(case.spec.frames, 30 * 52, -1), {"noun": case.noun_maps}, 30, 52
+            )
+            labels.append(layout["noun"])
+        np.testing.assert_array_equal(*labels, err_msg=f"k={k}")
+
+
 # --- the script ------------------------------------------------------------------------------------
 
 
@@ -280,3 +316,18 @@ def test_script_writes_tables_and_figures(tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text())["cases"] == 2
     for name in ("rows.csv", "accuracy_by_k.png", "examples.png"):
         assert (out / name).stat().st_size > 0
+    assert not (out / "same_labels.csv").exists()  # one extraction: nothing to compare
+
+
+def test_same_labels_counts_the_later_extractions_frames() -> None:
+    rows = pd.DataFrame(
+        {
+            "extraction": ["release"] * 3 + ["official"] * 3 + ["segments"] * 3,
+            "difficulty": ["easy", "easy", "weak"] * 3,
+            "same_as_first": [None] * 3 + [True, False, True] + [False, False, False],
+        }
+    )
+    table = _script().same_labels(rows).set_index(["extraction", "difficulty"])
+    assert table.loc[("official", "easy")].tolist() == [2, 0.5]
+    assert table.loc[("official", "weak")].tolist() == [1, 1.0]
+    assert table.loc[("segments", "easy")].tolist() == [2, 0.0] and "release" not in table.index

@@ -267,6 +267,8 @@ class AttentionCapture:
         self.sink.write("self_attention/singular_values", index, reduced["singular_values"])
         if "scores" in reduced:
             self.sink.write("self_attention/scores", index, reduced["scores"])
+        if "score_components" in reduced:
+            self.sink.write("self_attention/score_components", index, reduced["score_components"])
 
     def record_cross_attention(self, layer: int, heads: int, query: torch.Tensor, key: torch.Tensor) -> None:
         """Cross-attention probabilities of one block at the chosen tokens, written to the sink."""

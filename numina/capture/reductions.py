@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from numina.metrics.concentration import concentration_stats
-from numina.metrics.lowrank import top_components
+from numina.metrics.lowrank import randomized_svd_components, release_score_components, top_components
 from numina.metrics.separability import separability
 
 if TYPE_CHECKING:
@@ -73,11 +73,22 @@ def frame_local_attention(query: torch.Tensor, key: torch.Tensor, frames: int) -
 def reduce_self_attention(
     maps: torch.Tensor, height: int, width: int, part: SelfAttentionCapture
 ) -> dict[str, torch.Tensor]:
-    """Top components (h, F, y, x, k), singular values (h, F, k) and, if asked, scores (h, F, 4)."""
-    scores, singular = top_components(maps, part.components, part.oversample, part.iterations, part.seed)
-    out = {"components": scores.unflatten(-2, (height, width)), "singular_values": singular}
+    """Top components (h, F, y, x, k), singular values (h, F, k) and, if asked, scores (h, F, 4), by
+    the part's estimator; the release's also gives the components that scored (h, F, y, x, 3)."""
+    if part.estimator == "release":
+        components, singular = randomized_svd_components(maps, part.components, part.oversample, part.seed)
+        components, singular = components.float(), singular.float()
+        scored = release_score_components(maps, part.score_seed) if part.scores else None
+    else:
+        components, singular = top_components(
+            maps, part.components, part.oversample, part.iterations, part.seed
+        )
+        scored = components
+    out = {"components": components.unflatten(-2, (height, width)), "singular_values": singular}
     if part.scores:
-        out["scores"] = separability(scores, height, width, part.score_variant)
+        out["scores"] = separability(scored, height, width, part.score_variant)
+    if part.keeps_score_components:
+        out["score_components"] = scored.unflatten(-2, (height, width))
     return out
 
 

@@ -19,6 +19,8 @@ from numina.models.geometry import Geometry
 BRANCHES = ("cond", "uncond")
 TEXT_PARTS = ("prompt", "padding")
 RELEASE_REFERENCE_STEP, RELEASE_STEPS, RELEASE_REFERENCE_LAYER = 20, 50, 15
+ESTIMATORS = ("converged", "release")
+SCORE_COMPONENTS = 3  # the release's head score reads three components
 
 
 def self_attention_point(layer: int) -> str:
@@ -33,9 +35,14 @@ def cross_attention_point(layer: int) -> str:
 class SelfAttentionCapture:
     """Frame-local self-attention A = softmax(q_f k_f^T / sqrt(d)) per head and latent frame, reduced.
 
-    Kept: the top `components` principal component scores of the column-centred A (randomised
-    subspace iteration, seeded, scikit-learn's sign convention), their singular values, and S1/S2/S3/S
-    (`score_variant`). `maps=True` also keeps every full tpf x tpf map (small models only).
+    Kept: the top `components` principal component scores of the column-centred A, their singular
+    values, and S1/S2/S3/S (`score_variant`). `maps=True` also keeps every full tpf x tpf map (small
+    models only). The `estimator` of the components (numina.metrics.lowrank):
+    - "converged": this project's seeded randomised subspace iteration (`iterations`, `oversample`,
+      `seed`), whose components serve both the scores and the layout;
+    - "release": the release's two estimators: the layout's components as scikit-learn's
+      `randomized_svd(random_state=seed)`, the scores from `torch.svd_lowrank(q=3)` seeded with
+      `score_seed` (kept as `score_components`, since the layout's components did not make them).
     """
 
     layers: tuple[int, ...]
@@ -46,6 +53,17 @@ class SelfAttentionCapture:
     scores: bool = True
     score_variant: str = "official"
     maps: bool = False
+    estimator: str = "converged"
+    score_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator {self.estimator!r} is not one of {list(ESTIMATORS)}")
+
+    @property
+    def keeps_score_components(self) -> bool:
+        """Whether the scores came from components other than the stored ones (kept beside them)."""
+        return self.scores and self.estimator == "release"
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,8 @@ class CaptureSpec:
                 _check_indices("layer", part.layers, geometry.layers, "the model has that many blocks")
         if self.self_attention and not 1 <= self.self_attention.components <= geometry.tokens_per_frame:
             raise ValueError(f"components must be in 1..{geometry.tokens_per_frame} (tokens per frame).")
-        if self.self_attention and self.self_attention.scores and self.self_attention.components < 3:
+        part = self.self_attention
+        if part and part.scores and part.estimator == "converged" and part.components < SCORE_COMPONENTS:
             raise ValueError("S1/S2/S3 scores need at least 3 components.")
         if self.cross_attention:
             _check_indices("token", self.cross_attention.tokens, geometry.text_length, "text positions")
@@ -217,6 +236,8 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
             "component": list(range(part.components)),
             "term": list(TERMS),
         }
+        if part.keeps_score_components:
+            layout.coords["self_attention"]["score_component"] = list(range(SCORE_COMPONENTS))
         layout.datasets.extend(
             [
                 DatasetDeclaration(
@@ -228,6 +249,12 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
         if part.scores:
             layout.datasets.append(
                 DatasetDeclaration("self_attention/scores", (*head_frame, "term"), "float32")
+            )
+        if part.keeps_score_components:
+            layout.datasets.append(
+                DatasetDeclaration(
+                    "self_attention/score_components", (*head_frame, "y", "x", "score_component"), "float32"
+                )
             )
         if part.maps:
             positions = list(range(geometry.tokens_per_frame))

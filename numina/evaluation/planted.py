@@ -48,8 +48,8 @@ instance matched, a case with every frame exact. `accuracy_table` aggregates cas
 intervals (cases are independent Bernoulli trials; the percentile bootstrap of
 `numina.evaluation.metrics` gives an empty interval at 0% or 100%, which small cells often are).
 
-May import numpy, scipy, pandas, torch, numina.capture and numina.method (the capture's reduction and
-the layout, so an extraction here is the method's own code path).
+May import numpy, scipy, scikit-learn, pandas, torch, numina.capture and numina.method (the capture's
+reduction and the layout, so an extraction here is the method's own code path).
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ import pandas as pd
 import torch
 from scipy import ndimage, stats
 from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import DBSCAN, MeanShift, estimate_bandwidth
+from sklearn.utils.extmath import randomized_svd
 
 from numina.capture.reductions import reduce_self_attention
 from numina.capture.spec import SelfAttentionCapture
@@ -448,11 +450,13 @@ def truth_extraction(case: PlantedCase) -> np.ndarray:
     return case.truth
 
 
-def layout_extraction(options: LayoutOptions, components: int = 3) -> Extraction:
+def layout_extraction(
+    options: LayoutOptions, components: int = 3, estimator: str = "converged"
+) -> Extraction:
     """The method's own layout under `options`: the capture's reduction of each frame's self-attention
-    map (`reduce_self_attention` with the capture's default settings but `components`, float32) and
-    `build_layout`."""
-    capture = SelfAttentionCapture(layers=(0,), components=components, scores=False)
+    map (`reduce_self_attention` with the capture's default settings but `components` and `estimator`,
+    float32) and `build_layout`."""
+    capture = SelfAttentionCapture(layers=(0,), components=components, scores=False, estimator=estimator)
 
     def extract(case: PlantedCase) -> np.ndarray:
         height, width = case.spec.height, case.spec.width
@@ -464,8 +468,45 @@ def layout_extraction(options: LayoutOptions, components: int = 3) -> Extraction
     return extract
 
 
+def release_extraction(case: PlantedCase) -> np.ndarray:
+    """The release's layout step written from METHOD.md's formulas with scikit-learn's own functions
+    (randomized_svd of the float32 column-centred map, estimate_bandwidth, MeanShift, DBSCAN) and
+    nothing of this project's: the reference `official` must reproduce. Slow (scikit-learn's MeanShift)."""
+    height, width = case.spec.height, case.spec.width
+    rows, cols = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
+    coordinates = 0.5 * np.stack([rows.ravel(), cols.ravel()], axis=1)
+    labels = np.zeros(case.truth.shape, dtype=np.int32)
+    for frame, (attention, noun_map) in enumerate(zip(case.self_maps, case.noun_maps, strict=True)):
+        attention = attention.astype(np.float32)
+        left, singular, _ = randomized_svd(attention - attention.mean(axis=0), 3, random_state=0)
+        components = left * singular
+        low, spread = components.min(axis=0), np.ptp(components, axis=0)
+        varying = spread > 1e-8
+        components[:, varying] = (components[:, varying] - low[varying]) / spread[varying]
+        features = np.concatenate([components, coordinates], axis=1)
+        bandwidth = estimate_bandwidth(
+            features, quantile=0.2, n_samples=min(1000, len(features)), random_state=0
+        )
+        clusters = (
+            MeanShift(bandwidth=bandwidth if bandwidth > 0 else 0.5, bin_seeding=True).fit(features).labels_
+        )
+        focused = np.argwhere(noun_map >= 0.05 * noun_map.max())
+        focus = np.zeros((height, width), dtype=bool)
+        kept = focused[DBSCAN(eps=3, min_samples=5).fit_predict(focused) >= 0]
+        focus[kept[:, 0], kept[:, 1]] = True
+        clusters = clusters.reshape(height, width)
+        count = 0
+        for cluster in np.unique(clusters):
+            region = clusters == cluster
+            if (region & focus).sum() / region.sum() >= 0.2:
+                count += 1
+                labels[frame][region] = count
+    return labels
+
+
 EXTRACTIONS: dict[str, Extraction] = {
-    "official": layout_extraction(preset("official").layout),
+    "release": release_extraction,
+    "official": layout_extraction(preset("official").layout, estimator=preset("official").estimator),
     # The capture keeps 12 components instead of 3: one direction per object, k <= 8 plus others.
     "segments": layout_extraction(LayoutOptions(extraction="segments"), components=segments.COMPONENTS),
     "truth": truth_extraction,
@@ -622,14 +663,17 @@ def run_benchmark(
     """Generate every case once, run every extraction on it, score it.
 
     An extraction that raises on a case gets rows with count -1 and the error's message (a wrong answer,
-    not a crash of the whole run). `keep` names case indices whose maps and labels go to `examples`;
-    `progress` wraps the loop over cases (e.g. tqdm).
+    not a crash of the whole run). Rows of the later extractions say whether their frame's labels are
+    those of the first extraction (`same_as_first`), e.g. `official` against the literal `release`.
+    `keep` names case indices whose maps and labels go to `examples`; `progress` wraps the loop over
+    cases (e.g. tqdm).
     """
     if not extractions:
         raise ValueError("No extraction to run.")
     keep = set(keep)
     rows: list[dict[str, Any]] = []
     seconds = dict.fromkeys(extractions, 0.0)
+    first = next(iter(extractions))
     examples = []
     for index, spec in enumerate(progress(specs)):
         case = generate_case(spec)
@@ -646,7 +690,11 @@ def run_benchmark(
                 rows.extend(failed)
                 continue
             seconds[name] += perf_counter() - start
-            rows.extend(case_rows(case, labels, name, index))
+            scored = case_rows(case, labels, name, index)
+            if first in predicted and predicted[first].shape == labels.shape:
+                for row, ours, theirs in zip(scored, labels, predicted[first], strict=True):
+                    row["same_as_first"] = bool(np.array_equal(ours, theirs))
+            rows.extend(scored)
             predicted[name] = labels
         if index in keep:
             matches = {name: match_frame(case.truth[0], labels[0]) for name, labels in predicted.items()}

@@ -109,12 +109,13 @@ def captured_positions(tokens: PromptTokens, all_occurrences: bool = False) -> t
 
 
 def method_spec(
-    geometry: Geometry, tokens: PromptTokens, num_steps: int, options: NuminaOptions
+    geometry: Geometry, tokens: PromptTokens, num_steps: int, options: NuminaOptions, seed: int = 0
 ) -> tuple[CaptureSpec, int, int]:
     """The walk-through's capture (resolved), its reference step and reference block.
 
     The reference block gives the nouns' cross maps and, except under `per_layer` (which captures every
-    block's self-attention), the self-attention head.
+    block's self-attention), the self-attention head. `seed` (the run's) seeds the release's head-score
+    estimator, which the release leaves unseeded.
     """
     step = release_reference_step(num_steps) if options.reference_step is None else options.reference_step
     layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
@@ -124,7 +125,12 @@ def method_spec(
     # The segments extraction reads more components than the release's three.
     components = segments.COMPONENTS if options.layout.extraction == "segments" else 3
     self_attention = replace(
-        spec.self_attention, layers=layers, score_variant=options.score_variant, components=components
+        spec.self_attention,
+        layers=layers,
+        score_variant=options.score_variant,
+        components=components,
+        estimator=options.estimator,
+        score_seed=seed,
     )
     spec = replace(spec, self_attention=self_attention)
     return spec.resolved(geometry, num_steps), step, layer
@@ -231,7 +237,7 @@ def run_numina(
         raise ValueError(f"no targets for {tokens.prompt!r}: NUMINA needs {{noun: count}} to correct.")
     check_correction(tokens.targets, stride=options.stride, disc_radius=options.disc_radius)
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
-    spec, step, reference_layer = method_spec(geometry, tokens, settings.steps, options)
+    spec, step, reference_layer = method_spec(geometry, tokens, settings.steps, options, settings.seed)
     nouns = list(tokens.targets)
     root = {
         "prompt": tokens.prompt,

@@ -46,7 +46,8 @@ class Phase1Data:
 
     scores (layer, head, frame, term), components (layer, head, frame, H*W, k) for the captured
     self-attention blocks `layers`; cross (head, token, frame, H, W) at the reference block for the
-    captured text `tokens` (positions).
+    captured text `tokens` (positions). `score_components` (layer, head, frame, H*W, 3): what the
+    scores were computed from, where that is not `components` (the release's estimators).
     """
 
     layers: tuple[int, ...]
@@ -54,6 +55,7 @@ class Phase1Data:
     components: np.ndarray
     tokens: tuple[int, ...]
     cross: np.ndarray
+    score_components: np.ndarray | None = None
 
     @classmethod
     def from_sink(cls, sink: MemorySink, spec: CaptureSpec, step: int, cross_layer: int) -> Phase1Data:
@@ -64,14 +66,17 @@ class Phase1Data:
         def stack(name: str) -> np.ndarray:
             return torch.stack([sink.get(name, **at, layer=layer).float() for layer in layers]).cpu().numpy()
 
-        components = stack("self_attention/components")  # (layer, head, frame, y, x, k)
         cross = sink.get("cross_attention/probs", **at, layer=cross_layer).float().cpu().numpy()
+        scored = None
+        if spec.self_attention.keeps_score_components:
+            scored = stack("self_attention/score_components")
         return cls(
             layers,
             stack("self_attention/scores"),
-            components.reshape(*components.shape[:3], -1, components.shape[-1]),
+            _flat(stack("self_attention/components")),
             tuple(spec.cross_attention.tokens),
             cross,
+            None if scored is None else _flat(scored),
         )
 
     @classmethod
@@ -84,14 +89,17 @@ class Phase1Data:
         if layers is not None:
             at["layer"] = list(layers)
         components = store["self_attention/components"].sel(at)  # (layer, head, frame, y, x, k)
-        values = components.values.astype(np.float32)
         cross = store["cross_attention/probs"].sel(step=step, branch="cond", layer=cross_layer)
+        scored = None
+        if "self_attention/score_components" in store:
+            scored = _flat(store["self_attention/score_components"].sel(at).values.astype(np.float32))
         return cls(
             tuple(int(layer) for layer in components.coords["layer"]),
             store["self_attention/scores"].sel(at).values.astype(np.float32),
-            values.reshape(*values.shape[:3], -1, values.shape[-1]),
+            _flat(components.values.astype(np.float32)),
             tuple(int(token) for token in cross.coords["token"]),
             cross.values.astype(np.float32),
+            scored,
         )
 
     def rescored(
@@ -101,9 +109,16 @@ class Phase1Data:
         variant: str = "official",
         weights: tuple[float, float, float] = DEFAULT_WEIGHTS,
     ) -> Phase1Data:
-        """The same data with S1/S2/S3/S recomputed from the components (another variant or weights)."""
-        terms = separability(torch.from_numpy(self.components), height, width, variant, weights)
+        """The same data with S1/S2/S3/S recomputed (another variant or weights) from the components
+        that made the stored scores."""
+        scored = self.components if self.score_components is None else self.score_components
+        terms = separability(torch.from_numpy(scored), height, width, variant, weights)
         return replace(self, scores=terms.numpy())
+
+
+def _flat(components: np.ndarray) -> np.ndarray:
+    """(layer, head, frame, y, x, k) -> (layer, head, frame, y*x, k)."""
+    return components.reshape(*components.shape[:3], -1, components.shape[-1])
 
 
 @dataclass(frozen=True)

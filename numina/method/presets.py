@@ -3,8 +3,8 @@
 `official` reproduces the public release (METHOD.md); `paper` changes what the paper text describes
 differently (per-noun cross-attention head by concentration); `improved` switches on this project's
 improvements, each also a separate option. The default stays `official` until a measurement says an
-improvement is better. May import numina.checks, numina.method (identify, layout, correct, cache) and
-numina.metrics.
+improvement is better. May import numina.capture.spec, numina.checks, numina.method (identify, layout,
+correct, cache) and numina.metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from numina.capture.spec import ESTIMATORS
 from numina.checks import check_int, check_optional_int, check_real, check_reals
 from numina.method.cache import CACHE_METHODS, TAU
 from numina.method.correct import DEFAULT_WEIGHTS as COST_WEIGHTS
@@ -29,6 +30,10 @@ class NuminaOptions:
     reference_layer: int | None = None  # None: block 15 (the middle block of smaller models)
     head_rule: str = "per_frame"  # self-attention head: per_frame (release), per_video, per_layer, fixed
     fixed_head: int | None = None  # the head of the reference block under head_rule="fixed"
+    # Low-rank components of the self-attention maps: release (the layout's by scikit-learn's
+    # randomized_svd, the head scores' by seeded torch.svd_lowrank(q=3)) or converged (this project's
+    # seeded converged estimator for both: S no longer depends on the draw)
+    estimator: str = "release"
     score_variant: str = "official"  # S2 from block sums (official) or block means (normalised)
     score_weights: tuple[float, float, float] = SCORE_WEIGHTS  # S = w1 S1 + w2 S2 + w3 S3
     cross_heads: str = "mean"  # noun map: mean over heads (release), concentration (paper), peak
@@ -49,6 +54,7 @@ class NuminaOptions:
     def __post_init__(self) -> None:
         choices = {
             "head_rule": HEAD_RULES,
+            "estimator": ESTIMATORS,
             "score_variant": ("official", "normalised"),
             "cross_heads": CROSS_HEADS,
             "concentration_measure": STATS,
@@ -75,6 +81,7 @@ PRESETS: dict[str, NuminaOptions] = {
     "official": NuminaOptions(),
     "paper": NuminaOptions(cross_heads="concentration"),
     "improved": NuminaOptions(
+        estimator="converged",
         score_variant="normalised",
         all_occurrences=True,
         follow_steps=True,

@@ -2,11 +2,14 @@
 
 NUMINA scores a self-attention head by the top 3 components of its frame-local map A (column-centred,
 C = U S). A full SVD of every (head, frame) map is far too slow at full size (252 maps of 1560 x 1560 at
-Wan2.1-1.3B), so this module runs a seeded randomised subspace iteration (the algorithm of scikit-learn's
-`randomized_svd`: oversampled Gaussian range, power iterations with re-orthonormalisation, small exact
-SVD) batched over all leading dimensions, with matrix products only. Signs follow scikit-learn's
-`svd_flip` convention (largest-magnitude entry of each left singular vector positive), so a converged
-result equals `randomized_svd`'s up to rounding. May import torch only.
+Wan2.1-1.3B), so this module runs randomised subspace iterations (the algorithm of scikit-learn's
+`randomized_svd`: Gaussian range, power iterations with re-orthonormalisation, small exact SVD) batched
+over all leading dimensions, with matrix products only. Three estimators:
+- `top_components`: this project's converged one (seeded, TF32 on CUDA);
+- `randomized_svd_components`: scikit-learn's `randomized_svd` number for number (its start matrix,
+  width, iteration count and sign rule), in float64 on every device: the release's layout components;
+- `release_score_components`: the release's head-score estimator, `torch.svd_lowrank(q=3)`, seeded.
+May import torch and numpy only.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 _SHIFT = {torch.float32: 1e-6, torch.float64: 1e-13}
@@ -104,6 +108,18 @@ def top_components(
     n, m = maps.shape[-2:]
     if k > min(n, m):
         raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
+    width = min(-(-(k + oversample) // 8) * 8, n, m)
+    generator = torch.Generator(device=maps.device).manual_seed(seed)
+    probe = torch.randn(m, width, generator=generator, device=maps.device, dtype=maps.dtype)
+    return _subspace_scores(maps, probe, k, iterations, centre, tf32)
+
+
+def _subspace_scores(
+    maps: torch.Tensor, probe: torch.Tensor, k: int, iterations: int, centre: bool, tf32: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores U[:, :k] S[:k] and singular values of the (optionally column-centred) maps from the range
+    of A_c (A_c^T A_c)^iterations probe, scikit-learn's `randomized_svd` with any basis normaliser (each
+    spans the same subspace) and its sign rule (largest-magnitude entry of each left vector positive)."""
     # Centring stays implicit (A_c = A - 1 mean^T enters each product as a rank-1 correction), so the
     # maps are never copied: at full size they are gigabytes.
     mean = maps.mean(dim=-2, keepdim=True) if centre else None  # (..., 1, m)
@@ -117,9 +133,6 @@ def top_components(
         return product if mean is None else product - mean.transpose(-1, -2) * left.sum(dim=-2, keepdim=True)
 
     with tensor_core_products(tf32 and maps.is_cuda):
-        width = min(-(-(k + oversample) // 8) * 8, n, m)
-        generator = torch.Generator(device=maps.device).manual_seed(seed)
-        probe = torch.randn(m, width, generator=generator, device=maps.device, dtype=maps.dtype)
         basis = orthonormalize(times(probe), passes=1)
         for _ in range(iterations):
             basis = orthonormalize(times(orthonormalize(transposed_times(basis), passes=1)), passes=1)
@@ -135,3 +148,50 @@ def top_components(
     signs = torch.sign(torch.gather(left, -2, largest))
     left = left * torch.where(signs == 0, torch.ones_like(signs), signs)
     return left * singular.unsqueeze(-2), singular
+
+
+def scikit_learn_iterations(k: int, n: int, m: int) -> int:
+    """`randomized_svd`'s n_iter='auto': 7 power iterations, or 4 when k is at least 10% of the size."""
+    return 7 if k < 0.1 * min(n, m) else 4
+
+
+def randomized_svd_components(
+    maps: torch.Tensor, k: int = 3, oversample: int = 10, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores U[:, :k] S[:k] and singular values of each column-centred map, as scikit-learn's
+    `randomized_svd(A_c, k, n_oversamples=oversample, random_state=seed)` computes them.
+
+    The same start matrix (NumPy's `RandomState(seed).normal`, rounded to float32 for float32 maps as
+    scikit-learn does), the same width k + oversample, iteration count and sign rule; the power
+    iterations are normalised by Cholesky-QR instead of LU, which spans the same subspace. Everything
+    runs in float64 without TF32, so CPU and GPU agree to ~1e-12: on a flat spectrum (one object, where
+    components 2 and 3 are the map's noise) a looser arithmetic changes MeanShift's answer.
+    Returns float64 (..., n, k) scores and (..., k) singular values; maps are (..., n, m).
+    Raises ValueError if k > min(n, m).
+    """
+    n, m = maps.shape[-2:]
+    if k > min(n, m):
+        raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
+    start = np.random.RandomState(seed).normal(size=(m, k + oversample))
+    if maps.dtype != torch.float64:
+        start = start.astype(np.float32)
+    # More directions than the map has dimensions span all of them, as any min(n, m) of them do: the
+    # exact SVD, which is also what scikit-learn's economic QR returns then.
+    start = start[:, : min(n, m)]
+    probe = torch.from_numpy(start).to(maps.device, torch.float64)
+    return _subspace_scores(maps.double(), probe, k, scikit_learn_iterations(k, n, m), centre=True)
+
+
+def release_score_components(maps: torch.Tensor, seed: int, k: int = 3) -> torch.Tensor:
+    """The release's head-score components: `torch.svd_lowrank(A_c, q=k)` (2 power iterations, no
+    oversampling, no sign rule) of each column-centred map, C = U S, in the maps' dtype.
+
+    The release leaves the draw unseeded, so its S for one map varies between runs; here the global
+    generator is seeded with `seed` for the call and restored after, and one draw serves the batch.
+    """
+    centred = maps - maps.mean(dim=-2, keepdim=True)
+    devices = [maps.device] if maps.is_cuda else []
+    with torch.random.fork_rng(devices=devices, device_type=maps.device.type):
+        torch.manual_seed(seed)
+        left, singular, _ = torch.svd_lowrank(centred, q=k, niter=2)
+    return left * singular.unsqueeze(-2)
