@@ -17,7 +17,7 @@ own-instance tokens over the background ring around the instance (tokens of no i
 into it), which a locality head cannot win. Float16-stored maps can hold exact zeros;
 densities are floored at `DENSITY_FLOOR` and the floored share is reported.
 
-May import numpy, pandas, numina and analysis.statistics.
+May import numpy, pandas, scipy, numina and analysis.statistics.
 """
 
 from __future__ import annotations

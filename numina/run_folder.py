@@ -2,7 +2,7 @@
 
 Names sort by time and say what ran (`20261125-153012-three-cats-on-a-sofa`); files are written
 atomically (temporary file, then rename), so a crash never leaves a half-written file under its
-final name. Imports nothing from the project.
+final name. May import only the standard library (and diffusers' video export, when a video is saved).
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ Videos: a video file (mp4, gif, webm, ogg) is logged as is. Encoding an array ne
 (wandb's encoder); without it the array is skipped with a logged warning, because the video
 file in the run folder is the product and can be logged instead.
 
-Imports: the standard library, then wandb, numpy, matplotlib and pandas only (each lazily, so
-that `import numina.tracking` and a disabled tracker stay cheap), and nothing else from numina.
+May import the standard library, then wandb, numpy, matplotlib and pandas only (each lazily, so
+that `import numina.tracking` and a disabled tracker stay cheap), and nothing from numina.
 """
 
 from __future__ import annotations

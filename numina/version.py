@@ -1,6 +1,6 @@
 """The code version recorded in every run: the package version and, in a git checkout, the commit.
 
-Imports nothing from the project but the package version.
+May import only the standard library and the package's own version (numina).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ store writer as its sink, records what the store needs to stand alone (prompt, t
 geometry, steps and timesteps, model, config, code version, seed), and leaves a complete store only
 when the run finished (an interrupted run leaves `<store>.partial`, which readers refuse).
 Used by `experiments/generate.py`; the method's phase 1 and the diagnosis experiment build on it.
-May import torch, numina.capture, numina.checks, numina.models, numina.prompts and numina.version.
+May import numpy, torch, numina.capture, numina.checks, numina.models, numina.prompts and numina.version.
 """
 
 from __future__ import annotations

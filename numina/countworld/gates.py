@@ -7,7 +7,7 @@ the noun carry its number, or must the image tokens find it in the numeral's dif
 Both are measured as the cross-validated accuracy of a linear probe (logistic regression) that
 predicts the count from one state, over single-kind captions of the model's world. The first
 CountWorld's frozen random encoder reached 0.47 at the noun; gate G1 asks for >= 0.8.
-May import numpy, torch, scikit-learn and numina.countworld (world2, joint_training).
+May import numpy, torch, scikit-learn and numina.countworld (world, world2, joint_training).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@
 
 The layout before and after correction, counts, chosen heads and edits go into the store (`layout/`
 group and attributes), which is complete only when the whole run finished. May import numpy, torch
-and numina (capture, method, models, prompts, store, version, walkthrough).
+and numina (capture, method, metrics, models, prompts, store, version, walkthrough).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ How: everything the bias needs is turned into index tensors on the device once p
 on the output projection `to_out[0]` recomputes only the touched query rows, densely over the 512
 text positions with the bias, and writes them over the fast kernel's output. No L x 512 tensor is
 built, nothing leaves the device, and untouched rows are the model's own output: with nothing to
-modulate the output is unchanged to the bit. May import torch, diffusers hooks, numina.capture and the
-layout labels (numina.method.layout, correct).
+modulate the output is unchanged to the bit. May import numpy, torch, diffusers hooks,
+numina.capture and the layout labels (numina.method.layout and numina.method.correct).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ committed, because random weights cannot count. This module fixes its architectu
 encoder, a tokenizer over the world's words, the release's flow-matching UniPC sampler), builds it
 untrained for `experiments/train_countworld.py`, and saves it as a diffusers folder in float16,
 every file under the repository's 16 MB limit.
-May import numina.models.tokenizer/tiny/variants and numina.countworld.world.
+May import torch, diffusers, transformers, numina.models.tokenizer/tiny/variants and
+numina.countworld.world.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ are tens of tokens wide, so that self-attention heads can separate instances as 
 stride 4 and a transformer patch of 1x1x1: 32x32 tokens per latent frame, one token per 4 pixels.
 Unlike the first CountWorld, the text encoder (a small UMT5) is trained together with the transformer,
 so numerals mean something to the model. The VAE starts from the first CountWorld's trained VAE.
-May import numina.models.countworld/tiny/variants and numina.countworld.world.
+May import torch, diffusers, transformers, numina.models.countworld/tiny/variants and
+numina.countworld.world.
 """
 
 from __future__ import annotations

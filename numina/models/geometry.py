@@ -2,7 +2,7 @@
 
 Every attention map in the project is indexed by this geometry (frame, y, x over the patched latent
 grid; layer; head; text position), so it is computed once from the pipeline and the call's
-frames/height/width, checked, and stored with every run. Imports nothing from the project.
+frames/height/width, checked, and stored with every run. May import only the standard library.
 """
 
 from __future__ import annotations

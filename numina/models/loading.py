@@ -3,8 +3,8 @@
 `load_pipeline` is the one entry point every experiment uses, so the real checkpoints
 (Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B), the trained built-in CountWorld models and the tiny random
 offline copies go through the same `WanPipeline.from_pretrained` path. It also recognises which Wan
-family a pipeline is, sets the sampler's flow shift and the attention backend. May import numina.models.*
-and numina.checks.
+family a pipeline is, sets the sampler's flow shift and the attention backend. May import torch, diffusers,
+transformers, huggingface_hub, numina.models.* and numina.checks.
 """
 
 from __future__ import annotations

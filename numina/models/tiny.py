@@ -4,7 +4,8 @@ No weights can be downloaded where this project is built and tested, so tests an
 job use a small pipeline of the same classes (WanTransformer3DModel, AutoencoderKLWan, UMT5 encoder,
 a `tokenizers` tokenizer, the flow-matching UniPC scheduler), written with `save_pretrained` and read
 back with `WanPipeline.from_pretrained(folder)`: the same path as a real checkpoint. Weights are random
-but seeded, so a folder built twice is identical. May import numina.models.variants/tokenizer.
+but seeded, so a folder built twice is identical. May import torch, diffusers,
+transformers and numina.models.variants/tokenizer.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The real Wan pipelines use the UMT5 SentencePiece (Unigram) tokenizer. This module builds a Unigram
 model with the same conventions (Metaspace "▁" word prefix, `<pad>`=0, `</s>`=1, `<unk>`=2, an `</s>`
 appended to every prompt) from a fixed vocabulary, so that common words are one token and other words
-split into several pieces, as with the real tokenizer. It may import tokenizers and transformers.
+split into several pieces, as with the real tokenizer. May import tokenizers and transformers.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One place that knows what distinguishes Wan2.1-T2V-1.3B, Wan2.1-T2V-14B and Wan2.2-TI2V-5B (heads,
 layers, latent channels, VAE stride, expanded timesteps), both for recognising a loaded pipeline and
-for building the tiny offline copies in `numina.models.tiny`. Imports nothing from the project.
+for building the tiny offline copies in `numina.models.tiny`. May import only the standard library.
 """
 
 from __future__ import annotations

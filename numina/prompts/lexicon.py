@@ -3,7 +3,7 @@
 Token-type statistics compare attention on numerals, nouns, adjectives and other words, so adjectives
 must be found the same way on every machine. This module is a fixed, documented word list grouped by
 kind, plus comparative and superlative forms of those words ("bigger", "tallest"). An optional
-part-of-speech tagger can add to it (see `numina.prompts.tagger`). It may import only the standard
+part-of-speech tagger can add to it (see `numina.prompts.tagger`). May import only the standard
 library.
 """
 

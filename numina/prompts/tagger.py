@@ -4,8 +4,8 @@ The adjective lexicon (`numina.prompts.lexicon`) is the reproducible baseline an
 (with its perceptron tagger data) or spaCy (with an English model) is installed, a tagger can add the
 adjectives the lexicon lacks. Absence is silent: `find_tagger()` returns None. Which source was used is
 recorded in every `PromptTokens` (`adjectives_from`), so stored token tables say how they were made. The
-tagger never decides numerals, nouns or derived targets. This module may import only the standard library;
-nltk and spaCy are imported lazily, only when present.
+tagger never decides numerals, nouns or derived targets. May import only the standard library, and
+nltk and spaCy lazily, only when present.
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ Strings, numbers, booleans and numpy arrays are stored as native HDF5 attributes
 tools read them directly); dicts, lists, tuples and None are stored as JSON strings, and the names of
 those are listed in the object's ``numina_store_json_attrs`` attribute so the reader decodes them.
 Attributes set after writing started (when HDF5 SWMR forbids new attributes) go to a JSON-lines log
-instead; :func:`encode_log_entry` / :func:`decode_log` handle that form. Imports nothing from the
-project.
+instead; :func:`encode_log_entry` / :func:`decode_log` handle that form. May import h5py and numpy only.
 """
 
 from __future__ import annotations

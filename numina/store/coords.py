@@ -3,7 +3,7 @@
 A coordinate is a 1-D array of unique labels for the positions along one dimension (steps
 ``[0..49]``, branches ``["cond", "uncond"]``, prompt token positions ``[3, 4, 7]``). Lookups are by
 exact value and raise :class:`~numina.store.errors.CoordinateError` listing what is available.
-Imports nothing from the project but ``numina.store.errors``.
+May import numpy and numina.store.errors only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Exceptions of the attention store, each one saying what happened and what to do.
 
-Imports nothing from the project.
+May import only the standard library.
 """
 
 from __future__ import annotations

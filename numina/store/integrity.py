@@ -3,8 +3,8 @@
 A store is complete when its writer closed it properly: the file then carries its final name (no
 ``.partial`` suffix) and ``/_numina/status`` reads ``complete``. A cut-off file (bytes missing at the
 end) is detected before HDF5 sees it by comparing the file size with the end-of-file address that
-the HDF5 superblock records. Imports nothing from the project but ``numina.store.errors`` and
-``numina.store.layout``.
+the HDF5 superblock records. May import h5py, numina.store.errors and
+numina.store.layout.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ One HDF5 file per run::
     /_numina/written/<group>/<dataset> uint8 mask over the index dims: 1 where a write landed
 
 While being written the file is ``<name>.partial``; the writer renames it to ``<name>`` when it
-closes properly. Imports nothing from the project.
+closes properly. May import numpy only.
 """
 
 from __future__ import annotations

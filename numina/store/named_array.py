@@ -5,8 +5,8 @@ and ``.isel(head=0)`` (by position) return new lazy views, and only ``.values`` 
 ``np.asarray(view)`` reads, fetching exactly the selected hyperslab from disk. A scalar selection
 drops the dimension (its value moves to ``.scalar_coords``); a list keeps it, in the order given
 (any order, repeats allowed). Backed by an HDF5 dataset or, via :meth:`NamedArray.from_numpy`, by an
-in-memory array. Imports nothing from the project but ``numina.store.errors`` and
-``numina.store.coords``.
+in-memory array. May import h5py, numpy, xarray (the optional `to_xarray`), numina.store.errors and
+numina.store.coords.
 """
 
 from __future__ import annotations

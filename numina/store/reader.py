@@ -9,8 +9,8 @@ Only complete stores open by default (see :mod:`numina.store.integrity`). ``allo
 opens what a killed or failed writer left (up to its last flush); ``live=True`` follows a writer that
 is still running (HDF5 SWMR): each read refreshes, ``refresh()`` updates attributes and ``complete``
 turns True once the writer has closed. The writer must run in another process. A chunk that fails its
-checksum or metadata that no longer decodes raises ``DamagedStoreError``. Imports nothing from
-the project but ``numina.store.{attrs,errors,integrity,layout,named_array}``.
+checksum or metadata that no longer decodes raises ``DamagedStoreError``. May import h5py, numpy
+and numina.store (attrs, errors, integrity, layout, named_array).
 """
 
 from __future__ import annotations

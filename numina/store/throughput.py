@@ -2,8 +2,8 @@
 
 For benchmarks (e.g. on a GPU box, with ``device="cuda"`` so data starts on the device as in a real
 capture). Timing starts at the first ``write`` and ends after ``close()`` returned, i.e. includes the
-queue, device-to-host copies, HDF5 writes, the final flush, fsync and rename. Imports nothing from
-the project but ``numina.store.writer``; torch only when ``device`` is not ``"cpu"``.
+queue, device-to-host copies, HDF5 writes, the final flush, fsync and rename. May import numpy,
+numina.store.writer, and torch only when ``device`` is not ``"cpu"``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ arrays, CPU tensors, anything with ``__array__``) is copied in the caller, so it
 once. An error in the thread is raised in the caller at its next ``write``/``flush``/``close`` as a
 StoreWriteError whose ``__cause__`` carries the original traceback. One producer thread per writer.
 
-Imports nothing from the project but ``numina.store.{attrs,coords,errors,integrity,layout}``; torch is
+May import h5py, numpy and numina.store (attrs, coords, errors, integrity, layout); torch is
 only touched through tensors the caller passes in.
 """
 
