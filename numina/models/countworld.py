@@ -1,8 +1,8 @@
 """The CountWorld model's shape and where its trained weights live.
 
 CountWorld is a small Wan text-to-video pipeline trained on the procedural world of counted coloured
-shapes (`numina.countworld.world`), to become the built-in default model once its weights are
-committed, because random weights cannot count. This module fixes its architecture (a
+shapes (`numina.countworld.world`): the built-in default model, whose weights are committed,
+because random weights cannot count. This module fixes its architecture (a
 `WanTransformer3DModel`, an `AutoencoderKLWan` of stride 4x4x4, a frozen random two-layer UMT5
 encoder, a tokenizer over the world's words, the release's flow-matching UniPC sampler), builds it
 untrained for `experiments/train_countworld.py`, and saves it as a diffusers folder in float16,
