@@ -3,6 +3,7 @@
     python experiments/ablate_heads.py --limit 5 --grid '{"head_rule": ["per_frame", "per_video"],
         "score_variant": ["official", "normalised"], "cross_heads": ["mean", "concentration", "peak"]}'
     python experiments/ablate_heads.py --limit 5 --heads          # every (block, head) as a fixed choice
+    python experiments/ablate_heads.py --limit 5 --heads --layout '{"extraction": "segments"}'
     python experiments/ablate_heads.py --grid-file sweep.yaml
 
 Each prompt is generated once with a capture wide enough for every setting of the grid (the
@@ -13,21 +14,22 @@ concentration_measure, reference_layer, reference_step, all_occurrences, ...) bu
 the stored data and is scored twice: its counts against the targets (accuracy) and against what the
 walk-through's own video shows (fidelity: does the layout see the instances the model drew? Accuracy
 alone cannot tell a layout that miscounts from a model that drew the wrong number). Nothing is
-generated again.
+generated again. The layout's own options are one per sweep (`--layout`: `LayoutOptions` fields over
+the preset's), not swept: the capture keeps the components its extraction reads.
 
 Resumable: one JSON per setting in settings/, and a setting whose file exists is skipped; a folder
-made with other prompts, model, preset or sampler settings is refused, and a stored walk-through that
-lacks a reference step a new setting needs, or its drawn counts (`stores/p<id>.drawn.json`), is
-captured again. Outputs: `summary.csv` (every setting's options, layout accuracy and fidelity with
-95% prompt-bootstrap intervals, the fidelity's mean absolute and signed errors, mean S of the chosen
-heads), `figures/heads_heatmap.{png,pdf}` and `figures/heads_fidelity.{png,pdf}` (accuracy and
-fidelity per block and head, with `--heads`), `fidelity_chance.json` (the best fidelity of a layout
-that always counts one number: the chance level), `sweep.yaml` (the grid as a `wandb sweep`
-configuration, for users with a W&B server), and W&B runs: one group per sweep, one run per setting,
-and a summary run (a rerun with nothing new opens none). Both scores count frames as the evaluation
-does; `--end-to-end` also generates every prompt with NUMINA under each setting and counts the
-videos, which is what settings that act only in the guided run (the delta schedule: `follow_steps`)
-need.
+made with other prompts, model, preset, layout or sampler settings is refused, and a stored
+walk-through that lacks a reference step a new setting needs, or its drawn counts
+(`stores/p<id>.drawn.json`), is captured again. Outputs: `summary.csv` (every setting's options,
+layout accuracy and fidelity with 95% prompt-bootstrap intervals, the fidelity's mean absolute and
+signed errors, mean S of the chosen heads), `figures/heads_heatmap.{png,pdf}` and
+`figures/heads_fidelity.{png,pdf}` (accuracy and fidelity per block and head, with `--heads`),
+`fidelity_chance.json` (the best fidelity of a layout that always counts one number: the chance
+level), `sweep.yaml` (the grid as a `wandb sweep` configuration, for users with a W&B server), and
+W&B runs: one group per sweep, one run per setting, and a summary run (a rerun with nothing new opens
+none). Both scores count frames as the evaluation does; `--end-to-end` also generates every prompt
+with NUMINA under each setting and counts the videos, which is what settings that act only in the
+guided run (the delta schedule: `follow_steps`) need.
 """
 
 from __future__ import annotations
