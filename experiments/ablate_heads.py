@@ -3,6 +3,7 @@
     python experiments/ablate_heads.py --limit 5 --grid '{"head_rule": ["per_frame", "per_video"],
         "score_variant": ["official", "normalised"], "cross_heads": ["mean", "concentration", "peak"]}'
     python experiments/ablate_heads.py --limit 5 --heads          # every (block, head) as a fixed choice
+    python experiments/ablate_heads.py --limit 5 --heads --layout '{"extraction": "segments"}'
     python experiments/ablate_heads.py --grid-file sweep.yaml
 
 Each prompt is generated once with a capture wide enough for every setting of the grid (the
@@ -13,21 +14,22 @@ concentration_measure, reference_layer, reference_step, all_occurrences, ...) bu
 the stored data and is scored twice: its counts against the targets (accuracy) and against what the
 walk-through's own video shows (fidelity: does the layout see the instances the model drew? Accuracy
 alone cannot tell a layout that miscounts from a model that drew the wrong number). Nothing is
-generated again.
+generated again. The layout's own options are one per sweep (`--layout`: `LayoutOptions` fields over
+the preset's), not swept: the capture keeps the components its extraction reads.
 
 Resumable: one JSON per setting in settings/, and a setting whose file exists is skipped; a folder
-made with other prompts, model, preset or sampler settings is refused, and a stored walk-through that
-lacks a reference step a new setting needs, or its drawn counts (`stores/p<id>.drawn.json`), is
-captured again. Outputs: `summary.csv` (every setting's options, layout accuracy and fidelity with
-95% prompt-bootstrap intervals, the fidelity's mean absolute and signed errors, mean S of the chosen
-heads), `figures/heads_heatmap.{png,pdf}` and `figures/heads_fidelity.{png,pdf}` (accuracy and
-fidelity per block and head, with `--heads`), `fidelity_chance.json` (the best fidelity of a layout
-that always counts one number: the chance level), `sweep.yaml` (the grid as a `wandb sweep`
-configuration, for users with a W&B server), and W&B runs: one group per sweep, one run per setting,
-and a summary run (a rerun with nothing new opens none). Both scores count frames as the evaluation
-does; `--end-to-end` also generates every prompt with NUMINA under each setting and counts the
-videos, which is what settings that act only in the guided run (the delta schedule: `follow_steps`)
-need.
+made with other prompts, model, preset, layout or sampler settings is refused, and a stored
+walk-through that lacks a reference step a new setting needs, or its drawn counts
+(`stores/p<id>.drawn.json`), is captured again. Outputs: `summary.csv` (every setting's options,
+layout accuracy and fidelity with 95% prompt-bootstrap intervals, the fidelity's mean absolute and
+signed errors, mean S of the chosen heads), `figures/heads_heatmap.{png,pdf}` and
+`figures/heads_fidelity.{png,pdf}` (accuracy and fidelity per block and head, with `--heads`),
+`fidelity_chance.json` (the best fidelity of a layout that always counts one number: the chance
+level), `sweep.yaml` (the grid as a `wandb sweep` configuration, for users with a W&B server), and
+W&B runs: one group per sweep, one run per setting, and a summary run (a rerun with nothing new opens
+none). Both scores count frames as the evaluation does; `--end-to-end` also generates every prompt
+with NUMINA under each setting and counts the videos, which is what settings that act only in the
+guided run (the delta schedule: `follow_steps`) need.
 """
 
 from __future__ import annotations
@@ -39,16 +41,19 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 from numina.arguments import (
+    PRESET_NAMES,
     add_counter_arguments,
     add_model_arguments,
     add_prompt_arguments,
     json_value,
 )
+
+SEGMENTS = """'{"extraction": "segments"}'"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", type=json_value, default=None, help="JSON: option -> list of values")
     parser.add_argument("--grid-file", type=Path, default=None, help="YAML or JSON file with the grid")
     parser.add_argument("--heads", action="store_true", help="add every (block, head) as a fixed choice")
-    parser.add_argument("--preset", default="official", help="options not in the grid come from this preset")
+    parser.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        default="official",
+        help="options not in the grid come from this preset",
+    )
+    parser.add_argument(
+        "--layout",
+        type=json_value,
+        default=None,
+        help=f"JSON: the layout options of every setting over the preset's, e.g. {SEGMENTS}",
+    )
     parser.add_argument(
         "--end-to-end", action="store_true", help="also generate every setting's videos and count them"
     )
@@ -94,6 +110,7 @@ from numina.cli import (
 from numina.evaluation import accuracy_summary, count_rows, counts_table, fidelity_summary, prompt_counter
 from numina.method.generation import captured_positions, generate_video, identify_and_layout
 from numina.method.identify import Phase1Data
+from numina.method.layout import LayoutOptions
 from numina.method.presets import NuminaOptions, preset
 from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
@@ -110,8 +127,10 @@ from numina.tracking import Tracker, logged_already, record_logged
 from numina.walkthrough import GenerationSettings, capture_generation
 
 log = logging.getLogger("ablate_heads")
-# The estimator is the capture's (one per sweep, from --preset); the layout's options are not swept.
+# The estimator is the capture's (one per sweep, from --preset); the layout's options are one per
+# sweep too (--layout), since the extraction decides how many components the capture keeps.
 OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout", "estimator"}
+LAYOUT_NAMES = [f.name for f in fields(LayoutOptions)]
 # What every setting's result in a folder depends on besides the setting itself (the counter: the
 # walk-throughs' drawn counts are kept and reused).
 FIXED_SETTINGS = (
@@ -119,6 +138,7 @@ FIXED_SETTINGS = (
     "prompt_set",
     "prompts",
     "preset",
+    "layout",
     "frames",
     "height",
     "width",
@@ -157,10 +177,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not grid and not args.heads:
         parser.error("nothing to sweep: give --grid, --grid-file and/or --heads")
     args.grid_values = grid
+    args.base = base_options(parser, args.preset, args.layout)
     resolve_counter_arguments(args)
     args.out = args.out or Path("runs") / f"ablate-{slug(args.model)}"
     check_output(parser, args.out)
     return args
+
+
+def base_options(parser: argparse.ArgumentParser, name: str, layout: Any) -> NuminaOptions:
+    """The preset's options with the sweep's layout (`--layout`, a JSON object of `LayoutOptions`
+    fields over the preset's), checked by the options' own rules before any work."""
+    options = preset(name)
+    if layout is None:
+        return options
+    if not isinstance(layout, dict):
+        parser.error(f"--layout must be a JSON object of layout options, e.g. {SEGMENTS}; got {layout!r}")
+    unknown = sorted(set(layout) - set(LAYOUT_NAMES))
+    if unknown:
+        parser.error(f"--layout: {unknown} are not layout options; choose from {LAYOUT_NAMES}")
+    try:
+        return replace(options, layout=replace(options.layout, **layout))
+    except ValueError as error:
+        parser.error(f"--layout: {error}")
 
 
 def settings_of(args: argparse.Namespace, geometry: Geometry) -> list[dict]:
@@ -184,14 +222,20 @@ def setting_id(setting: dict) -> str:
 
 
 def wide_spec(
-    geometry: Geometry, tokens: PromptTokens, steps: list[int], estimator: str, seed: int
+    geometry: Geometry, tokens: PromptTokens, steps: list[int], options: NuminaOptions, seed: int
 ) -> CaptureSpec:
-    """Capture for every setting: self-attention reductions (by the preset's `estimator`, its head
-    scores seeded by the run's `seed` as `method_spec` does) and cross maps at every block."""
+    """Capture for every setting: self-attention reductions (the components the sweep's layout reads,
+    by the preset's estimator, its head scores seeded by the run's `seed`, as `method_spec` does) and
+    cross maps at every block."""
     every = tuple(range(geometry.layers))
     return CaptureSpec(
         steps=tuple(steps),
-        self_attention=SelfAttentionCapture(layers=every, estimator=estimator, score_seed=seed),
+        self_attention=SelfAttentionCapture(
+            layers=every,
+            components=options.layout.components,
+            estimator=options.estimator,
+            score_seed=seed,
+        ),
         cross_attention=CrossAttentionCapture(
             layers=every,
             tokens=captured_positions(tokens, all_occurrences=True),
@@ -297,7 +341,7 @@ def main(argv: list[str] | None = None) -> Path:
         geometry = geometry_of(model, args.frames, args.height, args.width)
         tokenizer = load_tokenizer(model)
         parsed = {item.index: parse_prompt(item.prompt, tokenizer, targets=item.targets) for item in prompts}
-        base = preset(args.preset)
+        base = args.base
         settings = settings_of(args, geometry)
         for setting in settings:
             replace(base, **setting)
@@ -317,6 +361,7 @@ def main(argv: list[str] | None = None) -> Path:
         "grid": args.grid_values,
         "heads": args.heads,
         "preset": args.preset,
+        "layout": asdict(base.layout),
         "prompts": [p.index for p in prompts],
         "frames": args.frames,
         "height": args.height,
@@ -361,7 +406,7 @@ def main(argv: list[str] | None = None) -> Path:
         store, tokens = stores[item.index], parsed[item.index]
         if store.exists() and drawn_path(store).exists() and set(steps) <= set(_stored_steps(store)):
             continue
-        spec = wide_spec(geometry, tokens, steps, preset(args.preset).estimator, generation.seed)
+        spec = wide_spec(geometry, tokens, steps, base, generation.seed)
         video = capture_generation(
             pipeline(), tokens, spec, generation, store, {"prompt_id": item.index}, overwrite=True
         )

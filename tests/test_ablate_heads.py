@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,17 @@ from experiment_scripts import load_experiment
 
 from numina.evaluation import load_countbench
 from numina.method import preset, run_numina
+from numina.method.generation import noun_positions
+from numina.method.identify import Phase1Data, noun_cross_maps
+from numina.method.layout import LayoutOptions, build_layout
 from numina.models import load_pipeline
-from numina.prompts import parse_prompt
+from numina.prompts import PromptTokens, parse_prompt
+from numina.store import open_store
 from numina.walkthrough import GenerationSettings, plain_generation
 
 ablate = load_experiment("ablate_heads")
 GRID = '{"head_rule": ["per_frame", "per_video"], "cross_heads": ["mean", "peak"]}'
+SEGMENTS = '{"extraction": "segments"}'
 
 
 def _args(tiny_folder: Path, bench: Path, out: Path, *extra: str) -> list[str]:
@@ -110,6 +116,84 @@ def test_unknown_options_fail_before_any_work(
     with pytest.raises(SystemExit, match="head_rule=.fixd. is not one of"):
         ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "b", "--grid", '{"head_rule": ["fixd"]}'))
     assert not (tmp_path / "a").exists()
+
+
+def test_a_segments_sweep_captures_its_components_and_lays_out_with_them(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    out = ablate.main(
+        _args(
+            tiny_folder, countbench_dir, tmp_path / "seg", "--heads", "--prompts", "3", "--layout", SEGMENTS
+        )
+    )
+    segments = LayoutOptions(extraction="segments")
+    assert json.loads((out / "config.json").read_text())["layout"] == asdict(segments)
+    official = preset("official")
+    differs = False
+    with open_store(out / "stores" / "p003.h5") as store:
+        tokens = PromptTokens.from_records(store.attrs["tokens"])
+        components = store["self_attention/components"]
+        assert components.sizes["component"] == 12  # what segments reads, not the release's 3
+        frames, height, width = (components.sizes[d] for d in ("frame", "y", "x"))
+        step = int(components.coords["step"][0])
+        for layer in range(4):
+            data = Phase1Data.from_store(store, step, layer, [layer])
+            maps, _ = noun_cross_maps(
+                data, noun_positions(tokens), official.cross_heads, official.concentration_measure
+            )
+            for head in range(4):
+                chosen = components.sel(step=step, branch="cond", layer=layer, head=head).values
+                chosen = chosen.astype(np.float32).reshape(frames, height * width, -1)
+                expected = build_layout(chosen, maps, height, width, segments)
+                release = build_layout(chosen, maps, height, width, official.layout)
+                setting = {"head_rule": "fixed", "reference_layer": layer, "fixed_head": head}
+                result = json.loads((out / "settings" / f"{ablate.setting_id(setting)}.json").read_text())
+                recorded = {
+                    noun: [row["count"] for row in result["rows"] if row["noun"] == noun]
+                    for noun in tokens.targets
+                }
+                assert recorded == {noun: expected.counts(noun).tolist() for noun in tokens.targets}
+                differs |= recorded != {noun: release.counts(noun).tolist() for noun in tokens.targets}
+    assert differs  # the release's extraction on the same data counts otherwise: the check can fail
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ('{"extractoin": "segments"}', "['extractoin'] are not layout options"),
+        ('{"extraction": "segment"}', "layout extraction 'segment' is not one of"),
+        ('{"contrast": 0.5}', "layout contrast must be a finite number > 1"),
+        ('["segments"]', "--layout must be a JSON object"),
+        ('{"extraction": segments}', "argument --layout: not valid JSON"),
+    ],
+)
+def test_a_bad_layout_is_refused_before_any_work(
+    tiny_folder: Path,
+    countbench_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    layout: str,
+    message: str,
+) -> None:
+    with pytest.raises(SystemExit):
+        ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--heads", "--layout", layout))
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_resume_with_another_layout_is_refused(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    args = _args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", '{"cross_heads": ["mean"]}')
+    args += ["--prompts", "3"]
+    ablate.main([*args, "--layout", SEGMENTS])
+    ablate.main([*args, "--layout", SEGMENTS])  # the same layout resumes
+    with pytest.raises(
+        SystemExit, match=r'layout: \{[^}]*"extraction": "segments"[^}]*\} before, \{[^}]*"release"'
+    ):
+        ablate.main(args)  # the preset's layout
+    with pytest.raises(SystemExit, match=r'"contrast": 3\.0, "min_tokens": 3\} before, .*"contrast": 4\.0'):
+        ablate.main([*args, "--layout", '{"extraction": "segments", "contrast": 4.0}'])
 
 
 @pytest.mark.parametrize(

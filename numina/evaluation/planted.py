@@ -70,7 +70,6 @@ from sklearn.utils.extmath import randomized_svd
 
 from numina.capture.reductions import reduce_self_attention
 from numina.capture.spec import SelfAttentionCapture
-from numina.method import segments
 from numina.method.correct import disc
 from numina.method.layout import LayoutOptions, build_layout
 from numina.method.presets import preset
@@ -450,13 +449,13 @@ def truth_extraction(case: PlantedCase) -> np.ndarray:
     return case.truth
 
 
-def layout_extraction(
-    options: LayoutOptions, components: int = 3, estimator: str = "converged"
-) -> Extraction:
+def layout_extraction(options: LayoutOptions, estimator: str = "converged") -> Extraction:
     """The method's own layout under `options`: the capture's reduction of each frame's self-attention
-    map (`reduce_self_attention` with the capture's default settings but `components` and `estimator`,
-    float32) and `build_layout`."""
-    capture = SelfAttentionCapture(layers=(0,), components=components, scores=False, estimator=estimator)
+    map (`reduce_self_attention` with the capture's default settings but the components the extraction
+    reads and `estimator`, float32) and `build_layout`."""
+    capture = SelfAttentionCapture(
+        layers=(0,), components=options.components, scores=False, estimator=estimator
+    )
 
     def extract(case: PlantedCase) -> np.ndarray:
         height, width = case.spec.height, case.spec.width
@@ -508,7 +507,7 @@ EXTRACTIONS: dict[str, Extraction] = {
     "release": release_extraction,
     "official": layout_extraction(preset("official").layout, estimator=preset("official").estimator),
     # The capture keeps 12 components instead of 3: one direction per object, k <= 8 plus others.
-    "segments": layout_extraction(LayoutOptions(extraction="segments"), components=segments.COMPONENTS),
+    "segments": layout_extraction(LayoutOptions(extraction="segments")),
     "truth": truth_extraction,
 }
 

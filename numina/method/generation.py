@@ -32,7 +32,6 @@ import torch
 
 from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, open_capture_store
 from numina.capture.spec import CaptureSpec, release_reference_layer, release_reference_step
-from numina.method import segments
 from numina.method.cache import WARMUP, FirstBlockStepCache, StepCache
 from numina.method.correct import Edit, check_correction, correct_layout
 from numina.method.identify import HeadChoice, Phase1Data, check_finite, choose_head, noun_cross_maps
@@ -122,13 +121,11 @@ def method_spec(
     captured = captured_positions(tokens, options.all_occurrences)
     spec = numina_spec(geometry, captured, tokens.n_tokens, num_steps, step, layer)
     layers = tuple(range(geometry.layers)) if options.head_rule == "per_layer" else (layer,)
-    # The segments extraction reads more components than the release's three.
-    components = segments.COMPONENTS if options.layout.extraction == "segments" else 3
     self_attention = replace(
         spec.self_attention,
         layers=layers,
         score_variant=options.score_variant,
-        components=components,
+        components=options.layout.components,
         estimator=options.estimator,
         score_seed=seed,
     )

@@ -28,12 +28,13 @@ from sklearn.cluster import DBSCAN
 
 from numina.checks import check_int, check_real
 from numina.method.meanshift import estimate_bandwidth, mean_shift
-from numina.method.segments import segment_layouts
+from numina.method.segments import COMPONENTS, segment_layouts
 
 BACKGROUND = 0
 REMOVED = -1
 ADDED_BASE = 100
 MAX_DETECTED = ADDED_BASE - 1
+RELEASE_COMPONENTS = 3  # the release's extraction reads the first three components
 FLAT_RANGE = 1e-8
 COORD_SCALE = 0.5
 EXTRACTIONS = ("release", "segments")
@@ -72,6 +73,12 @@ class LayoutOptions:
         check_real("layout segment_threshold", self.segment_threshold, 0, low_open=True)
         check_real("layout contrast", self.contrast, 1, low_open=True)
         check_int("layout min_tokens", self.min_tokens, 1)
+
+    @property
+    def components(self) -> int:
+        """Self-attention components the extraction reads, so what a walk-through must capture (one
+        rule for every capture that feeds a layout): the release's 3, or `segments.COMPONENTS`."""
+        return COMPONENTS if self.extraction == "segments" else RELEASE_COMPONENTS
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,12 +143,16 @@ def instance_features(components: np.ndarray, height: int, width: int) -> np.nda
     becomes 0.5. The coordinates pull clusters towards spatially contiguous regions.
     """
     components = np.asarray(components)
-    if components.ndim != 2 or components.shape[0] != height * width or components.shape[1] < 3:
+    if (
+        components.ndim != 2
+        or components.shape[0] != height * width
+        or components.shape[1] < RELEASE_COMPONENTS
+    ):
         raise ValueError(
-            f"Expected components of shape ({height * width}, k >= 3) for a {height} x {width} grid, "
-            f"got {components.shape}."
+            f"Expected components of shape ({height * width}, k >= {RELEASE_COMPONENTS}) for a "
+            f"{height} x {width} grid, got {components.shape}."
         )
-    first = components[:, :3]
+    first = components[:, :RELEASE_COMPONENTS]
     first = first.astype(first.dtype if first.dtype.kind == "f" else np.float64)  # always a copy
     low, high = first.min(axis=0), first.max(axis=0)
     spread = high - low
