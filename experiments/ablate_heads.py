@@ -124,6 +124,7 @@ from numina.run_folder import (
 )
 from numina.store import open_store
 from numina.tracking import Tracker, logged_already, record_logged
+from numina.version import code_version
 from numina.walkthrough import GenerationSettings, capture_generation
 
 log = logging.getLogger("ablate_heads")
@@ -138,6 +139,7 @@ FIXED_SETTINGS = (
     "prompt_set",
     "prompts",
     "preset",
+    "estimator",
     "layout",
     "frames",
     "height",
@@ -361,6 +363,7 @@ def main(argv: list[str] | None = None) -> Path:
         "grid": args.grid_values,
         "heads": args.heads,
         "preset": args.preset,
+        "estimator": base.estimator,  # the walk-throughs' capture (official's changed on 2026-12-06)
         "layout": asdict(base.layout),
         "prompts": [p.index for p in prompts],
         "frames": args.frames,
@@ -378,6 +381,7 @@ def main(argv: list[str] | None = None) -> Path:
         "device": device_type(args.device),
         "attention_backend": args.attention_backend,
         "command": ["experiments/ablate_heads.py", *(sys.argv[1:] if argv is None else argv)],
+        "code_version": code_version(),
     }
     check_resumable(out, config, FIXED_SETTINGS, "ablate_heads.py")
     for folder in ("stores", "settings", "figures"):

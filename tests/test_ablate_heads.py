@@ -21,6 +21,7 @@ from numina.method.layout import LayoutOptions, build_layout
 from numina.models import load_pipeline
 from numina.prompts import PromptTokens, parse_prompt
 from numina.store import open_store
+from numina.version import code_version
 from numina.walkthrough import GenerationSettings, plain_generation
 
 ablate = load_experiment("ablate_heads")
@@ -194,6 +195,21 @@ def test_a_resume_with_another_layout_is_refused(
         ablate.main(args)  # the preset's layout
     with pytest.raises(SystemExit, match=r'"contrast": 3\.0, "min_tokens": 3\} before, .*"contrast": 4\.0'):
         ablate.main([*args, "--layout", '{"extraction": "segments", "contrast": 4.0}'])
+
+
+def test_a_folder_captured_with_another_estimator_is_not_resumed(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    """official's estimator changed on 2026-12-06: its earlier walk-through stores hold other components."""
+    args = [*_args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", '{"cross_heads": ["mean"]}')]
+    args += ["--prompts", "2"]
+    out = ablate.main(args)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["estimator"], config["code_version"]) == ("release", code_version())
+    config["estimator"] = "converged"  # as the earlier official captured
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match='estimator: "converged" before, "release" now'):
+        ablate.main(args)
 
 
 @pytest.mark.parametrize(
