@@ -37,6 +37,7 @@ def _args(tiny_folder: Path, bench: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_sweep_completes_resumes_and_writes_its_table(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,6 +92,7 @@ def test_a_grid_mixing_the_release_step_and_others_captures_both(
     assert len(pd.read_csv(out / "summary.csv")) == 2
 
 
+@pytest.mark.slow
 def test_a_folder_made_with_other_prompts_is_refused(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path
 ) -> None:
@@ -244,6 +246,7 @@ def test_nan_in_the_json_grid_is_an_argument_error(
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.slow
 def test_end_to_end_scores_generate_and_count_each_setting_once(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

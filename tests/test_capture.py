@@ -315,6 +315,7 @@ def test_capture_into_the_store_has_named_dimensions(tiny_pipe, geometry: Geomet
         )
 
 
+@pytest.mark.slow
 def test_capture_on_wan22_records_expanded_timesteps(tmp_path: Path) -> None:
     """Wan2.2-TI2V passes one timestep per token, (batch, tokens): capture records the step's value."""
     from numina.models import build_tiny_pipeline, load_pipeline

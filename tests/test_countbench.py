@@ -53,6 +53,7 @@ def test_a_run_writes_every_table(single: Path) -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_shards_merge_into_the_single_process_table(
     single: Path, tiny_folder: Path, countbench_dir: Path, tmp_path: Path
 ) -> None:
@@ -64,6 +65,7 @@ def test_shards_merge_into_the_single_process_table(
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), pd.read_csv(single / "results.csv"))
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_share_the_jobs_and_rank_0_merges(
     single: Path, tiny_folder: Path, countbench_dir: Path, tmp_path: Path
 ) -> None:
@@ -95,6 +97,7 @@ def test_torchrun_ranks_beyond_the_gpus_share_them(monkeypatch: pytest.MonkeyPat
     assert countbench.parse_args(["--device", "cuda", "--prompt-set", "countworld"]).device == "cuda:1"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_only_makes_the_missing_videos(
     single: Path, tiny_folder: Path, countbench_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,6 +31,7 @@ def test_the_vae_starts_from_the_first_countworlds():
         assert torch.equal(pipeline.vae.state_dict()[name], weight), name
 
 
+@pytest.mark.slow
 def test_saved_folder_fits_the_repository_and_loads_by_name(untrained_folder: Path, monkeypatch):
     sizes = [path.stat().st_size for path in untrained_folder.rglob("*.safetensors")]
     assert sum(sizes) <= 32 * 2**20 and max(sizes) < 16 * 2**20
@@ -83,6 +84,7 @@ def test_counting_script_refuses_bad_guidance_before_loading(guidance: str, tmp_
     assert "--guidance" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_counting_script_tables_every_scale_and_count(untrained_folder: Path, tmp_path: Path):
     main = load_experiment("countworld2_counting").main
     out = tmp_path / "counting"

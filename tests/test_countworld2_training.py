@@ -26,6 +26,8 @@ from numina.countworld.joint_training import (
 from numina.models import load_pipeline
 from numina.models.countworld2 import RUN_DEFAULTS, TRANSFORMER, untrained_pipeline
 
+pytestmark = pytest.mark.slow  # end to end: run by .ci/run, not by the default loop
+
 train = load_experiment("train_countworld2")
 
 

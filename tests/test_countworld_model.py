@@ -83,6 +83,7 @@ def test_exact_counter_takes_its_colours_from_the_prompt():
             assert counter.count(video, noun).tolist() == [count] * 3
 
 
+@pytest.mark.slow
 def test_sample_sheet_counts_each_row(untrained_folder: Path, tmp_path: Path):
     samples = load_experiment("countworld_samples")
     out = tmp_path / "sheet.png"
@@ -101,6 +102,7 @@ def test_committed_weights_fit_the_repository_limits():
     assert sum(sizes) <= 32 * 2**20 and max(sizes) < 16 * 2**20
 
 
+@pytest.mark.slow
 def test_the_default_model_is_the_trained_countworld_and_draws_its_world():
     """With no model named, scripts run the committed CountWorld weights, and those weights paint the
     caption's background and objects of its colour (an untrained pipeline paints neither)."""

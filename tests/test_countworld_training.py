@@ -30,6 +30,8 @@ from numina.countworld.world import benchmark_scenes, render_scenes
 from numina.models import load_pipeline
 from numina.models.countworld import SHARD_SIZE
 
+pytestmark = pytest.mark.slow  # end to end: run by .ci/run, not by the default loop
+
 train = load_experiment("train_countworld")
 
 

@@ -110,6 +110,7 @@ def test_the_diagnosis_is_mirrored_to_wandb_with_its_tables_and_figures(diagnosi
     assert list(offline.glob("files/media/images/figures/diagnosis_*.png"))
 
 
+@pytest.mark.slow
 def test_a_resumed_run_skips_finished_prompts_and_regenerates_a_cut_off_store(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

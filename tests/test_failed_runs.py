@@ -11,6 +11,8 @@ from experiment_scripts import load_experiment
 
 from numina.tracking import Tracker, read_transaction_log
 
+pytestmark = pytest.mark.slow  # end to end: run by .ci/run, not by the default loop
+
 SMALL = ["--frames", "9", "--height", "64", "--width", "64", "--steps", "3", "--wandb", "offline"]
 # (script, its arguments: model folder, CountBench folder, output folder -> argv)
 SCRIPTS = {

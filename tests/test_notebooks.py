@@ -18,6 +18,8 @@ import pytest
 from experiment_scripts import load_experiment
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # end to end: run by .ci/run, not by the default loop
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 EXPLORE = NOTEBOOKS / "explore_attention.ipynb"

@@ -275,6 +275,7 @@ def test_first_block_cache_is_off_on_the_walkthroughs_reference_step(
         np.testing.assert_array_equal(values, expected, err_msg=name)
 
 
+@pytest.mark.slow
 def test_first_block_cache_leaves_the_guided_runs_modulated_steps_unchanged(
     tiny_pipe, tokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -250,6 +250,7 @@ def test_official_layout_counts_background_when_the_noun_is_absent() -> None:
     assert match_frame(case.truth[0], EXTRACTIONS["official"](case)[0]).count > 0
 
 
+@pytest.mark.slow
 def test_official_layout_is_the_releases_on_noisy_scenes() -> None:
     """`official` (float64 scikit-learn-exact components, the project's MeanShift) against the release's
     formulas run with scikit-learn itself: the same labels, frame by frame. Clean scenes are left out:
