@@ -161,6 +161,20 @@ def test_a_right_count_gives_exactly_the_baseline_video(
     np.testing.assert_array_equal(result.video, baseline)
 
 
+def test_a_correction_that_cannot_reach_the_target_is_said(
+    tiny_pipe, tokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One instance spanning the whole frame: each added copy of it overwrites the frame, so the
+    corrected layout keeps one instance where the target is more (the release's rule, made loud)."""
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    shape = (geometry.frames, geometry.height, geometry.width)
+    spanning = Layout({noun: np.ones(shape, dtype=np.int32) for noun in tokens.targets})
+    monkeypatch.setattr(generation, "build_layout", lambda *args, **kwargs: spanning)
+    with pytest.warns(UserWarning, match=r"still counts \[1, 1, 1\] in latent frame\(s\) \[0, 1, 2\], not 3"):
+        result = run_numina(tiny_pipe, tokens, SETTINGS, preset("official"), tmp_path / "w.h5")
+    assert result.counts("corrected")["cats"] == [1] * geometry.frames and result.edits
+
+
 def test_options_change_the_choices_they_name(tiny_pipe, tokens, tmp_path: Path) -> None:
     paper = run_numina(tiny_pipe, tokens, SETTINGS, preset("paper"), tmp_path / "p.h5")
     assert all(isinstance(head, int) for head in paper.cross_heads.values())

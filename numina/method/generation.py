@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,22 @@ def identify_and_layout(
     maps, cross_heads = noun_cross_maps(data, positions, options.cross_heads, options.concentration_measure)
     layout = build_layout(head.components(data), maps, geometry.height, geometry.width, options.layout)
     return head, cross_heads, layout
+
+
+def warn_unreached_targets(corrected: Layout, targets: dict[str, int]) -> None:
+    """Warn where the corrected layout still miscounts: an addition copies the smallest instance's
+    bounding box, and one that spans the frame overwrites every other instance (the release's rule).
+    The guided run then follows a layout with the wrong count; say so rather than report edits only."""
+    for noun, target in targets.items():
+        counts = corrected.counts(noun)
+        frames = np.flatnonzero(counts != target).tolist()
+        if frames:
+            warnings.warn(
+                f"after correction {noun!r} still counts {counts[frames].tolist()} in latent frame(s) "
+                f"{frames}, not {target}: an added copy of an instance covered the others (its bounding "
+                "box spans most of the frame). The guided run follows this layout.",
+                stacklevel=2,
+            )
 
 
 def counts_are_right(layout: Layout, targets: dict[str, int]) -> bool:
@@ -285,6 +302,7 @@ def run_numina(
         corrected, edits = correct(
             layout, tokens.targets, options.cost_weights, options.stride, options.disc_radius
         )
+        warn_unreached_targets(corrected, tokens.targets)
         timings["correct"] = time.perf_counter() - started
         started = time.perf_counter()
         if options.early_accept and found["right"]:
