@@ -132,6 +132,10 @@ log = logging.getLogger("ablate_heads")
 # sweep too (--layout), since the extraction decides how many components the capture keeps.
 OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout", "estimator"}
 LAYOUT_NAMES = [f.name for f in fields(LayoutOptions)]
+# Grid keys `layout.<field>` vary the layout's settings over the sweep's; the extraction itself is
+# --layout's, since it decides how many components the walk-throughs capture.
+LAYOUT_PREFIX = "layout."
+GRID_LAYOUT_NAMES = {LAYOUT_PREFIX + name for name in LAYOUT_NAMES} - {LAYOUT_PREFIX + "extraction"}
 # What every setting's result in a folder depends on besides the setting itself (the counter: the
 # walk-throughs' drawn counts are kept and reused).
 FIXED_SETTINGS = (
@@ -170,9 +174,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "the estimator is set by the walk-throughs' capture, one per sweep: compare estimators with "
             "one sweep per --preset (official: release, improved: converged) into different --out folders"
         )
-    unknown = sorted(set(grid) - OPTION_NAMES)
+    if LAYOUT_PREFIX + "extraction" in grid:
+        parser.error(
+            "the extraction decides how many components the walk-throughs capture, one per sweep: set it "
+            """with --layout '{"extraction": "segments"}', one sweep per extraction"""
+        )
+    unknown = sorted(set(grid) - OPTION_NAMES - GRID_LAYOUT_NAMES)
     if unknown:
-        parser.error(f"grid options {unknown} are not NUMINA options; choose from {sorted(OPTION_NAMES)}")
+        parser.error(
+            f"grid options {unknown} are not NUMINA options; choose from {sorted(OPTION_NAMES)} "
+            f"or layout settings {sorted(GRID_LAYOUT_NAMES)}"
+        )
     grid = {name: values if isinstance(values, list) else [values] for name, values in grid.items()}
     if any(not values for values in grid.values()):
         parser.error("every grid entry needs at least one value")
@@ -201,6 +213,13 @@ def base_options(parser: argparse.ArgumentParser, name: str, layout: Any) -> Num
         return replace(options, layout=replace(options.layout, **layout))
     except ValueError as error:
         parser.error(f"--layout: {error}")
+
+
+def options_of(base: NuminaOptions, setting: dict) -> NuminaOptions:
+    """A setting's options: its NuminaOptions fields, and its `layout.<field>` keys over the layout."""
+    layout = {k.removeprefix(LAYOUT_PREFIX): v for k, v in setting.items() if k.startswith(LAYOUT_PREFIX)}
+    options = replace(base, **{k: v for k, v in setting.items() if not k.startswith(LAYOUT_PREFIX)})
+    return replace(options, layout=replace(options.layout, **layout)) if layout else options
 
 
 def settings_of(args: argparse.Namespace, geometry: Geometry) -> list[dict]:
@@ -293,7 +312,7 @@ def evaluate(
 
     Settings that share a reference step and block share one read of each prompt's stored data.
     """
-    options = [replace(base, **setting) for setting in settings]
+    options = [options_of(base, setting) for setting in settings]
     # (step, block, every block's self-attention?): only `per_layer` looks beyond the reference block
     references = [(*reference_of(o, geometry, num_steps), o.head_rule == "per_layer") for o in options]
     rows: list[list[dict]] = [[] for _ in settings]
@@ -346,7 +365,7 @@ def main(argv: list[str] | None = None) -> Path:
         base = args.base
         settings = settings_of(args, geometry)
         for setting in settings:
-            replace(base, **setting)
+            options_of(base, setting)
         # Loaded before any work: every walk-through's video is counted for the layout's fidelity.
         counter_of = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
     except (ValueError, OSError, TypeError) as error:
@@ -355,7 +374,7 @@ def main(argv: list[str] | None = None) -> Path:
             "--counter; give --counter exact for worlds of coloured shapes, or --counter-model)"
         ) from None
     # Every reference step a setting reads, the release's included when a setting leaves it unset.
-    steps = sorted({reference_of(replace(base, **s), geometry, args.steps)[0] for s in settings})
+    steps = sorted({reference_of(options_of(base, s), geometry, args.steps)[0] for s in settings})
     out = args.out
     config = {
         "model": args.model,
@@ -425,7 +444,7 @@ def main(argv: list[str] | None = None) -> Path:
     pending: dict[tuple[int, int], list[dict]] = {}
     for setting in settings:
         if not path_of(setting).exists() or "fidelity_rows" not in json.loads(path_of(setting).read_text()):
-            pending.setdefault(reference_of(replace(base, **setting), geometry, args.steps), []).append(
+            pending.setdefault(reference_of(options_of(base, setting), geometry, args.steps), []).append(
                 setting
             )
     new = set()
@@ -441,7 +460,7 @@ def main(argv: list[str] | None = None) -> Path:
         path = path_of(setting)
         result = json.loads(path.read_text())
         if end_to_end is not None and "end_to_end_rows" not in result:
-            result["end_to_end_rows"] = end_to_end.rows(replace(base, **setting))
+            result["end_to_end_rows"] = end_to_end.rows(options_of(base, setting))
             write_json(path, result)
             new.add(setting_id(setting))
         results.append(result)

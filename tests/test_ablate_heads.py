@@ -160,6 +160,70 @@ def test_a_segments_sweep_captures_its_components_and_lays_out_with_them(
     assert differs  # the release's extraction on the same data counts otherwise: the check can fail
 
 
+def test_the_grid_varies_layout_settings_over_the_sweeps_extraction(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    grid = (
+        '{"layout.contrast": [1.01, 6.0], "head_rule": ["fixed"], "reference_layer": [1], "fixed_head": [2]}'
+    )
+    out = ablate.main(
+        _args(
+            tiny_folder,
+            countbench_dir,
+            tmp_path / "g",
+            "--grid",
+            grid,
+            "--prompts",
+            "3",
+            "--layout",
+            SEGMENTS,
+        )
+    )
+    official = preset("official")
+    with open_store(out / "stores" / "p003.h5") as store:
+        tokens = PromptTokens.from_records(store.attrs["tokens"])
+        components = store["self_attention/components"]
+        frames, height, width = (components.sizes[d] for d in ("frame", "y", "x"))
+        step = int(components.coords["step"][0])
+        data = Phase1Data.from_store(store, step, 1, [1])
+        maps, _ = noun_cross_maps(
+            data, noun_positions(tokens), official.cross_heads, official.concentration_measure
+        )
+        chosen = components.sel(step=step, branch="cond", layer=1, head=2).values.astype(np.float32)
+        chosen = chosen.reshape(frames, height * width, -1)
+    counted = {}
+    for contrast in (1.01, 6.0):
+        setting = {"layout.contrast": contrast, "head_rule": "fixed", "reference_layer": 1, "fixed_head": 2}
+        result = json.loads((out / "settings" / f"{ablate.setting_id(setting)}.json").read_text())
+        counted[contrast] = [row["count"] for row in result["rows"]]
+        expected = build_layout(
+            chosen, maps, height, width, LayoutOptions(extraction="segments", contrast=contrast)
+        )
+        assert counted[contrast] == [c for noun in tokens.targets for c in expected.counts(noun).tolist()]
+    assert sum(counted[1.01]) > sum(counted[6.0])  # a lower contrast keeps more segments
+    assert "layout.contrast" in pd.read_csv(out / "summary.csv").columns
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ('{"layout.extraction": ["segments"]}', "one sweep per extraction"),
+        ('{"layout.contrst": [2.0]}', "layout settings"),
+    ],
+)
+def test_the_grid_cannot_change_the_extraction_or_name_unknown_layout_settings(
+    tiny_folder: Path,
+    countbench_dir: Path,
+    tmp_path: Path,
+    grid: str,
+    message: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    with pytest.raises(SystemExit):
+        ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--grid", grid))
+    assert message in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+
 @pytest.mark.parametrize(
     ("layout", "message"),
     [
