@@ -164,7 +164,7 @@ def warn_unreached_targets(corrected: Layout, targets: dict[str, int]) -> None:
                 f"after correction {noun!r} still counts {counts[frames].tolist()} in latent frame(s) "
                 f"{frames}, not {target}: an added copy of an instance covered the others (its bounding "
                 "box spans most of the frame). The guided run follows this layout.",
-                stacklevel=2,
+                stacklevel=3,  # the caller of run_numina
             )
 
 
