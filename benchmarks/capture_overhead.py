@@ -7,6 +7,8 @@ side by side in one process (alternating, CUDA events, median):
 - plain:          the transformer forward, no hooks;
 - capture-memory: the same forward with the default NUMINA capture (self-attention reduced at the
                   reference layer, the chosen tokens' cross-attention at every layer) into memory;
+- capture-release: the same with the release's estimators (`estimator="release"`, what `official`
+                  captures: scikit-learn-exact layout components in float64 and svd_lowrank scores);
 - capture-hdf5:   the same into the HDF5 store through its background writer;
 - hooks-idle:     capture installed, at a step it does not capture (the cost on the other 49 steps).
 
@@ -20,6 +22,7 @@ memory and the HDF5 write throughput. Results go to a JSON file and a printed ta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -114,6 +117,12 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
             q, q, geometry.frames, geometry.height, geometry.width, part
         )
 
+    def self_all_release():  # the same with the release's estimators (official's capture)
+        release = dataclasses.replace(part, estimator="release")
+        return reductions.self_attention_reductions(
+            q, q, geometry.frames, geometry.height, geometry.width, release
+        )
+
     maps_once = self_maps()
 
     def self_components():
@@ -130,6 +139,7 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
         ("self_maps", self_maps),
         ("self_components", self_components),
         ("self_total", self_all),
+        ("self_total_release", self_all_release),
         ("cross_one_layer", cross_one_layer),
     ]:
         time_call(fn, 2)
@@ -199,6 +209,8 @@ def main() -> None:
         model.config, 4, variant.vae["scale_factor_spatial"], args.frames, args.height, args.width
     )
     spec = numina_spec(geometry, TOKENS, PROMPT_LENGTH, NUM_STEPS).resolved(geometry, NUM_STEPS)
+    release = dataclasses.replace(spec.self_attention, estimator="release")
+    release_spec = dataclasses.replace(spec, self_attention=release)
     step = spec.steps[0]
     inputs = make_inputs(geometry, model.config.in_channels, model.config.text_dim)
     tmp = Path(tempfile.mkdtemp())
@@ -217,6 +229,10 @@ def main() -> None:
         with AttentionCapture(model, spec, geometry, MemorySink()):
             forward(model, inputs, step)
 
+    def capture_release():
+        with AttentionCapture(model, release_spec, geometry, MemorySink()):
+            forward(model, inputs, step)
+
     writers = []
 
     def capture_hdf5():
@@ -232,6 +248,7 @@ def main() -> None:
     variants = {
         "plain": plain,
         "capture-memory": capture_memory,
+        "capture-release": capture_release,
         "capture-hdf5": capture_hdf5,
         "hooks-idle": hooks_idle,
     }
@@ -273,9 +290,9 @@ def main() -> None:
         "hdf5_write_throughput": measure_write_throughput(tmp / "throughput.h5"),
     }
     print(json.dumps(result, indent=1))
-    print(f"\n{'variant':<16}{'median ms':>12}{'x plain':>10}{'peak GiB':>10}")
+    print(f"\n{'variant':<17}{'median ms':>12}{'x plain':>10}{'peak GiB':>10}")
     for name in variants:
-        print(f"{name:<16}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{peak[name]:>10.1f}")
+        print(f"{name:<17}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{peak[name]:>10.1f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
