@@ -3,6 +3,8 @@ arguments, so that a NaN, an inf or an out-of-range number is refused before any
 
 A NaN compares false with everything: `guidance > 1` is false for NaN, so a NaN guidance would switch
 classifier-free guidance off without a word. Each check names the option, the range and the value.
+`record_fields` does the same for a stored record of options (a run's attributes): it must name
+exactly the record's fields, so nothing is read with a default the run did not use.
 May import only the standard library.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import fields
 
 
 def _range(low: float | None, high: float | None, low_open: bool) -> str:
@@ -60,3 +63,19 @@ def check_reals(name: str, values: object, length: int, low: float | None = None
         raise ValueError(f"{name} must be {length} finite numbers, got {values!r}")
     for k, value in enumerate(values):
         check_real(f"{name}[{k}]", value, low)
+
+
+def record_fields(cls: type, values: object, what: str) -> dict[str, object]:
+    """`values` when it names exactly the fields of the dataclass `cls`; else a ValueError naming the
+    missing and unknown ones."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{what}: expected a mapping of fields, got {type(values).__name__}")
+    names = {f.name for f in fields(cls)}
+    missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
+    if missing or unknown:
+        raise ValueError(
+            f"{what}: the record {'lacks ' + str(missing) if missing else ''}"
+            f"{' and ' if missing and unknown else ''}{'has unknown ' + str(unknown) if unknown else ''}; "
+            "it was written by another version of numina: give these options explicitly"
+        )
+    return values

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from numina.capture import AttentionCapture, CaptureSpec, open_capture_store
-from numina.checks import check_int, check_real
+from numina.checks import check_int, check_real, record_fields
 from numina.models import Geometry
 from numina.prompts import PromptTokens
 from numina.version import code_version
@@ -46,6 +46,11 @@ class GenerationSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GenerationSettings:
+        """The settings `to_dict` wrote (a stored run's `settings` attribute), every field present."""
+        return cls(**record_fields(cls, values, "generation settings"))
 
     def call(self, prompt: str) -> dict[str, Any]:
         """Keyword arguments of the Wan pipeline call for `prompt`, with a fresh generator at the seed

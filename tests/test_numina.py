@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -17,7 +18,7 @@ from numina.method import segments
 from numina.method.generation import NuminaResult, identify_and_layout, method_spec, run_numina
 from numina.method.identify import Phase1Data
 from numina.method.layout import Layout, LayoutOptions
-from numina.method.presets import PRESETS, preset
+from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.models import Geometry
 from numina.prompts import parse_prompt
 from numina.store import open_store
@@ -119,13 +120,17 @@ def test_presets_choose_their_estimator_and_the_release_scores_follow_the_runs_s
 
 
 def test_the_stored_run_replays_to_the_same_layout(official, tiny_pipe, tokens) -> None:
-    """Phase 1 read back from the HDF5 file gives the layout the run computed from memory."""
+    """Phase 1 read back from the HDF5 file, with the options and settings the file itself records,
+    gives the layout the run computed from memory."""
     result, path = official
-    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
-    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, preset("official"), SETTINGS.seed)
     with open_store(path) as store:
+        options = NuminaOptions.from_dict(store.attrs["numina_options"])
+        settings = GenerationSettings.from_dict(store.attrs["settings"])
+        geometry = Geometry.from_dict(store.attrs["geometry"])
+        assert (options, settings) == (preset("official"), SETTINGS)
+        _, step, layer = method_spec(geometry, tokens, settings.steps, options, settings.seed)
         data = Phase1Data.from_store(store, step, layer)
-    head, _, layout = identify_and_layout(data, tokens, geometry, preset("official"), layer)
+    head, _, layout = identify_and_layout(data, tokens, geometry, options, layer)
     np.testing.assert_array_equal(head.head, result.head.head)
     # The release's head scores came from their own estimator's components, stored beside the layout's.
     assert data.score_components is not None and data.score_components.shape[-1] == 3
@@ -159,6 +164,20 @@ def test_a_right_count_gives_exactly_the_baseline_video(
     assert not result.edits
     assert len(calls) == (1 if early_accept else 2)
     np.testing.assert_array_equal(result.video, baseline)
+
+
+def test_option_records_round_trip_and_refuse_records_of_other_versions() -> None:
+    options = preset("improved", score_weights=(0.5, 1.0, 0.0), layout=LayoutOptions(extraction="segments"))
+    as_json = json.loads(json.dumps(options.to_dict()))  # lists for tuples, as a store's attributes
+    assert NuminaOptions.from_dict(as_json) == options
+    assert GenerationSettings.from_dict(json.loads(json.dumps(SETTINGS.to_dict()))) == SETTINGS
+    older = {key: value for key, value in as_json.items() if key != "estimator"}
+    with pytest.raises(ValueError, match=r"lacks \['estimator'\]; it was written by another version"):
+        NuminaOptions.from_dict(older)  # today's default would not be what that run used
+    with pytest.raises(ValueError, match=r"layout options: the record has unknown \['colour'\]"):
+        NuminaOptions.from_dict({**as_json, "layout": {**as_json["layout"], "colour": 1}})
+    with pytest.raises(ValueError, match=r"generation settings: the record lacks \['fps'\]"):
+        GenerationSettings.from_dict({key: v for key, v in SETTINGS.to_dict().items() if key != "fps"})
 
 
 def test_a_correction_that_cannot_reach_the_target_is_said(

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from numina.capture.spec import ESTIMATORS
-from numina.checks import check_int, check_optional_int, check_real, check_reals
+from numina.checks import check_int, check_optional_int, check_real, check_reals, record_fields
 from numina.method.cache import CACHE_METHODS, TAU
 from numina.method.correct import DEFAULT_WEIGHTS as COST_WEIGHTS
 from numina.method.identify import CROSS_HEADS, HEAD_RULES
@@ -75,6 +75,18 @@ class NuminaOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> NuminaOptions:
+        """The options `to_dict` wrote (e.g. a stored run's `numina_options` attribute, JSON lists and
+        all). Every field must be there: a record from before a field existed is refused rather than
+        read with today's default, which may not be what that run used."""
+        record_fields(cls, values, "NUMINA options")
+        values = dict(values)
+        values["layout"] = LayoutOptions(**record_fields(LayoutOptions, values["layout"], "layout options"))
+        for name in ("score_weights", "cost_weights"):
+            values[name] = tuple(values[name])
+        return cls(**values)
 
 
 PRESETS: dict[str, NuminaOptions] = {
