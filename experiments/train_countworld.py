@@ -48,6 +48,7 @@ from numina.arguments import (
     add_wandb_argument,
     check_output,
     integer,
+    real,
     resolve_wandb,
 )
 
@@ -58,47 +59,60 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--work", type=Path, required=True, help="work folder (checkpoints, data, logs)")
-    parser.add_argument("--budget-minutes", type=float, default=9.0, help="stop this piece after that long")
-    parser.add_argument("--piece-steps", type=int, default=None, help="stop this piece after N steps")
+    parser.add_argument(
+        "--budget-minutes", type=real(0, low_open=True), default=9.0, help="stop this piece after that long"
+    )
+    parser.add_argument("--piece-steps", type=integer(1), default=None, help="stop this piece after N steps")
     parser.add_argument("--seed", type=integer(0), default=0)
-    parser.add_argument("--frames", type=int, default=BUILT_IN_FRAMES)
-    parser.add_argument("--size", type=int, default=BUILT_IN_SIZE, help="square video size in pixels")
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--vae-batch", type=int, default=8)
-    parser.add_argument("--vae-frames", type=int, default=17, help="clip length while training the VAE")
-    parser.add_argument("--vae-lr", type=float, default=1e-3)
-    parser.add_argument("--kl-weight", type=float, default=1e-6)
-    parser.add_argument("--object-weight", type=float, default=10.0, help="VAE loss weight of object pixels")
-    parser.add_argument("--eval-clips", type=int, default=64)
-    parser.add_argument("--clips", type=int, default=24576, help="clips in the latent data set")
-    parser.add_argument("--steps", type=int, default=10000, help="transformer optimisation steps")
+    parser.add_argument("--frames", type=integer(1), default=BUILT_IN_FRAMES)
+    parser.add_argument("--size", type=integer(1), default=BUILT_IN_SIZE, help="square video size in pixels")
+    parser.add_argument("--vae-steps", type=integer(0), default=1500)
+    parser.add_argument("--vae-batch", type=integer(1), default=8)
+    parser.add_argument(
+        "--vae-frames", type=integer(1), default=17, help="clip length while training the VAE"
+    )
+    parser.add_argument("--vae-lr", type=real(0, low_open=True), default=1e-3)
+    parser.add_argument("--kl-weight", type=real(0), default=1e-6)
+    parser.add_argument(
+        "--object-weight", type=real(0), default=10.0, help="VAE loss weight of object pixels"
+    )
+    parser.add_argument("--eval-clips", type=integer(0), default=64)
+    parser.add_argument("--clips", type=integer(1), default=24576, help="clips in the latent data set")
+    parser.add_argument("--steps", type=integer(0), default=10000, help="transformer optimisation steps")
     parser.add_argument(
         "--refresh-every",
-        type=int,
+        type=integer(0),
         default=0,
         help="replace one part of the latent set with new clips every N transformer steps (0: never)",
     )
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--batch", type=integer(1), default=128)
+    parser.add_argument("--lr", type=real(0, low_open=True), default=5e-4)
+    parser.add_argument("--warmup", type=integer(0), default=300)
+    parser.add_argument("--ema", type=real(0, 1), default=0.999)
+    parser.add_argument("--caption-dropout", type=real(0, 1), default=0.1)
     parser.add_argument(
         "--flow-object-weight",
-        type=float,
+        type=real(0),
         default=5.0,
         help="flow loss weight of latent positions on objects",
     )
-    parser.add_argument("--shift", type=float, default=3.0, help="noise-level shift while training")
+    parser.add_argument(
+        "--shift", type=real(0, low_open=True), default=3.0, help="noise-level shift while training"
+    )
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the transformer's blocks (regional compilation)"
     )
     parser.add_argument(
-        "--sample-prompts", type=int, default=32, help="benchmark prompts the model draws after each piece"
+        "--sample-prompts",
+        type=integer(0),
+        default=32,
+        help="benchmark prompts the model draws after each piece",
     )
-    parser.add_argument("--sample-steps", type=int, default=20, help="denoising steps of those samples")
-    parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument(
+        "--sample-steps", type=integer(1), default=20, help="denoising steps of those samples"
+    )
+    parser.add_argument("--log-every", type=integer(1), default=25)
+    parser.add_argument("--checkpoint-every", type=integer(1), default=500)
     parser.add_argument("--export", type=Path, default=None, help="copy the trained pipeline here")
     parser.add_argument(
         "--resume-from", type=Path, default=None, help="a portable checkpoint, when the work folder is new"

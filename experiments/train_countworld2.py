@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from numina.arguments import BUILT_IN_FRAMES, BUILT_IN_SIZE, check_output, integer
+from numina.arguments import BUILT_IN_FRAMES, BUILT_IN_SIZE, check_output, integer, real
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,33 +43,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--work", type=Path, required=True, help="work folder (checkpoints, portable copy, logs)")
-    add("--budget-minutes", type=float, default=9.0, help="stop this piece after that long")
-    add("--piece-steps", type=int, default=None, help="stop this piece after N steps")
+    add("--budget-minutes", type=real(0, low_open=True), default=9.0, help="stop this piece after that long")
+    add("--piece-steps", type=integer(1), default=None, help="stop this piece after N steps")
     add("--seed", type=integer(0), default=0)
-    add("--frames", type=int, default=BUILT_IN_FRAMES, help="frames of the video batches")
-    add("--size", type=int, default=BUILT_IN_SIZE, help="square frame size in pixels")
-    add("--vae-steps", type=int, default=800, help="fine-tuning steps of the VAE")
-    add("--vae-batch", type=int, default=16)
-    add("--vae-lr", type=float, default=2e-4)
-    add("--vae-eval-clips", type=int, default=256, help="held-out clips of gate G0")
-    add("--steps", type=int, default=20000, help="transformer steps in all (the cosine schedule's length)")
-    add("--image-batch", type=int, default=256)
-    add("--video-batch", type=int, default=32)
-    add("--multi-kind-from", type=int, default=3000, help="scenes of 1-3 kinds from this step")
-    add("--video-from", type=int, default=6000, help="a video batch beside the images from this step")
-    add("--lr", type=float, default=3e-4)
-    add("--warmup", type=int, default=200)
-    add("--ema", type=float, default=0.999)
-    add("--caption-dropout", type=float, default=0.1)
-    add("--object-weight", type=float, default=1.0, help="flow loss weight of latent positions on objects")
-    add("--shift", type=float, default=3.0, help="noise-level shift while training")
+    add("--frames", type=integer(1), default=BUILT_IN_FRAMES, help="frames of the video batches")
+    add("--size", type=integer(1), default=BUILT_IN_SIZE, help="square frame size in pixels")
+    add("--vae-steps", type=integer(0), default=800, help="fine-tuning steps of the VAE")
+    add("--vae-batch", type=integer(1), default=16)
+    add("--vae-lr", type=real(0, low_open=True), default=2e-4)
+    add("--vae-eval-clips", type=integer(0), default=256, help="held-out clips of gate G0")
+    add(
+        "--steps",
+        type=integer(0),
+        default=20000,
+        help="transformer steps in all (the cosine schedule's length)",
+    )
+    add("--image-batch", type=integer(1), default=256)
+    add("--video-batch", type=integer(1), default=32)
+    add("--multi-kind-from", type=integer(0), default=3000, help="scenes of 1-3 kinds from this step")
+    add("--video-from", type=integer(0), default=6000, help="a video batch beside the images from this step")
+    add("--lr", type=real(0, low_open=True), default=3e-4)
+    add("--warmup", type=integer(0), default=200)
+    add("--ema", type=real(0, 1), default=0.999)
+    add("--caption-dropout", type=real(0, 1), default=0.1)
+    add("--object-weight", type=real(0), default=1.0, help="flow loss weight of latent positions on objects")
+    add("--shift", type=real(0, low_open=True), default=3.0, help="noise-level shift while training")
     add("--compile", action="store_true", help="torch.compile the transformer's blocks")
     # 512: a 95% interval of about +-0.04 on the accuracy (128 gave +-0.08, wider than a piece's gain).
-    add("--eval-prompts", type=int, default=512, help="benchmark prompts drawn after each piece (0: none)")
-    add("--eval-steps", type=int, default=50, help="sampling steps of that evaluation (CFG 5, shift 5)")
-    add("--probe-captions", type=int, default=1000, help="captions of gate G1's text probe after each piece")
-    add("--log-every", type=int, default=50)
-    add("--checkpoint-every", type=int, default=1000)
+    add(
+        "--eval-prompts",
+        type=integer(0),
+        default=512,
+        help="benchmark prompts drawn after each piece (0: none)",
+    )
+    add(
+        "--eval-steps", type=integer(1), default=50, help="sampling steps of that evaluation (CFG 5, shift 5)"
+    )
+    add(
+        "--probe-captions",
+        type=integer(0),
+        default=1000,
+        help="captions of gate G1's text probe after each piece",
+    )
+    add("--log-every", type=integer(1), default=50)
+    add("--checkpoint-every", type=integer(1), default=1000)
     add("--resume-from", type=Path, default=None, help="a portable copy, when the work folder is new")
     add("--device", default=None, help="cuda when available, else cpu")
     return parser

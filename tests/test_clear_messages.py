@@ -115,6 +115,27 @@ def test_help_and_argument_errors_answer_before_the_model_code_is_imported(argum
     assert lines[-1] == "LOADED []"
 
 
+@pytest.mark.parametrize("script", ["train_countworld.py", "train_countworld2.py"])
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--budget-minutes", "nan", "a finite number > 0, got nan"),
+        ("--lr", "0", "a finite number > 0, got 0.0"),
+        ("--ema", "1.5", "a finite number >= 0 and <= 1, got 1.5"),
+        ("--steps", "-1", "an integer >= 0, got -1"),
+    ],
+)
+def test_training_options_are_checked_before_a_piece_starts(
+    script: str, option: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A NaN budget or learning rate would otherwise surface minutes into a paid GPU piece."""
+    parser = load_experiment(script.removesuffix(".py")).build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--work", "w", option, value])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.endswith(f"argument {option}: the value must be {says}"), error
+
+
 def test_the_light_option_names_are_the_models_own() -> None:
     from numina import arguments
     from numina.capture.spec import ESTIMATORS
