@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,17 @@ def test_nan_or_inf_where_phase_1_decides_is_refused_by_name(
         identify_and_layout(data, tokens, _geometry(), options, 0)
     for word in [*words, str(value)]:
         assert word in str(error.value)
+
+
+def test_non_finite_score_components_are_refused_before_rescoring(tokens) -> None:
+    """The release's estimators keep the components that scored; other weights rescore from them, so a
+    NaN there would reach the head choice although the stored scores are finite."""
+    data = _data(tokens)
+    data = replace(data, score_components=data.components.copy())
+    data.score_components[0, 1, 0, 7, 1] = np.nan
+    options = preset("official", score_weights=(0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match=r"score components are nan at block 0, head 1, frame 0"):
+        identify_and_layout(data, tokens, _geometry(), options, 0)
 
 
 def test_a_non_finite_map_of_a_token_no_decision_reads_is_left_alone(tokens) -> None:

@@ -149,8 +149,9 @@ def _first_not_finite(values: np.ndarray) -> tuple[tuple[int, ...], float, int] 
 
 
 def check_finite(data: Phase1Data, positions: Mapping[str, Sequence[int]]) -> None:
-    """Refuse phase-1 data with a NaN/inf where a decision reads it: the S scores, the components and
-    the cross maps of the nouns' token `positions`; the error names the block, head, frame and noun.
+    """Refuse phase-1 data with a NaN/inf where a decision reads it: the S scores, the components (and
+    the score components that rescoring reads) and the cross maps of the nouns' token `positions`; the
+    error names the block, head, frame and noun.
 
     One `isfinite` pass over arrays already on the host, at the entry of phase 1's decisions.
     """
@@ -161,13 +162,15 @@ def check_finite(data: Phase1Data, positions: Mapping[str, Sequence[int]]) -> No
             f"the self-attention score {TERMS[term]} is {value} at block {data.layers[layer]}, head {head}, "
             f"frame {frame} ({n} such values). {NOT_FINITE_HELP}"
         )
-    found = _first_not_finite(data.components)
-    if found is not None:
-        (layer, head, frame, _, _), value, n = found
-        raise ValueError(
-            f"the self-attention components are {value} at block {data.layers[layer]}, head {head}, "
-            f"frame {frame} ({n} such values). {NOT_FINITE_HELP}"
-        )
+    components = {"components": data.components, "score components": data.score_components}
+    for name, values in components.items():  # the layout reads the first; rescoring reads the second
+        found = None if values is None else _first_not_finite(values)
+        if found is not None:
+            (layer, head, frame, _, _), value, n = found
+            raise ValueError(
+                f"the self-attention {name} are {value} at block {data.layers[layer]}, head {head}, "
+                f"frame {frame} ({n} such values). {NOT_FINITE_HELP}"
+            )
     for noun, span in positions.items():
         for position in span:
             if position not in data.tokens:
