@@ -210,7 +210,7 @@ def base_options(parser: argparse.ArgumentParser, name: str, layout: Any) -> Num
     if unknown:
         parser.error(f"--layout: {unknown} are not layout options; choose from {LAYOUT_NAMES}")
     try:
-        return replace(options, layout=replace(options.layout, **layout))
+        return options_of(options, {LAYOUT_PREFIX + name: value for name, value in layout.items()})
     except ValueError as error:
         parser.error(f"--layout: {error}")
 
