@@ -39,38 +39,33 @@ PLANTED_DIFFICULTIES = ("clean", "easy", "medium", "weak")
 PLANTED_EXTRACTIONS = ("release", "official", "segments", "truth")
 
 
+def _checked(convert: Callable[[str], object], check: Callable[[object], Any]) -> Callable[[str], Any]:
+    """An argparse `type`: `convert` the text (text it cannot convert goes to `check` as it is, whose
+    message then names it), then `check` it; a refusal is an argument error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text
+        try:
+            return check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
 def real(
     low: float | None = None, high: float | None = None, *, low_open: bool = False
 ) -> Callable[[str], float]:
     """An argparse `type`: a finite number in the range (`low_open`: strictly above `low`)."""
-
-    def parse(text: str) -> float:
-        try:
-            value: object = float(text)
-        except ValueError:
-            value = text
-        try:
-            return check_real("the value", value, low, high, low_open=low_open)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
+    return _checked(float, lambda value: check_real("the value", value, low, high, low_open=low_open))
 
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """An argparse `type`: an integer in [low, high]."""
-
-    def parse(text: str) -> int:
-        try:
-            value: object = int(text)
-        except ValueError:
-            value = text
-        try:
-            return check_int("the value", value, low, high)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
+    return _checked(int, lambda value: check_int("the value", value, low, high))
 
 
 def _not_a_number(constant: str) -> None:
