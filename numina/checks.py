@@ -72,10 +72,14 @@ def record_fields(cls: type, values: object, what: str) -> dict[str, object]:
         raise ValueError(f"{what}: expected a mapping of fields, got {type(values).__name__}")
     names = {f.name for f in fields(cls)}
     missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
-    if missing or unknown:
+    problems = []
+    if missing:
+        problems.append(f"lacks {missing}")
+    if unknown:
+        problems.append(f"has unknown {unknown}")
+    if problems:
         raise ValueError(
-            f"{what}: the record {'lacks ' + str(missing) if missing else ''}"
-            f"{' and ' if missing and unknown else ''}{'has unknown ' + str(unknown) if unknown else ''}; "
-            "it was written by another version of numina: give these options explicitly"
+            f"{what}: the record {' and '.join(problems)}; it was written by another version of numina: "
+            "give these options explicitly"
         )
     return values

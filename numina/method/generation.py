@@ -154,16 +154,17 @@ def identify_and_layout(
 
 def warn_unreached_targets(corrected: Layout, targets: dict[str, int]) -> None:
     """Warn where the corrected layout still miscounts: an addition copies the smallest instance's
-    bounding box, and one that spans the frame overwrites every other instance (the release's rule).
-    The guided run then follows a layout with the wrong count; say so rather than report edits only."""
+    bounding box and may overlap instances (the release's placement), so a copy can cover one whole,
+    e.g. when an instance spans the frame. The guided run then follows a layout with the wrong count;
+    say so rather than report edits only."""
     for noun, target in targets.items():
         counts = corrected.counts(noun)
         frames = np.flatnonzero(counts != target).tolist()
         if frames:
             warnings.warn(
                 f"after correction {noun!r} still counts {counts[frames].tolist()} in latent frame(s) "
-                f"{frames}, not {target}: an added copy of an instance covered the others (its bounding "
-                "box spans most of the frame). The guided run follows this layout.",
+                f"{frames}, not {target}: an added copy of an instance covered another one whole (the "
+                "release's placement lets copies overlap). The guided run follows this layout.",
                 stacklevel=3,  # the caller of run_numina
             )
 
