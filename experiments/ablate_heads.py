@@ -14,11 +14,12 @@ concentration_measure, reference_layer, reference_step, all_occurrences, ...) bu
 the stored data and is scored twice: its counts against the targets (accuracy) and against what the
 walk-through's own video shows (fidelity: does the layout see the instances the model drew? Accuracy
 alone cannot tell a layout that miscounts from a model that drew the wrong number). Nothing is
-generated again. The layout's own options are one per sweep (`--layout`: `LayoutOptions` fields over
-the preset's), not swept: the capture keeps the components its extraction reads.
+generated again. The estimator (the preset's) and the extraction (`--layout`: `LayoutOptions` fields
+over the preset's) are one per sweep, since the capture depends on them; grid keys `layout.<field>`
+vary the layout's other settings.
 
 Resumable: one JSON per setting in settings/, and a setting whose file exists is skipped; a folder
-made with other prompts, model, preset, layout or sampler settings is refused, and a stored
+made with other prompts, model, preset, estimator, layout or sampler settings is refused, and a stored
 walk-through that lacks a reference step a new setting needs, or its drawn counts
 (`stores/p<id>.drawn.json`), is captured again. Outputs: `summary.csv` (every setting's options,
 layout accuracy and fidelity with 95% prompt-bootstrap intervals, the fidelity's mean absolute and
