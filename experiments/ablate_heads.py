@@ -129,9 +129,12 @@ from numina.version import code_version
 from numina.walkthrough import GenerationSettings, capture_generation
 
 log = logging.getLogger("ablate_heads")
+# The walk-throughs run the sweep's own sampler settings: a shorter or unguided walk-through is
+# compared by benchmarks/walkthrough_options.py, not swept here.
+WALKTHROUGH_SCHEDULE = ("walkthrough_steps", "walkthrough_guidance")
 # The estimator is the capture's (one per sweep, from --preset); the layout's options are one per
 # sweep too (--layout), since the extraction decides how many components the capture keeps.
-OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout", "estimator"}
+OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout", "estimator", *WALKTHROUGH_SCHEDULE}
 LAYOUT_NAMES = [f.name for f in fields(LayoutOptions)]
 # Grid keys `layout.<field>` vary the layout's settings over the sweep's; the extraction itself is
 # --layout's, since it decides how many components the walk-throughs capture.
@@ -174,6 +177,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             "the estimator is set by the walk-throughs' capture, one per sweep: compare estimators with "
             "one sweep per --preset (official: release, improved: converged) into different --out folders"
+        )
+    if set(WALKTHROUGH_SCHEDULE) & set(grid):
+        parser.error(
+            "the walk-throughs run the sweep's --steps and --guidance: compare shorter or unguided "
+            "walk-throughs with benchmarks/walkthrough_options.py"
         )
     if LAYOUT_PREFIX + "extraction" in grid:
         parser.error(

@@ -30,6 +30,7 @@ from numina.arguments import (
     add_model_arguments,
     integer,
     json_value,
+    real,
 )
 
 
@@ -97,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="captured step (20 at 50 steps, same fraction otherwise)",
     )
     parser.add_argument(
+        "--walkthrough-steps",
+        type=integer(1),
+        default=None,
+        help="the walk-through's own step count, read at the reference noise level (e.g. 10 of 50)",
+    )
+    parser.add_argument(
+        "--walkthrough-guidance",
+        type=real(0),
+        default=None,
+        help="the walk-through's guidance scale (1: no CFG, half the calls)",
+    )
+    parser.add_argument(
         "--reference-layer",
         type=integer(0),
         default=None,
@@ -154,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     options = {
         "reference_step": args.reference_step,
         "reference_layer": args.reference_layer,
+        "walkthrough_steps": args.walkthrough_steps,
+        "walkthrough_guidance": args.walkthrough_guidance,
         "head_rule": args.head_rule,
         "estimator": args.estimator,
         "score_variant": args.score_variant,
@@ -168,6 +183,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "cache_method": args.cache_method,
     }
     args.options = preset(args.preset, **{key: value for key, value in options.items() if value is not None})
+    if args.capture_only and (args.walkthrough_steps is not None or args.walkthrough_guidance is not None):
+        parser.error(
+            "--walkthrough-steps and --walkthrough-guidance shorten NUMINA's walk-through; --capture-only "
+            "generates with --steps and --guidance: set those instead"
+        )
     check_output(parser, args.out)
     return args
 
@@ -235,7 +255,7 @@ def main(argv: list[str] | None = None) -> Path:
                 " ".join(vocabulary()),
             )
         # The walk-through's capture, the same with or without the rest of the method.
-        spec, _, _ = method_spec(geometry, tokens, settings.steps, args.options, settings.seed)
+        spec, _, _ = method_spec(geometry, tokens, settings, args.options)
     except (ValueError, OSError) as error:
         raise SystemExit(f"generate.py: error: {error}") from None
 

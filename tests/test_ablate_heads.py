@@ -209,6 +209,7 @@ def test_the_grid_varies_layout_settings_over_the_sweeps_extraction(
     [
         ('{"layout.extraction": ["segments"]}', "one sweep per extraction"),
         ('{"layout.contrst": [2.0]}', "layout settings"),
+        ('{"walkthrough_steps": [10]}', "benchmarks/walkthrough_options.py"),
     ],
 )
 def test_the_grid_cannot_change_the_extraction_or_name_unknown_layout_settings(

@@ -80,7 +80,9 @@ def test_a_numina_run_writes_layouts_videos_and_decisions(tiny_folder: Path, tmp
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 0
 
 
-def test_bad_requests_fail_before_model_work(tiny_folder: Path, tmp_path: Path) -> None:
+def test_bad_requests_fail_before_model_work(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit, match="'dogs' is not in the prompt"):
         generate.main(_args(tiny_folder, tmp_path, "--counts", '{"dogs": 2}'))
     with pytest.raises(SystemExit, match="Nearest valid values: 9 or 13"):
@@ -93,6 +95,13 @@ def test_bad_requests_fail_before_model_work(tiny_folder: Path, tmp_path: Path) 
         generate.main(
             [a for a in _args(tiny_folder, tmp_path, "--reference-step", "7") if a != "--capture-only"]
         )
+    with pytest.raises(SystemExit, match="walkthrough_steps=3 has no step .* multiple of 5"):
+        generate.main(
+            [a for a in _args(tiny_folder, tmp_path, "--walkthrough-steps", "3") if a != "--capture-only"]
+        )  # step 2 of 5
+    with pytest.raises(SystemExit):  # capture-only runs --steps itself
+        generate.main(_args(tiny_folder, tmp_path, "--walkthrough-steps", "5"))
+    assert "--capture-only generates with --steps" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="layer index"):
         generate.main(
             [a for a in _args(tiny_folder, tmp_path, "--reference-layer", "9") if a != "--capture-only"]

@@ -87,7 +87,7 @@ def test_a_numina_run_writes_layouts_counts_and_edits_into_the_store(official, t
         assert set(store.attrs["timings"]) == {"layout", "walkthrough", "correct", "final"}
         # the walk-through captured its reference step only: step 2 of 6 (20 of 50)
         spec, step, layer = method_spec(
-            Geometry.from_dict(store.attrs["geometry"]), tokens, SETTINGS.steps, preset("official")
+            Geometry.from_dict(store.attrs["geometry"]), tokens, SETTINGS, preset("official")
         )
         assert step == 2 and store["self_attention/scores"].sel(step=2, branch="cond").written()
 
@@ -95,9 +95,9 @@ def test_a_numina_run_writes_layouts_counts_and_edits_into_the_store(official, t
 def test_the_segments_extraction_captures_the_components_it_reads(tiny_pipe, tokens) -> None:
     """The release reads 3 components; the segments extraction's walk-through keeps its 12."""
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
-    release, _, _ = method_spec(geometry, tokens, SETTINGS.steps, preset("official"), SETTINGS.seed)
+    release, _, _ = method_spec(geometry, tokens, SETTINGS, preset("official"))
     options = replace(preset("official"), layout=LayoutOptions(extraction="segments"))
-    segmented, _, _ = method_spec(geometry, tokens, SETTINGS.steps, options, SETTINGS.seed)
+    segmented, _, _ = method_spec(geometry, tokens, SETTINGS, options)
     assert release.self_attention.components == 3
     assert segmented.self_attention.components == segments.COMPONENTS == 12
 
@@ -106,7 +106,12 @@ def test_presets_choose_their_estimator_and_the_release_scores_follow_the_runs_s
     tiny_pipe, tokens
 ) -> None:
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
-    chosen = {name: method_spec(geometry, tokens, 6, preset(name), 11)[0].self_attention for name in PRESETS}
+    chosen = {
+        name: method_spec(geometry, tokens, replace(SETTINGS, steps=6, seed=11), preset(name))[
+            0
+        ].self_attention
+        for name in PRESETS
+    }
     assert {name: part.estimator for name, part in chosen.items()} == {
         "official": "release",
         "paper": "release",
@@ -128,7 +133,7 @@ def test_the_stored_run_replays_to_the_same_layout(official, tiny_pipe, tokens) 
         settings = GenerationSettings.from_dict(store.attrs["settings"])
         geometry = Geometry.from_dict(store.attrs["geometry"])
         assert (options, settings) == (preset("official"), SETTINGS)
-        _, step, layer = method_spec(geometry, tokens, settings.steps, options, settings.seed)
+        _, step, layer = method_spec(geometry, tokens, settings, options)
         data = Phase1Data.from_store(store, step, layer)
     head, _, layout = identify_and_layout(data, tokens, geometry, options, layer)
     np.testing.assert_array_equal(head.head, result.head.head)
@@ -228,7 +233,7 @@ def test_score_weights_rescore_the_heads(official, tiny_pipe, tokens) -> None:
     _, path = official
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
     options = preset("official", score_weights=(0.0, 0.0, 1.0))
-    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options, SETTINGS.seed)
+    _, step, layer = method_spec(geometry, tokens, SETTINGS, options)
     with open_store(path) as store:
         data = Phase1Data.from_store(store, step, layer)
     head, _, _ = identify_and_layout(data, tokens, geometry, options, layer)
@@ -277,7 +282,7 @@ def test_first_block_cache_after_the_reference_step_leaves_its_capture_as_uncach
     options = preset("official", early_accept=True, cache_walkthrough=True, **FIRST_BLOCK)
     cached = run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "c.h5")
     assert cached.path == "accepted" and cached.cached_steps["walkthrough"] == [4]
-    _, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options, SETTINGS.seed)
+    _, step, layer = method_spec(geometry, tokens, SETTINGS, options)
     plain = _reference_capture(official[1], step, layer)
     for name, values in _reference_capture(tmp_path / "c.h5", step, layer).items():
         np.testing.assert_array_equal(values, plain[name], err_msg=name)
@@ -295,7 +300,7 @@ def test_first_block_cache_is_off_on_the_walkthroughs_reference_step(
     )
     assert result.cached_steps["walkthrough"] == [1]
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
-    spec, step, layer = method_spec(geometry, tokens, SETTINGS.steps, options, SETTINGS.seed)
+    spec, step, layer = method_spec(geometry, tokens, SETTINGS, options)
     memory, transformer = MemorySink(), tiny_pipe.transformer
     with (
         torch.no_grad(),

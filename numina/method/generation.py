@@ -32,13 +32,14 @@ import numpy as np
 import torch
 
 from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, open_capture_store
-from numina.capture.spec import CaptureSpec, release_reference_layer, release_reference_step
+from numina.capture.spec import CaptureSpec, release_reference_layer
 from numina.method.cache import WARMUP, FirstBlockStepCache, StepCache
 from numina.method.correct import Edit, check_correction, correct_layout
 from numina.method.identify import HeadChoice, Phase1Data, check_finite, choose_head, noun_cross_maps
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
 from numina.method.presets import NuminaOptions
+from numina.method.schedule import WalkthroughSchedule, check_same_noise_level, walkthrough_schedule
 from numina.method.tracking import correct_tracked
 from numina.metrics.separability import DEFAULT_WEIGHTS
 from numina.models import Geometry
@@ -108,16 +109,25 @@ def captured_positions(tokens: PromptTokens, all_occurrences: bool = False) -> t
     return tuple(sorted({*numerals, *(p for span in nouns.values() for p in span)}))
 
 
+def options_schedule(settings: GenerationSettings, options: NuminaOptions) -> WalkthroughSchedule:
+    """The walk-through's schedule under `options` for a final run `settings`."""
+    return walkthrough_schedule(
+        settings, options.reference_step, options.walkthrough_steps, options.walkthrough_guidance
+    )
+
+
 def method_spec(
-    geometry: Geometry, tokens: PromptTokens, num_steps: int, options: NuminaOptions, seed: int = 0
+    geometry: Geometry, tokens: PromptTokens, settings: GenerationSettings, options: NuminaOptions
 ) -> tuple[CaptureSpec, int, int]:
-    """The walk-through's capture (resolved), its reference step and reference block.
+    """The walk-through's capture (resolved), its reference step (a step of the walk-through's own
+    schedule, `options_schedule`) and reference block.
 
     The reference block gives the nouns' cross maps and, except under `per_layer` (which captures every
-    block's self-attention), the self-attention head. `seed` (the run's) seeds the release's head-score
+    block's self-attention), the self-attention head. The run's seed seeds the release's head-score
     estimator, which the release leaves unseeded.
     """
-    step = release_reference_step(num_steps) if options.reference_step is None else options.reference_step
+    schedule = options_schedule(settings, options)
+    step, num_steps = schedule.reference_step, schedule.settings.steps
     layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
     captured = captured_positions(tokens, options.all_occurrences)
     spec = numina_spec(geometry, captured, tokens.n_tokens, num_steps, step, layer)
@@ -128,7 +138,7 @@ def method_spec(
         score_variant=options.score_variant,
         components=options.layout.components,
         estimator=options.estimator,
-        score_seed=seed,
+        score_seed=settings.seed,
     )
     spec = replace(spec, self_attention=self_attention)
     return spec.resolved(geometry, num_steps), step, layer
@@ -252,7 +262,11 @@ def run_numina(
         raise ValueError(f"no targets for {tokens.prompt!r}: NUMINA needs {{noun: count}} to correct.")
     check_correction(tokens.targets, stride=options.stride, disc_radius=options.disc_radius)
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
-    spec, step, reference_layer = method_spec(geometry, tokens, settings.steps, options, settings.seed)
+    spec, step, reference_layer = method_spec(geometry, tokens, settings, options)
+    schedule = options_schedule(settings, options)
+    check_same_noise_level(pipeline.scheduler, schedule, settings)
+    # Only a walk-through that is the final run's own beginning can go on to be the video.
+    may_accept = options.early_accept and schedule.is_final_run(settings)
     nouns = list(tokens.targets)
     root = {
         "prompt": tokens.prompt,
@@ -281,7 +295,7 @@ def run_numina(
             )
             found["right"] = counts_are_right(found["layout"], tokens.targets)
             timings["layout"] = time.perf_counter() - started
-            if not (options.early_accept and found["right"]):
+            if not (may_accept and found["right"]):
                 pipe._interrupt = True  # the walk-through ends here
         return {}
 
@@ -289,12 +303,15 @@ def run_numina(
         started = time.perf_counter()
         with (
             AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)),
-            _step_cache(pipeline, options, "walkthrough", settings.steps, WARMUP, (step,)) as cache,
+            _step_cache(pipeline, options, "walkthrough", schedule.settings.steps, WARMUP, (step,)) as cache,
         ):
             latents = pipeline(
-                **settings.call(tokens.prompt), output_type="latent", callback_on_step_end=at_step_end
+                **schedule.settings.call(tokens.prompt),
+                output_type="latent",
+                callback_on_step_end=at_step_end,
             ).frames
         timings["walkthrough"] = time.perf_counter() - started - timings.get("layout", 0.0)
+        captured_timesteps = pipeline.scheduler.timesteps.float().tolist()  # the walk-through's schedule
         cached = {"walkthrough": list(cache.skipped) if cache else []}
         memory.records.clear()
         layout = found["layout"]
@@ -306,7 +323,7 @@ def run_numina(
         warn_unreached_targets(corrected, tokens.targets)
         timings["correct"] = time.perf_counter() - started
         started = time.perf_counter()
-        if options.early_accept and found["right"]:
+        if may_accept and found["right"]:
             check_generated(latents, tokens.prompt, settings.seed)
             path, video = "accepted", decode_latents(pipeline, latents, output_type)
         else:
@@ -336,8 +353,9 @@ def run_numina(
                 np.stack([state.counts(noun) for noun in nouns]).astype(np.int16),
             )
         writer.set_attrs(
-            steps=list(range(settings.steps)),
-            timesteps=pipeline.scheduler.timesteps.float().tolist(),
+            steps=list(range(schedule.settings.steps)),  # the captured walk-through's steps
+            timesteps=captured_timesteps,
+            walkthrough_settings=schedule.settings.to_dict(),
             numina_path=path,
             head_choice=found["head"].to_dict(),
             cross_heads=found["cross_heads"],

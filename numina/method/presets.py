@@ -28,6 +28,12 @@ class NuminaOptions:
 
     reference_step: int | None = None  # None: step 20 of 50, the same fraction of other step counts
     reference_layer: int | None = None  # None: block 15 (the middle block of smaller models)
+    # The walk-through's own schedule (numina.method.schedule), read at the reference step's noise
+    # level: None keeps the final run's steps / guidance (the release); fewer steps (a multiple that
+    # has a step at that level, e.g. 10 of 50) or guidance 1 (no CFG) cost less. Early accept needs
+    # the walk-through to be the final run's beginning; otherwise a right count is generated again.
+    walkthrough_steps: int | None = None
+    walkthrough_guidance: float | None = None
     head_rule: str = "per_frame"  # self-attention head: per_frame (release), per_video, per_layer, fixed
     fixed_head: int | None = None  # the head of the reference block under head_rule="fixed"
     # Low-rank components of the self-attention maps: release (the layout's by scikit-learn's
@@ -67,6 +73,9 @@ class NuminaOptions:
             raise ValueError("head_rule='fixed' needs fixed_head (a head index of the reference block)")
         for name in ("reference_step", "reference_layer", "fixed_head"):
             check_optional_int(name, getattr(self, name), 0)
+        check_optional_int("walkthrough_steps", self.walkthrough_steps, 1)
+        if self.walkthrough_guidance is not None:
+            check_real("walkthrough_guidance", self.walkthrough_guidance, 0)
         check_reals("score_weights", self.score_weights, 3)
         check_reals("cost_weights", self.cost_weights, 3, low=0)
         check_real("cache_threshold", self.cache_threshold, 0)
