@@ -29,18 +29,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from numina.arguments import integer
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (declared without torch, so that --help and argument errors answer at once)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="wan2.1-1.3b")
-    parser.add_argument("--frames", type=int, default=81)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=832)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--frames", type=integer(1), default=81)
+    parser.add_argument("--height", type=integer(1), default=480)
+    parser.add_argument("--width", type=integer(1), default=832)
+    parser.add_argument("--repeats", type=integer(1), default=10)
     parser.add_argument(
         "--map-chunk-bytes",
-        type=int,
+        type=integer(1),
         default=None,
         help="float32 self-attention maps the capture forms at a time (a huge value: all heads at once; "
         "default: numina.capture.reductions.MAP_CHUNK_BYTES)",

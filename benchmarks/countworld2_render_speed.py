@@ -14,6 +14,8 @@ import argparse
 import statistics
 import time
 
+from numina.arguments import integer
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (declared without torch, so that --help and argument errors answer at once)."""
@@ -23,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", nargs="+", default=["cpu", "cuda"], help="devices to time (cuda if available)"
     )
-    parser.add_argument("--batch", type=int, default=256, help="scenes per render_scenes call")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per configuration")
-    parser.add_argument("--frames", type=int, nargs="+", default=[1, 17])
+    parser.add_argument("--batch", type=integer(1), default=256, help="scenes per render_scenes call")
+    parser.add_argument("--repeats", type=integer(1), default=5, help="timed calls per configuration")
+    parser.add_argument("--frames", type=integer(1), nargs="+", default=[1, 17])
     return parser
 
 

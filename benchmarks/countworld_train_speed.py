@@ -20,15 +20,17 @@ import statistics
 import time
 from pathlib import Path
 
+from numina.arguments import integer
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (declared without torch, so that --help and argument errors answer at once)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compiles here)")
+    parser.add_argument("--batches", type=integer(1), nargs="+", default=[128, 256, 512])
+    parser.add_argument("--steps", type=integer(1), default=20, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=integer(1), default=5, help="untimed steps first (compiles here)")
     parser.add_argument("--eager-only", action="store_true", help="skip the compiled runs")
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")

@@ -20,13 +20,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+from numina.arguments import integer
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (declared without torch, so that --help and argument errors answer at once)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="wan2.1-1.3b")
-    parser.add_argument("--limit", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--limit", type=integer(1), default=6)
+    parser.add_argument("--steps", type=integer(1), default=10)
     parser.add_argument("--countbench", default=None)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "numina-diagnose-gpu")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")

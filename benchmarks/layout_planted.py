@@ -55,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stress", action="store_true", help=f"add k = {STRESS_KS} where they fit")
     parser.add_argument("--difficulties", default=",".join(PLANTED_DIFFICULTIES), help="difficulty levels")
     parser.add_argument(
-        "--cases-per-cell", type=int, default=None, help="cases per grid x k x level (default 4)"
+        "--cases-per-cell", type=integer(1), default=None, help="cases per grid x k x level (default 4)"
     )
     parser.add_argument("--extractions", default="official", help=f"from {', '.join(PLANTED_EXTRACTIONS)}")
-    parser.add_argument("--examples", type=int, default=6, help="cases drawn in examples.png")
+    parser.add_argument("--examples", type=integer(1), default=6, help="cases drawn in examples.png")
     parser.add_argument("--quick", action="store_true", help=f"a small suite: {QUICK}")
     return parser
 

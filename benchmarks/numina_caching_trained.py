@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The options (declared without torch, so that --help and argument errors answer at once)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="countworld")
-    parser.add_argument("--prompts", type=int, default=8, help="the first N CountWorld benchmark prompts")
-    parser.add_argument("--steps", type=int, default=50, help="the release's 50: caching starts at step 10")
+    parser.add_argument("--prompts", type=integer(1), default=8, help="first N CountWorld prompts")
+    parser.add_argument("--steps", type=integer(1), default=50, help="50: caching from step 10")
     parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
     parser.add_argument("--out", type=Path, default=None)

@@ -49,16 +49,18 @@ GENERATION_RUNS: dict[str, tuple[dict, bool]] = {
     "walkthrough_10_steps_no_cfg": ({"walkthrough_steps": 10, "walkthrough_guidance": 1.0}, False),
 }
 
+from numina.arguments import integer
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (declared without torch, so that --help and argument errors answer at once)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="wan2.1-1.3b")
-    parser.add_argument("--frames", type=int, default=81)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=832)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--frames", type=integer(1), default=81)
+    parser.add_argument("--height", type=integer(1), default=480)
+    parser.add_argument("--width", type=integer(1), default=832)
+    parser.add_argument("--steps", type=integer(1), default=50)
+    parser.add_argument("--repeats", type=integer(1), default=10)
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to make"
     )

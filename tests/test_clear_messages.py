@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -162,3 +163,28 @@ def test_the_light_option_names_are_the_models_own() -> None:
         arguments.PLANTED_DIFFICULTIES,
         arguments.PLANTED_EXTRACTIONS,
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [
+        ("capture_overhead", ["--repeats", "0"]),
+        ("numina_overhead", ["--steps", "0"]),
+        ("numina_caching_trained", ["--prompts", "0"]),
+        ("countworld_train_speed", ["--batches", "256", "0"]),
+        ("countworld2_render_speed", ["--frames", "1.5"]),
+        ("diagnose_gpu", ["--limit", "-2"]),
+    ],
+)
+def test_benchmark_counts_are_checked_before_a_gpu_is_held(
+    script: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zero repeat count would end a paid GPU call with a division by zero after the model was built."""
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{script}", EXPERIMENTS.parent / "benchmarks" / f"{script}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.build_parser().parse_args(argv)
+    assert "the value must be an integer >= 1" in capsys.readouterr().err
