@@ -17,6 +17,15 @@ own-instance tokens over the background ring around the instance (tokens of no i
 into it), which a locality head cannot win. Float16-stored maps can hold exact zeros;
 densities are floored at `DENSITY_FLOOR` and the floored share is reported.
 
+The ring still sits farther from most of an instance's queries than the instance's own tokens, so a
+sharp local head wins it too. `edge_nats` compares at equal distance: for a query q of an instance and
+each distance d = 1..`EDGE_DISTANCES` (Manhattan, in tokens) where both exist,
+
+    log mean_{k in own instance, |k - q| = d} A[q, k]  -  log mean_{k outside it, |k - q| = d} A[q, k]
+
+averaged over (q, d). A head whose attention depends on distance alone scores 0 whatever its reach;
+logits raised by b inside the query's instance score b: what an instance extraction can use.
+
 May import numpy, pandas, scipy, numina and analysis.statistics.
 """
 
@@ -33,6 +42,7 @@ from analysis.statistics import confidence_interval
 # The smallest positive float16 (a subnormal): a mean density below it was stored as zero.
 DENSITY_FLOOR = float(np.finfo(np.float16).smallest_subnormal)
 RING = 3  # the background ring: tokens 2..RING steps from an instance
+EDGE_DISTANCES = 3  # edge_nats compares tokens 1..EDGE_DISTANCES steps from the query
 
 
 def token_instances(pixel_labels: np.ndarray, stride: int) -> np.ndarray:
@@ -92,19 +102,47 @@ def instance_separation(attention: np.ndarray, labels: np.ndarray) -> dict | Non
     return {
         "nats": nats / (n * (n - 1)),
         "ring_nats": ring_nats / len(ringed) if ringed else np.full(attention.shape[0], np.nan),
+        "edge_nats": edge_separation(attention, labels),
         "pairs": n * (n - 1),
         "floored": floored,
     }
 
 
+def edge_separation(attention: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(heads,) nats of own-instance tokens over tokens outside the instance at the same distance from
+    the query (module docstring); NaN for a head when no query has both at any distance."""
+    height, width = labels.shape
+    flat = labels.reshape(-1)
+    rows, columns = np.divmod(np.arange(flat.size), width)
+    distance = np.abs(rows[:, None] - rows[None]) + np.abs(columns[:, None] - columns[None])
+    queries = np.flatnonzero(flat > 0)
+    same = flat[queries, None] == flat[None, :]  # (q, tpf)
+    maps = np.asarray(attention, dtype=np.float64)[:, queries, :]  # (heads, q, tpf)
+    total, pairs = np.zeros(maps.shape[0]), 0
+    for d in range(1, EDGE_DISTANCES + 1):
+        ring = distance[queries] == d
+        inside, outside = ring & same, ring & ~same
+        both = inside.any(axis=1) & outside.any(axis=1)
+        if not both.any():
+            continue
+        own = (maps[:, both] * inside[both]).sum(-1) / inside[both].sum(-1)
+        other = (maps[:, both] * outside[both]).sum(-1) / outside[both].sum(-1)
+        total += (np.log(np.maximum(own, DENSITY_FLOOR)) - np.log(np.maximum(other, DENSITY_FLOOR))).sum(-1)
+        pairs += int(both.sum())
+    return total / pairs if pairs else np.full(maps.shape[0], np.nan)
+
+
+MEASURES = ("nats", "ring_nats", "edge_nats")
+
+
 def separation_summary(rows: pd.DataFrame, by: Sequence[str] = ("layer", "head")) -> pd.DataFrame:
-    """Mean separation (both measures) per `by` group with 95% bootstrap intervals over prompts (each
+    """Mean separation (each of `MEASURES`) per `by` group with 95% bootstrap intervals over prompts (each
     prompt's frames and nouns averaged first, so a prompt with many frames weighs as one)."""
-    per_prompt = rows.groupby([*by, "prompt_id"], as_index=False)[["nats", "ring_nats"]].mean()
+    per_prompt = rows.groupby([*by, "prompt_id"], as_index=False)[list(MEASURES)].mean()
     records = []
     for key, group in per_prompt.groupby(list(by)):
         record = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
-        for measure in ("nats", "ring_nats"):
+        for measure in MEASURES:
             low, high = confidence_interval(group[measure].to_numpy(), method="bootstrap")
             record |= {measure: group[measure].mean(), f"{measure}_low": low, f"{measure}_high": high}
         records.append(record | {"prompts": len(group)})

@@ -7,8 +7,9 @@ frame-local self-attention map at the reference step (conditional branch) in the
 exact colour counter labels each target noun's instances in the finished video; and
 `analysis.instance_heads` measures, per block, head, latent frame and noun, by how many nats a query
 attends to its own instance over another instance of the same kind (G3 asks >= 2 at the reference
-block). It also records the head NUMINA's score S picks in each frame. Frames or nouns with fewer than
-two instances have nothing to separate and are left out.
+block), over the ring around it, and over tokens outside it at the same distance (`edge_nats`: what is
+left once locality is taken out). It also records the head NUMINA's score S picks in each frame.
+Frames or nouns with fewer than two instances have nothing to separate and are left out.
 
 Outputs in --out: rows.csv (every block, head, frame, noun of every prompt), summary.csv (per block and
 head, 95% prompt-bootstrap interval), chosen.csv (S's head per frame and its separation), g3.json and
@@ -120,6 +121,7 @@ def prompt_rows(store_path: Path, video: np.ndarray, counter, targets: dict, str
                     for head, nats in enumerate(measured["nats"]):
                         rows.append({"layer": layer, "head": head, "frame": frame, "noun": noun,
                                      "nats": float(nats), "ring_nats": float(measured["ring_nats"][head]),
+                                     "edge_nats": float(measured["edge_nats"][head]),
                                      "pairs": measured["pairs"],
                                      "floored": measured["floored"],
                                      "chosen_by_s": bool(head == chosen[index])})  # fmt: skip
@@ -127,12 +129,13 @@ def prompt_rows(store_path: Path, video: np.ndarray, counter, targets: dict, str
 
 
 def heatmap(summary: pd.DataFrame, reference: int) -> Figure:
-    """Mean separation per block and head: own instance over another, and over its background ring
-    (nats), the reference block marked."""
-    figure = Figure(figsize=(2.0 + 1.0 * summary["head"].nunique(), 1.0 + 0.35 * summary["layer"].nunique()),
+    """Mean separation per block and head: own instance over another, over its background ring, and
+    over tokens outside it at the same distance (nats), the reference block marked."""
+    figure = Figure(figsize=(3.0 + 1.5 * summary["head"].nunique(), 1.0 + 0.35 * summary["layer"].nunique()),
                     constrained_layout=True)  # fmt: skip
-    titles = {"nats": "own instance over another (nats)", "ring_nats": "own instance over its ring (nats)"}
-    for axis, (measure, title) in zip(figure.subplots(1, 2), titles.items(), strict=True):
+    titles = {"nats": "own instance over another (nats)", "ring_nats": "own instance over its ring (nats)",
+              "edge_nats": "own instance over outside, equal distance (nats)"}  # fmt: skip
+    for axis, (measure, title) in zip(figure.subplots(1, 3), titles.items(), strict=True):
         table = summary.pivot(index="layer", columns="head", values=measure)
         image = axis.imshow(table.values, cmap="viridis", aspect="auto")
         axis.set(xticks=range(table.shape[1]), xticklabels=table.columns, yticks=range(table.shape[0]),
@@ -193,6 +196,11 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(
             "instance_heads.py: no frame of any video showed two instances of a kind; nothing to measure"
         )
+    if "edge_nats" not in rows or rows["edge_nats"].isna().all():
+        raise SystemExit(
+            f"instance_heads.py: the jobs in {out / 'jobs'} predate the equal-distance measure (edge_nats); "
+            "delete them to measure those prompts again"
+        )
     rows.to_csv(out / "rows.csv", index=False)
     summary = separation_summary(rows)
     summary.to_csv(out / "summary.csv", index=False)
@@ -212,6 +220,10 @@ def main(argv: list[str] | None = None) -> dict:
         "s_chosen_nats": float(by_s["nats"]),
         "s_chosen_interval": [float(by_s["nats_low"]), float(by_s["nats_high"])],
         "s_chosen_ring_nats": float(by_s["ring_nats"]),
+        "best_head_edge_nats": float(best["edge_nats"]),
+        "s_chosen_edge_nats": float(by_s["edge_nats"]),
+        "best_edge_head": int(at_reference.sort_values("edge_nats", ascending=False).iloc[0]["head"]),
+        "best_edge_nats": float(at_reference["edge_nats"].max()),
         "floored_share": float(rows["floored"].mean()),
         "gate_nats": GATE_NATS,
         "passed": bool(best["nats"] >= GATE_NATS),

@@ -14,6 +14,7 @@ from experiment_scripts import load_experiment
 
 from analysis.instance_heads import (
     DENSITY_FLOOR,
+    edge_separation,
     instance_separation,
     latent_frame_sources,
     separation_summary,
@@ -67,6 +68,26 @@ def test_a_locality_head_separates_instances_but_not_from_their_ring():
     assert measured["nats"][1] == pytest.approx(math.log(1000)) == pytest.approx(measured["ring_nats"][1])
 
 
+@pytest.mark.parametrize("reach", [1.0, 3.0])
+def test_at_equal_distance_a_locality_head_scores_zero_and_an_instance_bonus_scores_itself(reach: float):
+    """Logits -|q - k|_1 / reach + b [k in q's instance]: at one distance from the query the positional
+    part and the normaliser cancel, so edge_nats is b (1.5 here) whatever the reach; 0 without the bonus,
+    while the far-apart instances give a locality head a large `nats` and a sharp one a ring win too."""
+    labels = np.zeros((12, 12), dtype=int)
+    labels[1:5, 1:4], labels[7:11, 7:10] = 1, 2
+    y, x = np.divmod(np.arange(144), 12)
+    distance = np.abs(y[:, None] - y[None]) + np.abs(x[:, None] - x[None])
+    flat = labels.reshape(-1)
+    same = (flat[:, None] == flat[None]) & (flat[:, None] > 0)
+    logits = np.stack([-distance / reach, -distance / reach + 1.5 * same])
+    maps = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    maps /= maps.sum(axis=-1, keepdims=True)
+    measured = instance_separation(maps, labels)
+    assert measured["edge_nats"] == pytest.approx([0.0, 1.5], abs=1e-9)
+    assert measured["nats"][0] > 2  # far-apart instances: locality alone wins `nats`
+    assert np.isnan(edge_separation(maps, np.array([[1] * 12] * 12))).all()  # nothing outside the instance
+
+
 def test_nan_maps_are_refused_and_a_walled_in_instance_has_no_ring():
     with pytest.raises(ValueError, match="NaN or inf"):
         instance_separation(np.full((1, 6, 6), np.nan), ROW)
@@ -110,11 +131,12 @@ def test_counter_labels_the_instances_it_counts():
 
 
 def test_summary_weighs_each_prompt_once():
-    rows = [{"layer": 5, "head": 0, "prompt_id": 0, "nats": 1.0, "ring_nats": 0.5}] * 3 + [
-        {"layer": 5, "head": 0, "prompt_id": 1, "nats": 3.0, "ring_nats": 1.5}
+    rows = [{"layer": 5, "head": 0, "prompt_id": 0, "nats": 1.0, "ring_nats": 0.5, "edge_nats": 0.1}] * 3 + [
+        {"layer": 5, "head": 0, "prompt_id": 1, "nats": 3.0, "ring_nats": 1.5, "edge_nats": 0.3}
     ]
     summary = separation_summary(pd.DataFrame(rows))
     assert summary.loc[0, "nats"] == pytest.approx(2.0) and summary.loc[0, "prompts"] == 2
+    assert summary.loc[0, "edge_nats"] == pytest.approx(0.2)
 
 
 def test_script_rows_follow_the_stored_maps_and_the_video(tmp_path: Path):
