@@ -53,6 +53,7 @@ import json
 import logging
 import netrc
 import os
+import signal
 import struct
 import threading
 import time
@@ -487,9 +488,20 @@ def _wait_for_exit_record(log: Path, timeout: float) -> bool:
 # --------------------------------------------------------------------------- the tracker
 
 
+# The status of a process ended by SIGTERM (128 + 15), as a shell reports it.
+TERMINATED = 128 + signal.SIGTERM
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM as an exception (a job scheduler's stop, `kill`): Python's default ends the process at
+    once, leaving the W&B run open and partial files behind; this unwinds through every `with`."""
+    raise SystemExit(TERMINATED)
+
+
 def exit_status(error: BaseException) -> int:
     """The status a process ends with when `error` ends it: a SystemExit's own (0 for none, 1 for a
-    message), 130 for Ctrl-C (Python exits by SIGINT), otherwise 1. A run ended by it records this."""
+    message; SIGTERM's 143 under a Tracker), 130 for Ctrl-C (Python exits by SIGINT), otherwise 1. A
+    run ended by it records this."""
     if isinstance(error, SystemExit):
         code = error.code
         return 0 if code is None else code if isinstance(code, int) else 1
@@ -552,6 +564,7 @@ class Tracker:
         self._run_id: str | None = None
         self._url: str | None = None
         self._last_step: int | None = None
+        self._previous_sigterm: Any = None  # the SIGTERM handler to put back on exit
         if self._mode == "disabled":
             return
 
@@ -817,6 +830,14 @@ class Tracker:
             logger.info("Offline W&B run in %s; upload it with `wandb sync %s`.", where, where)
 
     def __enter__(self) -> Tracker:
+        """Also turns SIGTERM into SystemExit(143) while the run is open (main thread, default handler
+        only), so a stopped script finishes its run marked failed; the old handler returns on exit."""
+        if (
+            self.enabled
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _terminated)
         return self
 
     def __exit__(
@@ -828,13 +849,18 @@ class Tracker:
         """Finish the run with the exit status the error gives the process, so a failed script's run
         ends marked failed, never left open; a failure while finishing after an error is logged, not
         raised, so that it cannot hide the error that ended the work."""
-        if exc is None:
-            self.finish()
-            return
         try:
-            self.finish(exit_code=exit_status(exc))
-        except Exception:
-            logger.exception("W&B: the run %s could not be finished after an error", self._run_id)
+            if exc is None:
+                self.finish()
+                return
+            try:
+                self.finish(exit_code=exit_status(exc))
+            except Exception:
+                logger.exception("W&B: the run %s could not be finished after an error", self._run_id)
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+                self._previous_sigterm = None
 
     def __repr__(self) -> str:
         where = self.wandb_dir if self.enabled else None

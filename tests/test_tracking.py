@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -369,6 +370,32 @@ def test_exception_in_with_block_marks_run_failed(tmp_path, monkeypatch):
     disk = RunOnDisk.read(tracker.wandb_dir)
     assert disk.exit_code == 1
     assert disk.row(0)["x"] == 1.0
+
+
+@pytest.mark.slow  # a process of its own that starts W&B
+def test_sigterm_finishes_the_run_as_terminated_and_the_handler_is_put_back(tmp_path, monkeypatch):
+    """A scheduler's or `kill`'s SIGTERM would end Python at once with the run open; under a Tracker it
+    unwinds: the process ends with 143 and the run records it. After the block the handler is the
+    process's own again."""
+    isolate_wandb(monkeypatch, tmp_path)
+    script = (
+        "import signal, sys, time\n"
+        "from numina.tracking import Tracker\n"
+        "with Tracker(sys.argv[1], system_metrics=False):\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    (run,) = (tmp_path / "run").rglob("offline-run-*")
+    assert RunOnDisk.read(run).exit_code == 143
+    with Tracker(tmp_path / "again", system_metrics=False):
+        assert signal.getsignal(signal.SIGTERM) is tracking._terminated
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 @pytest.mark.parametrize(
