@@ -87,6 +87,7 @@ from numina.method.correct import correct_layout
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan
 from numina.method.presets import NuminaOptions, preset
+from numina.method.schedule import options_schedule
 from numina.models import Geometry, get_variant, load_pipeline
 from numina.models.tiny import build_tiny_pipeline
 from numina.prompts import parse_prompt
@@ -212,7 +213,7 @@ def transformer_calls(
 ) -> int:
     """Transformer calls a NUMINA run made: the walk-through (its own schedule) to its reference step
     (or to the end, when accepted) plus the guided run, less the steps a cache skipped."""
-    schedule = generation.options_schedule(settings, options)
+    schedule = options_schedule(settings, options)
     walkthrough = settings.steps if result.path == "accepted" else schedule.reference_step + 1
     guided = 0 if result.path == "accepted" else settings.steps
     skipped = {run: len(cached) for run, cached in result.cached_steps.items()}

@@ -111,8 +111,9 @@ from numina.countworld.world import palette_from_prompt
 from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.metrics import count_rows, counts_table, fidelity_summary, paired_comparison
 from numina.evaluation.planted import match_frame, wilson_interval
-from numina.method.generation import NuminaResult, generate_video, options_schedule
+from numina.method.generation import NuminaResult, generate_video
 from numina.method.presets import preset
+from numina.method.schedule import options_schedule
 from numina.models import Geometry, load_pipeline, model_defaults
 from numina.prompts import parse_prompt
 from numina.run_folder import check_resumable, write_config, write_json

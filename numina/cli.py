@@ -6,8 +6,8 @@ release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128
 built-in CountWorld and tiny ones, `numina.models.model_defaults`). The options are declared in
 numina.arguments (light, for a quick `--help`) and re-exported here; this module fills their defaults,
 checks them against the model and loads what they name. May import torch, diffusers, numina.arguments,
-numina.checks, numina.models, numina.method.presets, numina.walkthrough, numina.countworld.world2 (its
-object limit) and numina.evaluation.
+numina.checks, numina.models, numina.method (presets, schedule), numina.walkthrough,
+numina.countworld.world2 (its object limit) and numina.evaluation.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from numina.evaluation.countbench import (
     select_prompts,
 )
 from numina.method.presets import PRESETS, NuminaOptions, preset
+from numina.method.schedule import options_schedule
 from numina.models import DEFAULT_MODEL, load_pipeline, model_defaults
 from numina.walkthrough import GenerationSettings
 
@@ -99,7 +100,9 @@ def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace, o
         parser.error(f"--methods: unknown {unknown}; choose from {[BASELINE, *sorted(PRESETS)]}")
     try:
         for method in args.methods:
-            method_options(method, overrides)
+            options = method_options(method, overrides)
+            if options is not None:  # a walk-through schedule the run's --steps cannot take
+                options_schedule(generation_settings(args), options)
     except (TypeError, ValueError) as error:
         parser.error(f"--options: {error}")
 

@@ -145,7 +145,7 @@ def test_an_open_vocabulary_counter_counts_every_frame(
 
 
 def test_bad_requests_fail_before_any_model_work(
-    tiny_folder: Path, countbench_dir: Path, single: Path, tmp_path: Path
+    tiny_folder: Path, countbench_dir: Path, single: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
         countbench.main(_args(tiny_folder, countbench_dir, tmp_path / "a", "--methods", "baseline,oficial"))
@@ -155,5 +155,11 @@ def test_bad_requests_fail_before_any_model_work(
         countbench.main(
             _args(tiny_folder, countbench_dir, tmp_path / "c", "--options", '{"early_acept": true}')
         )
+    with pytest.raises(SystemExit):  # a walk-through with no step at the reference noise level
+        countbench.main(
+            _args(tiny_folder, countbench_dir, tmp_path / "d", "--options", '{"walkthrough_steps": 7}')
+        )
+    assert "walkthrough_steps=7 has no step" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abcd")
     with pytest.raises(SystemExit, match="guidance: 5.0 before, 3.0 now"):
         countbench.main(_args(tiny_folder, countbench_dir, single, "--guidance", "3"))

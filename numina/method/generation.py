@@ -39,7 +39,7 @@ from numina.method.identify import HeadChoice, Phase1Data, check_finite, choose_
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
 from numina.method.presets import NuminaOptions
-from numina.method.schedule import WalkthroughSchedule, check_same_noise_level, walkthrough_schedule
+from numina.method.schedule import check_same_noise_level, options_schedule
 from numina.method.tracking import correct_tracked
 from numina.metrics.separability import DEFAULT_WEIGHTS
 from numina.models import Geometry
@@ -107,13 +107,6 @@ def captured_positions(tokens: PromptTokens, all_occurrences: bool = False) -> t
     nouns = noun_positions(tokens, all_occurrences)
     numerals = [p for noun in tokens.targets if (n := tokens.numeral_for(noun)) for p in n.positions]
     return tuple(sorted({*numerals, *(p for span in nouns.values() for p in span)}))
-
-
-def options_schedule(settings: GenerationSettings, options: NuminaOptions) -> WalkthroughSchedule:
-    """The walk-through's schedule under `options` for a final run `settings`."""
-    return walkthrough_schedule(
-        settings, options.reference_step, options.walkthrough_steps, options.walkthrough_guidance
-    )
 
 
 def method_spec(

@@ -6,7 +6,7 @@ reference step is read. On the release's samplers (flow-matching sigmas spaced e
 step r of S and step r * N / S of N sit at the same noise level whenever that index is whole, so a
 walk-through of N < S steps reaches the reference level after r * N / S + 1 transformer calls instead
 of r + 1; `check_same_noise_level` confirms it on the pipeline's own scheduler before any work. May
-import numina.capture.spec and numina.walkthrough.
+import numina.capture.spec, numina.method.presets (for types) and numina.walkthrough.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from numina.capture.spec import release_reference_step
 from numina.walkthrough import GenerationSettings
+
+if TYPE_CHECKING:
+    from numina.method.presets import NuminaOptions
 
 # Timesteps of two schedules at the same noise level agree to float32 rounding of a value <= 1000.
 TIMESTEP_TOLERANCE = 1e-3
@@ -63,6 +66,13 @@ def walkthrough_schedule(
     guidance = settings.guidance if walkthrough_guidance is None else walkthrough_guidance
     own = replace(settings, steps=steps, guidance=guidance)
     return WalkthroughSchedule(own, final_step * steps // settings.steps, final_step)
+
+
+def options_schedule(settings: GenerationSettings, options: NuminaOptions) -> WalkthroughSchedule:
+    """The walk-through's schedule under NUMINA `options` for a final run `settings`."""
+    return walkthrough_schedule(
+        settings, options.reference_step, options.walkthrough_steps, options.walkthrough_guidance
+    )
 
 
 def check_same_noise_level(scheduler: Any, schedule: WalkthroughSchedule, final: GenerationSettings) -> None:
