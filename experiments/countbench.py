@@ -1,6 +1,6 @@
 """CountBench: baseline vs NUMINA counting accuracy, with N seeds per prompt, resumable and shardable.
 
-    python experiments/countbench.py --limit 3 --seeds 2                         # tiny model, CPU
+    python experiments/countbench.py --limit 3 --seeds 2                         # CountWorld (built in), CPU
     python experiments/countbench.py --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --methods baseline,official
     python experiments/countbench.py ... --shard 0/2   and   ... --shard 1/2   then   ... --merge
     torchrun --nproc_per_node 2 experiments/countbench.py ...      (one shard per rank; rank 0 merges)

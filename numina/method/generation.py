@@ -2,13 +2,14 @@
 
     result = run_numina(pipeline, tokens, settings, preset("official"), "run/attention.h5")
 
-1. Walk-through: the pipeline runs with the same seed and noise as the final video, capturing the
+1. Walk-through: the pipeline runs with the same seed and noise as the final video (on its own
+   shorter or unguided schedule when the options ask, `numina.method.schedule`), capturing the
    reference step (self-attention reductions at the reference block, the nouns' and numerals'
    cross-attention) into memory and the run's HDF5 store at once.
 2. At the end of the reference step (a diffusers step-end callback) the in-memory capture gives the
    head choice, the nouns' cross maps and the layout; when every frame's count is right and
-   `early_accept` is on, the walk-through simply goes on to the end and is the video; otherwise it
-   stops there.
+   `early_accept` is on, a walk-through on the final run's own schedule simply goes on to the end and
+   is the video; otherwise it stops there.
 3. The layout is corrected (removals, additions) and the video is generated again from the same noise
    with the cross-attention modulated toward it. With nothing to correct this is the release's plain
    second generation, identical to continuing the walk-through.
