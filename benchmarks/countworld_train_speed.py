@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batches", type=integer(1), nargs="+", default=[128, 256, 512])
     parser.add_argument("--steps", type=integer(1), default=20, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=integer(1), default=5, help="untimed steps first (compiles here)")
+    parser.add_argument("--warmup", type=integer(0), default=5, help="untimed steps first (compiles here)")
     parser.add_argument("--eager-only", action="store_true", help="skip the compiled runs")
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")

@@ -297,7 +297,8 @@ def test_script_rejects_bad_options_before_any_work(tmp_path: Path, capsys: pyte
     for argv, message in [
         (["--grids", "30by52"], "is not HxW"),
         (["--ks", "8-2"], "runs backwards"),
-        (["--cases-per-cell", "0"], "must be >= 1"),
+        (["--cases-per-cell", "0"], "must be an integer >= 1"),
+        (["--examples", "-1"], "must be an integer >= 0"),
         (["--extractions", "official,magic"], "extraction ['magic']"),
         (["--quick", "--grids", "16x16"], "--quick sets"),
     ]:
