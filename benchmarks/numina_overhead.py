@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from numina.arguments import integer
+
 PARTS = ("step", "layout", "generation")
 # The NUMINA rows of the generation part: the options of each, and whether its layout is replaced by
 # one with the right count. `official_cached_all` skips every step the walk-through cache may skip
@@ -48,8 +50,6 @@ GENERATION_RUNS: dict[str, tuple[dict, bool]] = {
     "walkthrough_no_cfg": ({"walkthrough_guidance": 1.0}, False),
     "walkthrough_10_steps_no_cfg": ({"walkthrough_steps": 10, "walkthrough_guidance": 1.0}, False),
 }
-
-from numina.arguments import integer
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,12 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--vae-batch", type=integer(1), default=16)
     add("--vae-lr", type=real(0, low_open=True), default=2e-4)
     add("--vae-eval-clips", type=integer(0), default=256, help="held-out clips of gate G0")
-    add(
-        "--steps",
-        type=integer(0),
-        default=20000,
-        help="transformer steps in all (the cosine schedule's length)",
-    )
+    add("--steps", type=integer(0), default=20000, help="transformer steps in all (the cosine's length)")
     add("--image-batch", type=integer(1), default=256)
     add("--video-batch", type=integer(1), default=32)
     add("--multi-kind-from", type=integer(0), default=3000, help="scenes of 1-3 kinds from this step")
@@ -70,21 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--shift", type=real(0, low_open=True), default=3.0, help="noise-level shift while training")
     add("--compile", action="store_true", help="torch.compile the transformer's blocks")
     # 512: a 95% interval of about +-0.04 on the accuracy (128 gave +-0.08, wider than a piece's gain).
-    add(
-        "--eval-prompts",
-        type=integer(0),
-        default=512,
-        help="benchmark prompts drawn after each piece (0: none)",
-    )
-    add(
-        "--eval-steps", type=integer(1), default=50, help="sampling steps of that evaluation (CFG 5, shift 5)"
-    )
-    add(
-        "--probe-captions",
-        type=integer(0),
-        default=1000,
-        help="captions of gate G1's text probe after each piece",
-    )
+    add("--eval-prompts", type=integer(0), default=512, help="images scored after each piece (0: none)")
+    add("--eval-steps", type=integer(1), default=50, help="their sampling steps (CFG 5, shift 5)")
+    add("--probe-captions", type=integer(0), default=1000, help="captions of G1's text probe per piece")
     add("--log-every", type=integer(1), default=50)
     add("--checkpoint-every", type=integer(1), default=1000)
     add("--resume-from", type=Path, default=None, help="a portable copy, when the work folder is new")
