@@ -86,8 +86,8 @@ import numina.method.generation as generation
 from numina.method.correct import correct_layout
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan
-from numina.method.presets import NuminaOptions, preset
-from numina.method.schedule import options_schedule
+from numina.method.presets import preset
+from numina.method.schedule import transformer_calls
 from numina.models import Geometry, get_variant, load_pipeline
 from numina.models.tiny import build_tiny_pipeline
 from numina.prompts import parse_prompt
@@ -203,25 +203,6 @@ def right_count_layout(geometry: Geometry) -> Layout:
     return Layout(right)
 
 
-def calls_per_step(settings: GenerationSettings) -> int:
-    """Transformer calls of one denoising step: two with classifier-free guidance, else one."""
-    return 2 if settings.guidance > 1 else 1
-
-
-def transformer_calls(
-    result: generation.NuminaResult, options: NuminaOptions, settings: GenerationSettings
-) -> int:
-    """Transformer calls a NUMINA run made: the walk-through (its own schedule) to its reference step
-    (or to the end, when accepted) plus the guided run, less the steps a cache skipped."""
-    schedule = options_schedule(settings, options)
-    walkthrough = settings.steps if result.path == "accepted" else schedule.reference_step + 1
-    guided = 0 if result.path == "accepted" else settings.steps
-    skipped = {run: len(cached) for run, cached in result.cached_steps.items()}
-    return (walkthrough - skipped.get("walkthrough", 0)) * calls_per_step(schedule.settings) + (
-        guided - skipped.get("guided", 0)
-    ) * calls_per_step(settings)
-
-
 def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
     folder = build_tiny_pipeline(
         work / f"{args.variant}-full",
@@ -241,7 +222,7 @@ def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
     runs["baseline"] = {
         "seconds": seconds,
         "peak_gib": peak,
-        "transformer_calls": args.steps * calls_per_step(settings),
+        "transformer_calls": transformer_calls(settings),
     }
     print(json.dumps({"baseline": runs["baseline"]}), flush=True)
     for name in args.runs:
@@ -265,7 +246,7 @@ def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
             "path": result.path,
             "timings": result.timings,
             "cached_steps": result.cached_steps,
-            "transformer_calls": transformer_calls(result, options, settings),
+            "transformer_calls": result.transformer_calls(settings, options),
         }
         print(json.dumps({name: runs[name]}), flush=True)
     base = runs["baseline"]

@@ -111,30 +111,14 @@ from numina.countworld.world import palette_from_prompt
 from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.metrics import count_rows, counts_table, fidelity_summary, paired_comparison
 from numina.evaluation.planted import match_frame, wilson_interval
-from numina.method.generation import NuminaResult, generate_video
+from numina.method.generation import generate_video
 from numina.method.presets import preset
-from numina.method.schedule import options_schedule
+from numina.method.schedule import options_schedule, transformer_calls
 from numina.models import Geometry, load_pipeline, model_defaults
 from numina.prompts import parse_prompt
 from numina.run_folder import check_resumable, write_config, write_json
 from numina.version import code_version
 from numina.walkthrough import GenerationSettings
-
-
-def transformer_calls(settings: GenerationSettings, steps_run: int) -> int:
-    """Calls of `steps_run` steps of a run with `settings`: two per step with classifier-free guidance."""
-    return steps_run * (2 if settings.guidance > 1 else 1)
-
-
-def numina_calls(result: NuminaResult, settings: GenerationSettings, options) -> int:
-    """A NUMINA run's transformer calls: its walk-through to the reference step, then the final run
-    (an accepted walk-through is the final run)."""
-    schedule = options_schedule(settings, options)
-    if result.path == "accepted":
-        return transformer_calls(settings, settings.steps)
-    return transformer_calls(schedule.settings, schedule.reference_step + 1) + transformer_calls(
-        settings, settings.steps
-    )
 
 
 def layout_agreement(reference, other, noun: str) -> list[dict]:
@@ -175,7 +159,7 @@ def run_prompt(pipeline, scene, index: int, args: argparse.Namespace) -> dict:
         "seed": settings.seed,
         "baseline": {
             "seconds": time.perf_counter() - started,
-            "calls": transformer_calls(settings, settings.steps),
+            "calls": transformer_calls(settings),
             "counts": counted(video),
         },
         "sets": {},
@@ -189,7 +173,7 @@ def run_prompt(pipeline, scene, index: int, args: argparse.Namespace) -> dict:
         layouts[name] = result.layout
         job["sets"][name] = {
             "seconds": seconds,
-            "calls": numina_calls(result, settings, options),
+            "calls": result.transformer_calls(settings, options),
             "path": result.path,
             "layout_counts": result.counts("walkthrough"),
             "agreement": [

@@ -90,8 +90,10 @@ def test_a_cheaper_walkthrough_captures_the_reference_noise_level_with_fewer_cal
     """6 steps, reference step 2: a 3-step walk-through reads its step 1, at the same timestep; without
     guidance each step is one call. The final run is the same 6 guided steps (12 calls)."""
     calls = _transformer_calls(tiny_pipe, monkeypatch)
-    result = run_numina(tiny_pipe, tokens, SETTINGS, preset("official", **overrides), tmp_path / "a.h5")
+    options = preset("official", **overrides)
+    result = run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "a.h5")
     assert len(calls) == walkthrough_calls + 2 * SETTINGS.steps and result.path == "guided"
+    assert result.transformer_calls(SETTINGS, options) == len(calls)  # what the benchmarks report
     tiny_pipe.scheduler.set_timesteps(SETTINGS.steps)
     wanted = float(tiny_pipe.scheduler.timesteps[2])
     with open_store(tmp_path / "a.h5") as store:

@@ -40,7 +40,7 @@ from numina.method.identify import HeadChoice, Phase1Data, check_finite, choose_
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
 from numina.method.presets import NuminaOptions
-from numina.method.schedule import check_same_noise_level, options_schedule
+from numina.method.schedule import check_same_noise_level, options_schedule, transformer_calls
 from numina.method.tracking import correct_tracked
 from numina.metrics.separability import DEFAULT_WEIGHTS
 from numina.models import Geometry
@@ -75,6 +75,18 @@ class NuminaResult:
         """Per noun, the count in every latent frame after the walk-through or after correction."""
         layout = self.layout if stage == "walkthrough" else self.corrected
         return {noun: layout.counts(noun).tolist() for noun in layout.nouns}
+
+    def transformer_calls(self, settings: GenerationSettings, options: NuminaOptions) -> int:
+        """The transformer calls this run made for final settings `settings` under `options`: the
+        walk-through (its own schedule) to its reference step, or to the end when accepted, plus the
+        guided run, less the steps a cache skipped (the cost measure of a cheaper walk-through)."""
+        schedule = options_schedule(settings, options)
+        accepted = self.path == "accepted"
+        walkthrough = (settings.steps if accepted else schedule.reference_step + 1) - len(
+            self.cached_steps.get("walkthrough", [])
+        )
+        guided = (0 if accepted else settings.steps) - len(self.cached_steps.get("guided", []))
+        return transformer_calls(schedule.settings, walkthrough) + transformer_calls(settings, guided)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able record of the decisions (for the run folder's numina.json)."""

@@ -68,6 +68,12 @@ def walkthrough_schedule(
     return WalkthroughSchedule(own, final_step * steps // settings.steps, final_step)
 
 
+def transformer_calls(settings: GenerationSettings, steps: int | None = None) -> int:
+    """Transformer calls of `steps` denoising steps (all of the run's when None) of a run with
+    `settings`: two per step with classifier-free guidance (guidance > 1, as diffusers decides), else one."""
+    return (settings.steps if steps is None else steps) * (2 if settings.guidance > 1 else 1)
+
+
 def options_schedule(settings: GenerationSettings, options: NuminaOptions) -> WalkthroughSchedule:
     """The walk-through's schedule under NUMINA `options` for a final run `settings`."""
     return walkthrough_schedule(
