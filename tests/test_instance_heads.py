@@ -4,6 +4,7 @@ script's per-prompt rows read from a store written by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -171,3 +172,17 @@ def test_script_rows_follow_the_stored_maps_and_the_video(tmp_path: Path):
     assert rows[0]["nats"] == pytest.approx(0.0) and rows[1]["nats"] == pytest.approx(math.log(5))
     assert [row["chosen_by_s"] for row in rows] == [False, True]
     assert {row["layer"] for row in rows} == {2} and all(isinstance(row["frame"], int) for row in rows)
+
+
+def test_a_job_from_before_edge_nats_is_measured_again(tmp_path: Path):
+    job_done = load_experiment("instance_heads").job_done
+    old, new, empty = tmp_path / "old.json", tmp_path / "new.json", tmp_path / "empty.json"
+    old.write_text(json.dumps([{"prompt_id": 0, "nats": 1.0, "ring_nats": 0.5}]))
+    new.write_text(json.dumps([{"prompt_id": 1, "nats": 1.0, "ring_nats": 0.5, "edge_nats": 0.2}]))
+    empty.write_text("[]")  # a prompt with nothing to separate is done
+    assert [job_done(path) for path in (old, new, empty, tmp_path / "absent.json")] == [
+        False,
+        True,
+        True,
+        False,
+    ]
