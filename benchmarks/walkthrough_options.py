@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from numina.arguments import integer, json_value, real
+from numina.arguments import PRESET_NAMES, integer, json_value, real
 
 # Options over the preset, each a NuminaOptions override; `official` (none) is the reference.
 OPTION_SETS: dict[str, dict] = {
@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=integer(1), default=50)
     parser.add_argument("--guidance", type=real(0), default=5.0)
     parser.add_argument("--seed", type=integer(0), default=0)
-    parser.add_argument("--preset", default="official", help="the options every set starts from")
+    parser.add_argument(
+        "--preset", choices=PRESET_NAMES, default="official", help="the options every set starts from"
+    )
     parser.add_argument(
         "--options", type=json_value, default={}, help="NUMINA options for every set, e.g. '{\"stride\": 1}'"
     )
@@ -112,7 +114,7 @@ from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.metrics import count_rows, counts_table, fidelity_summary, paired_comparison
 from numina.evaluation.planted import match_frame, wilson_interval
 from numina.method.generation import generate_video
-from numina.method.presets import preset
+from numina.method.presets import NuminaOptions, preset
 from numina.method.schedule import options_schedule, transformer_calls
 from numina.models import Geometry, load_pipeline, model_defaults
 from numina.prompts import parse_prompt
@@ -137,6 +139,11 @@ def layout_agreement(reference, other, noun: str) -> list[dict]:
             }
         )
     return rows
+
+
+def set_options(args: argparse.Namespace, name: str) -> NuminaOptions:
+    """The NUMINA options of a row of OPTION_SETS: the preset, --options, then the row's own."""
+    return preset(args.preset, **args.options, **OPTION_SETS[name])
 
 
 def run_prompt(pipeline, scene, index: int, args: argparse.Namespace) -> dict:
@@ -164,22 +171,20 @@ def run_prompt(pipeline, scene, index: int, args: argparse.Namespace) -> dict:
         },
         "sets": {},
     }
-    layouts = {}
-    for name in args.sets:
-        options = preset(args.preset, **args.options, **OPTION_SETS[name])
+    for name in args.sets:  # official first: the others' layouts are compared with its
+        options = set_options(args, name)
         started = time.perf_counter()
         video, result = generate_video(pipeline, tokens, settings, options)
         seconds = time.perf_counter() - started
-        layouts[name] = result.layout
+        if name == REFERENCE:
+            reference = result.layout
         job["sets"][name] = {
             "seconds": seconds,
             "calls": result.transformer_calls(settings, options),
             "path": result.path,
             "layout_counts": result.counts("walkthrough"),
             "agreement": [
-                row
-                for noun in scene.targets
-                for row in layout_agreement(layouts[REFERENCE], result.layout, noun)
+                row for noun in scene.targets for row in layout_agreement(reference, result.layout, noun)
             ],
             "counts": counted(video),
         }
@@ -294,12 +299,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     try:  # bad options are refused before the model loads
         settings = GenerationSettings(args.frames, args.size, args.size, args.steps, args.guidance)
         for name in args.sets:
-            options_schedule(settings, preset(args.preset, **args.options, **OPTION_SETS[name]))
+            options_schedule(settings, set_options(args, name))
     except (KeyError, TypeError, ValueError) as error:
         raise SystemExit(f"walkthrough_options.py: error: {error}") from None
+    check_resumable(args.out, config, FIXED_SETTINGS, "walkthrough_options.py")
     jobs_dir = args.out / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
-    check_resumable(args.out, config, FIXED_SETTINGS, "walkthrough_options.py")
     write_config(args.out, config)
     pipeline = load_pipeline(args.model, getattr(torch, args.dtype), args.device)
     pipeline.set_progress_bar_config(disable=True)
