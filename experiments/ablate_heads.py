@@ -124,9 +124,9 @@ from numina.run_folder import (
     write_json,
 )
 from numina.store import open_store
-from numina.tracking import Tracker, logged_already, record_logged
 from numina.version import code_version
 from numina.walkthrough import GenerationSettings, capture_generation
+from numina.wandb_mirror import Tracker, logged_already, record_logged
 
 log = logging.getLogger("ablate_heads")
 # The walk-throughs run the sweep's own sampler settings: a shorter or unguided walk-through is

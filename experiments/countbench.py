@@ -126,8 +126,8 @@ from numina.run_folder import (
     write_config,
     write_json,
 )
-from numina.tracking import Tracker, logged_already, record_logged
 from numina.version import code_version
+from numina.wandb_mirror import Tracker, logged_already, record_logged
 
 log = logging.getLogger("countbench")
 FIXED_SETTINGS = (

@@ -107,9 +107,9 @@ from numina.run_folder import (
     write_config,
 )
 from numina.store import IncompleteStoreError, TruncatedStoreError, open_store
-from numina.tracking import Tracker
 from numina.version import code_version
 from numina.walkthrough import capture_generation
+from numina.wandb_mirror import Tracker
 
 log = logging.getLogger("diagnose_numerals")
 # Settings that change what a stored prompt holds: a resumed run must keep them.

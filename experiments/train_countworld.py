@@ -151,8 +151,8 @@ from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.metrics import count_rows, video_scores
 from numina.models.countworld import SHARD_SIZE, save_countworld, untrained_pipeline
 from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
-from numina.tracking import Tracker
 from numina.walkthrough import GenerationSettings
+from numina.wandb_mirror import Tracker
 
 STAGES = ("vae", "latents", "transformer", "done")
 PART_SIZE = 4096

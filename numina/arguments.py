@@ -4,7 +4,7 @@ so that `--help` and argument errors answer at once (numina.cli resolves them ag
 Numeric options are parsed by `real` and `integer`, which refuse NaN, inf and out-of-range values while
 the arguments are read. The names offered as choices are those of the modules that define them (a test
 keeps them equal). May import only the standard library, numina.checks, numina.run_folder and
-numina.tracking (which imports wandb only when a run starts).
+numina.wandb_mirror (which imports wandb only when a run starts).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from numina.checks import check_int, check_real
 from numina.run_folder import check_writable_folder
-from numina.tracking import check_mode
+from numina.wandb_mirror import check_mode
 
 PROMPT_SETS = ("countbench", "countworld", "countworld2")
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
@@ -138,7 +138,7 @@ def add_wandb_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_wandb(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Settle --wandb into the mode the run will use (`numina.tracking.check_mode`); an online mode that
+    """Settle --wandb into the mode the run will use (`numina.wandb_mirror.check_mode`); an online mode that
     cannot start (no key, a server that does not answer or rejects the key) is an argument error here,
     not a traceback after the work."""
     try:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from experiment_scripts import load_experiment
+from wandb_log import read_transaction_log
 
 from analysis.statistics import MEASURES
 from numina.evaluation import load_countbench
 from numina.store import open_store
-from numina.tracking import read_transaction_log
 
 diagnose = load_experiment("diagnose_numerals")
 # Prompt 3 has a numeral ("A"), an adjective ("black") and a noun; 209 has three nouns and numerals.

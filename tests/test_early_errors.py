@@ -22,7 +22,7 @@ from experiment_scripts import load_experiment
 from numina.models import resolve_model
 from numina.run_folder import check_writable_folder, disk_full_ends_cleanly
 from numina.store import StoreWriteError
-from numina.tracking import check_mode
+from numina.wandb_mirror import check_mode
 
 SCRIPTS = ("generate", "countbench", "ablate_heads", "diagnose_numerals", "instance_heads")
 SCRIPT_ARGS = {"generate": ["--prompt", "three cats"], "ablate_heads": ["--heads"]}
@@ -167,7 +167,7 @@ def test_a_rejected_key_is_refused_and_an_inferred_online_mode_stays_offline_wit
     monkeypatch.setenv("WANDB_BASE_URL", wandb_server)
     with pytest.raises(ValueError, match=r"rejected the API key \(HTTP 401\).*wandb login --relogin"):
         check_mode("online")
-    with caplog.at_level(logging.WARNING, logger="numina.tracking"):
+    with caplog.at_level(logging.WARNING, logger="numina.wandb_mirror"):
         assert check_mode() == "offline"  # nobody asked for online: the key alone chose it
     assert "rejected the API key" in caplog.text and "recorded offline" in caplog.text
     assert "wandb sync" in caplog.text

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from experiment_scripts import load_experiment
+from wandb_log import read_transaction_log
 
-from numina.tracking import Tracker, read_transaction_log
+from numina.wandb_mirror import Tracker
 
 pytestmark = pytest.mark.slow  # end to end: run by .ci/run, not by the default loop
 

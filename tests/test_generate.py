@@ -9,11 +9,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from experiment_scripts import load_experiment
+from wandb_log import read_transaction_log
 
 from numina.capture import CaptureSpec
 from numina.prompts import PromptTokens
 from numina.store import IncompleteStoreError, open_store
-from numina.tracking import read_transaction_log
 
 generate = load_experiment("generate")
 

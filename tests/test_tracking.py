@@ -1,9 +1,9 @@
-"""numina.tracking: mode decision, conversions, and what an offline W&B run writes to disk.
+"""numina.wandb_mirror: mode decision, conversions, and what an offline W&B run writes to disk.
 
 One offline run (module fixture) logs a config, scalars, images, tables, an artifact and a video
 file; the tests then read the run back from disk: the media files, and the run's `.wandb`
 transaction log decoded into wandb's own protobuf `Record`s (the records `wandb sync` uploads)
-by `read_transaction_log`, which is itself checked against `wandb leet inspect --json`.
+by `read_transaction_log` (tests/wandb_log.py), which is itself checked against `wandb leet inspect --json`.
 
 No test needs the network: HOME, netrc and the wandb folders point into tmp, no API key is set,
 and WANDB_BASE_URL points at a closed local port.
@@ -29,16 +29,18 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
+from wandb_log import read_transaction_log  # noqa: E402
 
-from numina import tracking  # noqa: E402
-from numina.tracking import (  # noqa: E402
+from numina.wandb_mirror import (  # noqa: E402
     Tracker,
     colorize,
+    exit_status,
     has_api_key,
-    read_transaction_log,
     resolve_mode,
     to_plain,
 )
+from numina.wandb_mirror import tracker as tracker_module  # noqa: E402
+from numina.wandb_mirror.media import python_number  # noqa: E402
 
 LOSSES = {step: 1.0 / (step + 1) for step in range(5)}
 MAP_SHAPE = (12, 20)  # (height, width) of the logged attention map
@@ -380,7 +382,7 @@ def test_sigterm_finishes_the_run_as_terminated_and_the_handler_is_put_back(tmp_
     isolate_wandb(monkeypatch, tmp_path)
     script = (
         "import signal, sys, time\n"
-        "from numina.tracking import Tracker\n"
+        "from numina.wandb_mirror import Tracker\n"
         "with Tracker(sys.argv[1], system_metrics=False):\n"
         "    print('ready', flush=True)\n"
         "    time.sleep(120)\n"
@@ -394,7 +396,7 @@ def test_sigterm_finishes_the_run_as_terminated_and_the_handler_is_put_back(tmp_
     (run,) = (tmp_path / "run").rglob("offline-run-*")
     assert RunOnDisk.read(run).exit_code == 143
     with Tracker(tmp_path / "again", system_metrics=False):
-        assert signal.getsignal(signal.SIGTERM) is tracking._terminated
+        assert signal.getsignal(signal.SIGTERM) is tracker_module._terminated
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
@@ -410,7 +412,7 @@ def test_sigterm_finishes_the_run_as_terminated_and_the_handler_is_put_back(tmp_
     ],
 )
 def test_a_run_ended_by_an_error_records_the_status_the_process_ends_with(error, status):
-    assert tracking.exit_status(error) == status
+    assert exit_status(error) == status
 
 
 def test_a_failure_while_finishing_after_an_error_does_not_hide_the_error(tmp_path, monkeypatch, caplog):
@@ -565,19 +567,19 @@ def test_to_plain_makes_configs_json_friendly(tmp_path):
 
 
 def test_scalars_must_be_numbers():
-    assert tracking._scalar("a", np.float32(2.5)) == 2.5
+    assert python_number("a", np.float32(2.5)) == 2.5
     with pytest.raises(TypeError, match="'a'"):
-        tracking._scalar("a", "high")
+        python_number("a", "high")
     with pytest.raises(TypeError, match="more than one"):
-        tracking._scalar("a", np.zeros(3))
+        python_number("a", np.zeros(3))
 
 
 def test_video_frames_without_moviepy_are_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
     """Only the decision is tested (no run): frames need moviepy, which this project does not require."""
-    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(tracker_module.importlib.util, "find_spec", lambda name: None)
     tracker = Tracker.__new__(Tracker)
     tracker._run, tracker._last_step = object(), None
-    with caplog.at_level("WARNING", logger="numina.tracking"):
+    with caplog.at_level("WARNING", logger="numina.wandb_mirror"):
         assert tracker.log_video("v", np.zeros((4, 8, 8, 3), np.uint8)) is False
     assert "moviepy" in caplog.text
     with pytest.raises(ValueError, match="frame, height, width, channel"):
