@@ -12,7 +12,9 @@
 
 Nothing the model computes is replaced or modified: hooks only read inputs and outputs and return them
 untouched, so capturing never changes the output (tested to the bit). Outside the captured steps and
-branches the hooks return at once. May import diffusers, torch and numina.capture/metrics/models.
+branches the hooks return at once. Every hook checks, before it goes on, that the transformer runs
+the way it reads it (`numina.compat.check_transformer`). May import diffusers, torch and
+numina.capture/compat/metrics/models.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any, Protocol
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import BaseState, StateManager
 
 from numina.capture import reductions
 from numina.capture.spec import CaptureSpec, cross_attention_point, self_attention_point
+from numina.compat import DenoisingContext, check_transformer
 from numina.models.geometry import Geometry
 
 HOOK_PREFIX = "numina.capture"
@@ -34,34 +36,6 @@ class Sink(Protocol):
     """Where captured tensors go: `numina.store.AttentionStoreWriter` or `MemorySink`."""
 
     def write(self, name: str, index: dict[str, Any], data: Any) -> None: ...
-
-
-def denoising_context(context_manager: StateManager, user: str) -> tuple[int, str]:
-    """(step index, "cond" | "uncond") of the transformer call in flight, from diffusers' cache context.
-
-    `context_manager` is the `StateManager` of a stateful hook on the transformer (diffusers sets the
-    context on it); `user` names the caller in the error raised when the call carries no context.
-    """
-    try:
-        context = context_manager.context
-    except ValueError:
-        raise RuntimeError(
-            f"{user} needs the denoising step and guidance branch. Call the transformer inside "
-            "`transformer.cache_context('cond' or 'uncond', step_index=i)`, as diffusers' Wan pipelines do."
-        ) from None
-    if context.step_index is None or context.name not in ("cond", "uncond"):
-        raise RuntimeError(
-            f"Cache context {context.name!r} (step_index={context.step_index}) does not say the "
-            f"branch ('cond'/'uncond') and step index {user} needs."
-        )
-    return context.step_index, context.name
-
-
-class NoState(BaseState):
-    """The empty per-context state of a hook that only reads diffusers' cache context."""
-
-    def reset(self) -> None:
-        pass
 
 
 class _CallState:
@@ -76,18 +50,17 @@ class _CallState:
 
 
 class _StepContextHook(ModelHook):
-    """On the transformer: learns step and branch from the pipeline's cache context."""
+    """On the transformer: per call, whether this step and branch are captured, and the timestep."""
 
-    _is_stateful = True
+    _is_stateful = True  # reset by diffusers when a pipeline call ends
 
-    def __init__(self, state: _CallState, spec: CaptureSpec, sink: Sink) -> None:
+    def __init__(self, state: _CallState, spec: CaptureSpec, sink: Sink, context: DenoisingContext) -> None:
         super().__init__()
-        self.context_manager = StateManager(NoState)  # diffusers sets the cache context on it
-        self.state, self.spec, self.sink = state, spec, sink
+        self.state, self.spec, self.sink, self.context = state, spec, sink, context
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         state = self.state
-        state.step, state.branch = denoising_context(self.context_manager, "Attention capture")
+        state.step, state.branch = self.context.where("Attention capture")
         state.active = self.spec.captures(state.step, state.branch)
         state.tensors.clear()
         if state.active and self.spec.cross_attention is not None:
@@ -118,11 +91,13 @@ class _StepContextHook(ModelHook):
 
 
 class HookSet:
-    """Hooks registered under one name prefix and removed together, leaving the model as before."""
+    """Hooks registered under one name prefix and removed together, leaving the model as before; the
+    shared `DenoisingContext` they read is released with them."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.installed: list[tuple[torch.nn.Module, str]] = []
+        self.contexts: list[tuple[torch.nn.Module, DenoisingContext]] = []
 
     def __bool__(self) -> bool:
         return bool(self.installed)
@@ -132,10 +107,19 @@ class HookSet:
         HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, full_name)
         self.installed.append((module, full_name))
 
+    def context(self, transformer: torch.nn.Module) -> DenoisingContext:
+        """The transformer's one `DenoisingContext` (step and branch of the call in flight)."""
+        context = DenoisingContext.attach(transformer)
+        self.contexts.append((transformer, context))
+        return context
+
     def remove(self) -> None:
         for module, name in reversed(self.installed):
             HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
         self.installed.clear()
+        for transformer, context in self.contexts:
+            context.detach(transformer)
+        self.contexts.clear()
 
 
 class KeepOutputHook(ModelHook):
@@ -217,16 +201,26 @@ class AttentionCapture:
         """Register the hooks (named `numina.capture.*`) on the transformer and the captured blocks."""
         if self._hooks:
             raise RuntimeError("This capture is already installed.")
-        self._hooks.register(self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink))
         points = []
         if self.spec.self_attention:
-            points += [("self", layer) for layer in self.spec.self_attention.layers]
+            points += [
+                (self_attention_point(layer), "self", layer) for layer in self.spec.self_attention.layers
+            ]
         if self.spec.cross_attention:
-            points += [("cross", layer) for layer in self.spec.cross_attention.layers]
-        for kind, layer in points:
-            block = self.transformer.blocks[layer]
-            attention = block.attn1 if kind == "self" else block.attn2
-            name = self_attention_point(layer) if kind == "self" else cross_attention_point(layer)
+            points += [
+                (cross_attention_point(layer), "cross", layer) for layer in self.spec.cross_attention.layers
+            ]
+        attentions = {
+            name: getattr(self.transformer.blocks[layer], "attn1" if kind == "self" else "attn2")
+            for name, kind, layer in points
+        }
+        check_transformer(self.transformer, "Attention capture", list(attentions.items()))
+        context = self._hooks.context(self.transformer)
+        self._hooks.register(
+            self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink, context)
+        )
+        for name, kind, layer in points:
+            attention = attentions[name]
             hook = _AttentionHook(self, layer, kind)
             self._hooks.register(
                 attention.norm_q, f"{name}.q", KeepOutputHook(self.state, hook.q_slot, self.spec.batch_index)

@@ -30,8 +30,8 @@ Both yield an object with `skipped` (steps that reused a cached output) and `ste
 pipeline's `callback_on_step_end`). diffusers does not report what FirstBlockCache skipped, so under
 `first_block` it is observed: a hook inside the cache's hook on the last block runs only when that
 block is computed, and a step is recorded when either guidance branch ran without it (which branch,
-and the first block's measured change, are not recorded). May import torch, diffusers hooks and
-numina.capture.hooks.
+and the first block's measured change, are not recorded). May import torch, diffusers hooks,
+numina.capture.hooks and numina.compat.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from typing import Any
 
 import torch
 from diffusers.hooks import FirstBlockCacheConfig, ModelHook
-from diffusers.hooks.hooks import StateManager
 
-from numina.capture.hooks import HookSet, NoState, denoising_context
+from numina.capture.hooks import HookSet
+from numina.compat import DenoisingContext, check_transformer, original_forward
 
 HOOK_PREFIX = "numina.step_cache"
 TAU, WARMUP = 0.05, 10
@@ -58,13 +58,13 @@ def cacheable_steps(num_steps: int, first: int, always: Iterable[int] = ()) -> s
 class StepCacheHook(ModelHook):
     """On the transformer: computes or reuses each denoising step's output under EasyCache's rule."""
 
-    _is_stateful = True
+    _is_stateful = True  # reset by diffusers when a pipeline call ends
 
     def __init__(
         self, num_steps: int, first: int = WARMUP, always: Iterable[int] = (), tau: float = TAU
     ) -> None:
         super().__init__()
-        self.context_manager = StateManager(NoState)
+        self.context: DenoisingContext | None = None  # set when installed
         self.tau = tau
         self.cacheable = cacheable_steps(num_steps, first, always)
         # The record of what was skipped outlives `reset`: diffusers resets stateful hooks when a
@@ -96,7 +96,7 @@ class StepCacheHook(ModelHook):
         return False
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        step, branch = denoising_context(self.context_manager, "Step caching")
+        step, branch = self.context.where("Step caching")
         latents = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         if branch == "cond" and step not in self.skip:
             self.skip[step] = self._decide(step, latents)
@@ -105,7 +105,7 @@ class StepCacheHook(ModelHook):
         if self.skip.get(step, False) and branch in self.delta:
             sample = latents + self.delta[branch]
             return (sample,) if not kwargs.get("return_dict", True) else self._wrap(sample)
-        output = self.fn_ref.original_forward(*args, **kwargs)
+        output = original_forward(self, *args, **kwargs)
         sample = output[0] if isinstance(output, tuple) else output.sample
         self.delta[branch] = (sample - latents).detach()
         if branch == "cond":
@@ -132,6 +132,8 @@ class StepCache:
         self._hooks = HookSet(HOOK_PREFIX)
 
     def __enter__(self) -> StepCacheHook:
+        check_transformer(self.transformer, "Step caching", [])
+        self.hook.context = self._hooks.context(self.transformer)
         self._hooks.register(self.transformer, "step", self.hook)
         return self.hook
 
@@ -154,15 +156,12 @@ class _LastBlockRan(ModelHook):
 class _SkipRecord(ModelHook):
     """On the transformer: adds the step to `skipped` when a call ended without its last block running."""
 
-    _is_stateful = True
-
-    def __init__(self, skipped: list[int]) -> None:
+    def __init__(self, skipped: list[int], context: DenoisingContext) -> None:
         super().__init__()
-        self.context_manager = StateManager(NoState)  # diffusers sets the cache context on it
-        self.skipped, self.step, self.ran = skipped, 0, True
+        self.skipped, self.context, self.step, self.ran = skipped, context, 0, True
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
-        self.step, _ = denoising_context(self.context_manager, "FirstBlockCache's record of skipped steps")
+        self.step, _ = self.context.where("FirstBlockCache's record of skipped steps")
         self.ran = False
         return args, kwargs
 
@@ -170,9 +169,6 @@ class _SkipRecord(ModelHook):
         if not self.ran and self.step not in self.skipped:
             self.skipped.append(self.step)
         return output
-
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
 
 
 class FirstBlockStepCache:
@@ -198,7 +194,8 @@ class FirstBlockStepCache:
                 "The transformer already has a diffusers cache enabled; call `transformer.disable_cache()` "
                 "before a NUMINA run with cache_method='first_block'."
             )
-        record = _SkipRecord(self.skipped)
+        check_transformer(self.transformer, "Step caching", [])
+        record = _SkipRecord(self.skipped, self._hooks.context(self.transformer))
         # Registered before the cache, so the cache's hook on the last block wraps this one.
         self._hooks.register(self.transformer.blocks[-1], "last_block_ran", _LastBlockRan(record))
         self._hooks.register(self.transformer, "skip_record", record)

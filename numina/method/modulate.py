@@ -19,7 +19,7 @@ on the output projection `to_out[0]` recomputes only the touched query rows, den
 text positions with the bias, and writes them over the fast kernel's output. No L x 512 tensor is
 built, nothing leaves the device, and untouched rows are the model's own output: with nothing to
 modulate the output is unchanged to the bit. May import numpy, torch, diffusers hooks,
-numina.capture and the layout labels (numina.method.layout and numina.method.correct).
+numina.capture, numina.compat and the layout labels (numina.method.layout and numina.method.correct).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.hooks import ModelHook
-from diffusers.hooks.hooks import StateManager
 
-from numina.capture.hooks import HookSet, KeepOutputHook, NoState, denoising_context
+from numina.capture.hooks import HookSet, KeepOutputHook
+from numina.compat import DenoisingContext, check_transformer
 from numina.method.correct import smallest_instance
 from numina.method.layout import ADDED_BASE, BACKGROUND, REMOVED
 
@@ -248,15 +248,14 @@ class _RunState:
 class _StepHook(ModelHook):
     """On the transformer: decides per call whether to modulate (conditional branch, delta > 0.25)."""
 
-    _is_stateful = True
+    _is_stateful = True  # reset by diffusers when a pipeline call ends
 
-    def __init__(self, state: _RunState, centre: float) -> None:
+    def __init__(self, state: _RunState, centre: float, context: DenoisingContext) -> None:
         super().__init__()
-        self.context_manager = StateManager(NoState)
-        self.state, self.centre = state, centre
+        self.state, self.centre, self.context = state, centre, context
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
-        step, branch = denoising_context(self.context_manager, "Cross-attention modulation")
+        step, branch = self.context.where("Cross-attention modulation")
         strength = delta(step, self.centre)
         self.state.strength = strength if branch == "cond" and strength > GATE else None
         self.state.tensors.clear()
@@ -350,17 +349,18 @@ class CrossAttentionModulation:
             raise RuntimeError("This modulation is already installed.")
         if self.plan.empty:
             return
+        attentions = [
+            (f"blocks.{layer}.attn2", block.attn2) for layer, block in enumerate(self.transformer.blocks)
+        ]
+        check_transformer(
+            self.transformer, "Cross-attention modulation", attentions, projections=True, text_only=True
+        )
         device = next(self.transformer.parameters()).device
         if self.device_plan is None or self.device_plan.rows.device != device:
             self.device_plan = self.plan.to(device)  # built once, however often the hooks go on
-        self._hooks.register(self.transformer, "step", _StepHook(self.state, self.plan.centre))
-        for layer, block in enumerate(self.transformer.blocks):
-            attention = block.attn2
-            if getattr(attention, "fused_projections", False):
-                raise RuntimeError(
-                    "Modulation needs unfused q/k/v projections; call transformer.unfuse_qkv()."
-                )
-            name = f"blocks.{layer}.attn2"
+        context = self._hooks.context(self.transformer)
+        self._hooks.register(self.transformer, "step", _StepHook(self.state, self.plan.centre, context))
+        for layer, (name, attention) in enumerate(attentions):
             for slot, module in (("q", attention.norm_q), ("k", attention.norm_k), ("v", attention.to_v)):
                 self._hooks.register(
                     module, f"{name}.{slot}", KeepOutputHook(self.state, f"{layer}.{slot}", self.batch_index)
