@@ -58,7 +58,7 @@ if __name__ == "__main__":  # --help and argument errors answer before the impor
 import torch
 from diffusers import WanTransformer3DModel
 
-from numina.capture import AttentionCapture, MemorySink, numina_spec, open_capture_store, reductions
+from numina.capture import AttentionCapture, MemoryStore, numina_spec, open_capture_store, reductions
 from numina.metrics import top_components
 from numina.models import Geometry, get_variant
 from numina.store import measure_write_throughput
@@ -218,7 +218,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
 
     plain_out = forward(model, inputs, step)
-    memory_sink = MemorySink()
+    memory_sink = MemoryStore(spec, geometry)
     with AttentionCapture(model, spec, geometry, memory_sink):
         capture_out = forward(model, inputs, step)
     identical = bool(torch.equal(plain_out, capture_out))
@@ -228,11 +228,11 @@ def main() -> None:
         forward(model, inputs, step)
 
     def capture_memory():
-        with AttentionCapture(model, spec, geometry, MemorySink()):
+        with AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry)):
             forward(model, inputs, step)
 
     def capture_release():
-        with AttentionCapture(model, release_spec, geometry, MemorySink()):
+        with AttentionCapture(model, release_spec, geometry, MemoryStore(release_spec, geometry)):
             forward(model, inputs, step)
 
     writers = []
@@ -244,7 +244,7 @@ def main() -> None:
         writers.append(writer)
 
     def hooks_idle():
-        with AttentionCapture(model, spec, geometry, MemorySink()):
+        with AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry)):
             forward(model, inputs, step + 1)
 
     variants = {

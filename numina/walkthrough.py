@@ -1,9 +1,11 @@
-"""A pipeline run with attention capture written to an HDF5 store: NUMINA's walk-through and more.
+"""A pipeline run with attention capture, kept in memory or written to an HDF5 store.
 
-`capture_generation` runs a diffusers Wan pipeline with an `AttentionCapture` installed and the
-store writer as its sink, records what the store needs to stand alone (prompt, token table,
-geometry, steps and timesteps, model, config, code version, seed), and leaves a complete store only
-when the run finished (an interrupted run leaves `<store>.partial`, which readers refuse).
+`run_with_capture` (TransformerLens' `run_with_cache` in spirit) returns the video and the capture in
+memory, read like a stored run. `capture_generation` runs a diffusers Wan pipeline with an
+`AttentionCapture` installed and the store writer as its sink, records what the store needs to stand
+alone (prompt, token table, geometry, steps and timesteps, model, config, code version, seed), and
+leaves a complete store only when the run finished (an interrupted run leaves `<store>.partial`,
+which readers refuse).
 Used by `experiments/generate.py`; the method's phase 1 and the diagnosis experiment build on it.
 May import numpy, torch, numina.capture, numina.checks, numina.models, numina.prompts and numina.version.
 """
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from numina.capture import AttentionCapture, CaptureSpec, open_capture_store
+from numina.capture import AttentionCapture, CaptureSpec, MemoryStore, open_capture_store
 from numina.checks import check_int, check_real, record_fields
 from numina.models import Geometry
 from numina.prompts import PromptTokens
@@ -94,6 +96,23 @@ def plain_generation(
     ]
     check_generated(video, prompt, settings.seed)
     return video
+
+
+def run_with_capture(
+    pipeline: Any, prompt: str, spec: CaptureSpec, settings: GenerationSettings, output_type: str = "np"
+) -> tuple[np.ndarray | torch.Tensor, MemoryStore]:
+    """The pipeline's video for `prompt` and what `spec` captured during it, in memory:
+
+        video, capture = run_with_capture(pipe, "three cats", spec, GenerationSettings(17, 128, 128, 20))
+        capture["cross_attention/probs"].sel(step=8, branch="cond", layer=3).values
+
+    The video is the plain generation's, to the bit (capturing changes nothing)."""
+    geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
+    spec = spec.resolved(geometry, settings.steps)
+    capture = MemoryStore(spec, geometry, {"prompt": prompt, "settings": settings.to_dict()})
+    with AttentionCapture(pipeline.transformer, spec, geometry, capture):
+        video = plain_generation(pipeline, prompt, settings, output_type)
+    return video, capture
 
 
 def capture_generation(

@@ -6,6 +6,7 @@ import copy
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers.hooks import HookRegistry
@@ -14,8 +15,9 @@ from numina.capture import (
     AttentionCapture,
     CaptureSpec,
     CrossAttentionCapture,
-    MemorySink,
+    MemoryStore,
     SelfAttentionCapture,
+    TeeSink,
     numina_spec,
     open_capture_store,
     reductions,
@@ -23,7 +25,9 @@ from numina.capture import (
 from numina.metrics import separability, top_components
 from numina.metrics.lowrank import randomized_svd_components, release_score_components
 from numina.models import Geometry
-from numina.store import open_store
+from numina.prompts import parse_prompt
+from numina.store import CoordinateError, open_store
+from numina.walkthrough import GenerationSettings, capture_generation, plain_generation, run_with_capture
 
 PROMPT = "three red cats on a sofa"
 FRAMES, SIZE, STEPS, STEP, LAYER = 9, 128, 4, 2, 1
@@ -58,6 +62,11 @@ def _spec(geometry: Geometry, prompt_length: int = 8) -> CaptureSpec:
             layers=(0, LAYER), tokens=(0, 2, 3, 40), prompt_length=prompt_length
         ),
     ).resolved(geometry, STEPS)
+
+
+def _read(store: MemoryStore, name: str, **index) -> torch.Tensor:
+    """One written cell of a capture in memory, as a tensor."""
+    return torch.from_numpy(store[name].sel(index).values)
 
 
 class _Inputs:
@@ -101,7 +110,8 @@ def _reference_qk(attention: torch.nn.Module, hidden: torch.Tensor, context: tor
 
 def test_capture_never_changes_the_output(tiny_pipe, geometry: Geometry) -> None:
     plain = _generate(tiny_pipe)
-    with AttentionCapture(tiny_pipe.transformer, _spec(geometry), geometry, MemorySink()):
+    spec = _spec(geometry)
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, MemoryStore(spec, geometry)):
         captured = _generate(tiny_pipe)
     after = _generate(tiny_pipe)
     assert torch.equal(plain, captured)
@@ -137,8 +147,8 @@ def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry, mo
     assert geometry.heads == 4
     block = tiny_pipe.transformer.blocks[LAYER]
     recorder = _Inputs(block)
-    sink = MemorySink()
     spec = _spec(geometry)
+    sink = MemoryStore(spec, geometry)
     # Inputs are recorded at every call; the captured call is the 2 * STEP-th pair (cond first).
     with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink):
         _generate(tiny_pipe)
@@ -155,20 +165,20 @@ def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry, mo
         q, k = (x.unflatten(1, (geometry.frames, -1)) for x in (q, k))
         maps = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (h, F, tpf, tpf)
         torch.testing.assert_close(
-            sink.get("self_attention/maps", **index).double(), maps, atol=2e-4, rtol=2e-3
+            _read(sink, "self_attention/maps", **index).double(), maps, atol=2e-4, rtol=2e-3
         )
         components, singular = top_components(maps, 3)
         torch.testing.assert_close(
-            sink.get("self_attention/components", **index).double(),
+            _read(sink, "self_attention/components", **index).double(),
             components.unflatten(-2, (geometry.height, geometry.width)),
             atol=2e-3,
             rtol=2e-3,
         )
         torch.testing.assert_close(
-            sink.get("self_attention/singular_values", **index).double(), singular, rtol=1e-4, atol=1e-6
+            _read(sink, "self_attention/singular_values", **index).double(), singular, rtol=1e-4, atol=1e-6
         )
         torch.testing.assert_close(
-            sink.get("self_attention/scores", **index).double(),
+            _read(sink, "self_attention/scores", **index).double(),
             separability(components, geometry.height, geometry.width),
             rtol=1e-3,
             atol=1e-4,
@@ -182,15 +192,18 @@ def test_captured_maps_equal_float64_reference(tiny_pipe, geometry: Geometry, mo
             .unflatten(-1, (geometry.frames, geometry.height, geometry.width))
         )
         torch.testing.assert_close(
-            sink.get("cross_attention/probs", **index).double(), expected, rtol=2e-3, atol=1e-6
+            _read(sink, "cross_attention/probs", **index).double(), expected, rtol=2e-3, atol=1e-6
         )
         prompt_mass = probs[..., :8].sum(-1).unflatten(-1, (geometry.frames, -1)).mean(-1)
         torch.testing.assert_close(
-            sink.get("cross_attention/text_mass", **index)[..., 0].double(), prompt_mass, rtol=1e-5, atol=1e-6
+            _read(sink, "cross_attention/text_mass", **index)[..., 0].double(),
+            prompt_mass,
+            rtol=1e-5,
+            atol=1e-6,
         )
         per_query = probs[..., :8].sum(-1).unflatten(-1, (geometry.frames, geometry.height, geometry.width))
         torch.testing.assert_close(
-            sink.get("cross_attention/prompt_mass", **index).double(), per_query, rtol=2e-3, atol=1e-6
+            _read(sink, "cross_attention/prompt_mass", **index).double(), per_query, rtol=2e-3, atol=1e-6
         )
 
 
@@ -230,7 +243,7 @@ def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometr
     spec = _spec(geometry, prompt_length=6)
     block = tiny_pipe.transformer.blocks[LAYER]
     recorder = _Inputs(block)
-    sink = MemorySink()
+    sink = MemoryStore(spec, geometry)
     with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink):
         _generate(tiny_pipe, prompt_embeds=embeds, negative_prompt_embeds=negative)
     recorder.remove()
@@ -245,29 +258,29 @@ def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometr
         .transpose(-1, -2)
         .unflatten(-1, (geometry.frames, geometry.height, geometry.width))
     )
-    got = sink.get("cross_attention/probs", step=STEP, branch="cond", layer=LAYER).double()
+    got = _read(sink, "cross_attention/probs", step=STEP, branch="cond", layer=LAYER).double()
     torch.testing.assert_close(got, expected, rtol=2e-3, atol=1e-6)
 
 
 def test_capture_without_cache_context_explains_itself(tiny_pipe, geometry: Geometry) -> None:
-    transformer = tiny_pipe.transformer
+    transformer, spec = tiny_pipe.transformer, _spec(geometry)
     inputs = dict(
         hidden_states=torch.randn(1, 16, geometry.frames, SIZE // 8, SIZE // 8),
         timestep=torch.tensor([500.0]),
         encoder_hidden_states=torch.zeros(1, 512, tiny_pipe.text_encoder.config.d_model),
     )
     with (
-        AttentionCapture(transformer, _spec(geometry), geometry, MemorySink()),
+        AttentionCapture(transformer, spec, geometry, MemoryStore(spec, geometry)),
         pytest.raises(RuntimeError, match="cache_context"),
     ):
         transformer(**inputs)
-    sink = MemorySink()
+    sink = MemoryStore(spec, geometry)
     with (
-        AttentionCapture(transformer, _spec(geometry), geometry, sink),
+        AttentionCapture(transformer, spec, geometry, sink),
         transformer.cache_context("cond", step_index=1),
     ):
         transformer(**inputs)
-    assert sink.get("capture/timestep", step=1, branch="cond").item() == 500.0
+    assert _read(sink, "capture/timestep", step=1, branch="cond").item() == 500.0
     assert HookRegistry.check_if_exists_or_initialize(transformer).get_hook("numina.capture.step") is None
 
 
@@ -292,7 +305,7 @@ def test_spec_validation_and_round_trip(geometry: Geometry) -> None:
 def test_capture_into_the_store_has_named_dimensions(tiny_pipe, geometry: Geometry, tmp_path: Path) -> None:
     spec = _spec(geometry)
     writer = open_capture_store(tmp_path / "attention.h5", spec, geometry, {"prompt": PROMPT, "seed": 0})
-    sink = MemorySink()
+    sink = MemoryStore(spec, geometry)
     with AttentionCapture(tiny_pipe.transformer, spec, geometry, writer):
         _generate(tiny_pipe)
     writer.close()
@@ -306,13 +319,48 @@ def test_capture_into_the_store_has_named_dimensions(tiny_pipe, geometry: Geomet
         assert probs.dims == ("step", "branch", "layer", "head", "token", "frame", "y", "x")
         assert list(probs.coords["token"]) == [0, 2, 3, 40]
         one = probs.sel(step=STEP, branch="uncond", layer=LAYER, token=3).values
-        expected = sink.get("cross_attention/probs", step=STEP, branch="uncond", layer=LAYER)[:, 2]
+        expected = _read(sink, "cross_attention/probs", step=STEP, branch="uncond", layer=LAYER)[:, 2]
         assert one.shape == (geometry.heads, geometry.frames, geometry.height, geometry.width)
         torch.testing.assert_close(torch.from_numpy(one), expected)
         scores = store["self_attention/scores"].sel(step=1, branch="cond", layer=3).values
         torch.testing.assert_close(
-            torch.from_numpy(scores), sink.get("self_attention/scores", step=1, branch="cond", layer=3)
+            torch.from_numpy(scores), _read(sink, "self_attention/scores", step=1, branch="cond", layer=3)
         )
+
+
+def test_a_capture_in_memory_reads_as_the_same_capture_in_a_file(
+    tiny_pipe, geometry: Geometry, tmp_path: Path
+) -> None:
+    """One reader: every dataset of the store's layout, its dims, coordinates, values (NaN where
+    nothing was written, the dataset's dtype) and written cells, equal in memory and on disk."""
+    spec = _spec(geometry)
+    memory = MemoryStore(spec, geometry, {"prompt": PROMPT})
+    writer = open_capture_store(tmp_path / "attention.h5", spec, geometry, {"prompt": PROMPT})
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, TeeSink(memory, writer)):
+        _generate(tiny_pipe)
+    writer.close()
+    with open_store(tmp_path / "attention.h5") as store:
+        assert sorted(memory.datasets) == sorted(store.datasets)
+        assert {key: memory.attrs[key] for key in ("prompt", "geometry", "capture_spec")} == {
+            key: store.attrs[key] for key in ("prompt", "geometry", "capture_spec")
+        }
+        for name in memory.datasets:
+            mine, theirs = memory[name], store[name]
+            assert mine.dims == theirs.dims and mine.dtype == theirs.dtype, name
+            assert all(np.array_equal(mine.coords[d], theirs.coords[d]) for d in mine.dims), name
+            np.testing.assert_array_equal(mine.values, theirs.values, err_msg=name)  # NaN == NaN
+            assert mine.written() == theirs.written(), name
+        cell = dict(step=STEP, branch="uncond", layer=LAYER, token=[40, 0], head=1)
+        probs = memory["cross_attention/probs"].sel(cell)
+        assert probs.dims == ("token", "frame", "y", "x")
+        np.testing.assert_array_equal(probs.values, store["cross_attention/probs"].sel(cell).values)
+    memory.clear()  # what run_numina does after the walk-through: nothing written is left
+    unwritten = memory["self_attention/scores"].sel(step=1, branch="cond", layer=LAYER)
+    assert np.isnan(unwritten.values).all() and unwritten.written() == []
+    with pytest.raises(CoordinateError, match="not a coordinate value"):
+        memory.write("capture/timestep", {"step": 99, "branch": "cond"}, torch.tensor(1.0))
+    with pytest.raises(CoordinateError, match="no dataset 'self_attention/maps_x'"):
+        memory["self_attention/maps_x"]
 
 
 @pytest.mark.slow
@@ -324,14 +372,14 @@ def test_capture_on_wan22_records_expanded_timesteps(tmp_path: Path) -> None:
     geometry = Geometry.from_pipeline(pipe, FRAMES, SIZE, SIZE)
     spec = _spec(geometry).resolved(geometry, STEPS)
     plain = _generate(pipe)
-    sink = MemorySink()
+    sink = MemoryStore(spec, geometry)
     with AttentionCapture(pipe.transformer, spec, geometry, sink):
         captured = _generate(pipe)
     assert torch.equal(plain, captured)
     for step in spec.steps:
-        recorded = sink.get("capture/timestep", step=step, branch="uncond")
+        recorded = _read(sink, "capture/timestep", step=step, branch="uncond")
         assert recorded.item() == pytest.approx(pipe.scheduler.timesteps[step].item())
-    assert sink.get("self_attention/scores", step=STEP, branch="cond", layer=LAYER).shape == (
+    assert _read(sink, "self_attention/scores", step=STEP, branch="cond", layer=LAYER).shape == (
         geometry.heads,
         geometry.frames,
         4,
@@ -357,3 +405,19 @@ def test_the_release_estimators_reduce_maps_as_their_functions_do_in_any_chunkin
         torch.testing.assert_close(one_head_at_a_time[name], values, rtol=0, atol=0, msg=name)
     with pytest.raises(ValueError, match="estimator 'exact' is not one of"):
         SelfAttentionCapture(layers=(0,), estimator="exact")
+
+
+def test_run_with_capture_gives_the_plain_video_and_the_stored_runs_capture(
+    tiny_pipe, geometry: Geometry, tmp_path: Path
+) -> None:
+    settings = GenerationSettings(FRAMES, SIZE, SIZE, STEPS, seed=3)
+    spec = _spec(geometry)
+    video, capture = run_with_capture(tiny_pipe, PROMPT, spec, settings)
+    assert np.array_equal(video, plain_generation(tiny_pipe, PROMPT, settings))
+    capture_generation(
+        tiny_pipe, parse_prompt(PROMPT, tiny_pipe.tokenizer), spec, settings, tmp_path / "a.h5"
+    )
+    with open_store(tmp_path / "a.h5") as store:
+        for name in capture.datasets:
+            np.testing.assert_array_equal(capture[name].values, store[name].values, err_msg=name)
+    assert capture.attrs["prompt"] == PROMPT and capture.attrs["settings"]["seed"] == 3

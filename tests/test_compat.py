@@ -10,7 +10,7 @@ from diffusers import WanTransformer3DModel
 from diffusers.hooks import HookRegistry
 
 from numina import compat
-from numina.capture import AttentionCapture, CaptureSpec, CrossAttentionCapture, MemorySink
+from numina.capture import AttentionCapture, CaptureSpec, CrossAttentionCapture, MemoryStore
 from numina.method.cache import FirstBlockStepCache, StepCache
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan
 from numina.models import Geometry
@@ -59,7 +59,7 @@ def test_features_share_one_context_hook_removed_with_the_last(tiny_pipe) -> Non
         branches=("cond",),
         cross_attention=CrossAttentionCapture(layers=(0,), tokens=(1,), prompt_length=8),
     ).resolved(geometry, 4)
-    sink = MemorySink()
+    sink = MemoryStore(spec, geometry)
     generator = torch.Generator().manual_seed(0)
     inputs = dict(
         hidden_states=torch.randn(1, 16, geometry.frames, SIZE // 8, SIZE // 8, generator=generator),
@@ -80,7 +80,7 @@ def test_features_share_one_context_hook_removed_with_the_last(tiny_pipe) -> Non
         assert context.users == 2 and registry.get_hook(compat.CONTEXT_HOOK) is context
         assert not modulation._hooks
     # each feature read the step and branch from the shared hook
-    assert sink.get("capture/timestep", step=1, branch="cond").item() == 500.0
+    assert sink["capture/timestep"].sel(step=1, branch="cond").values.item() == 500.0
     assert cache.skipped == []
     assert _numina_hooks(transformer) == []
 
@@ -103,7 +103,7 @@ def test_a_transformer_run_another_way_is_refused_before_any_hook(tiny_pipe, mon
     attention.processor = OtherProcessor()
     try:
         for feature in (
-            AttentionCapture(transformer, spec, geometry, MemorySink()),
+            AttentionCapture(transformer, spec, geometry, MemoryStore(spec, geometry)),
             CrossAttentionModulation(transformer, _plan()),
         ):
             with pytest.raises(
@@ -116,7 +116,7 @@ def test_a_transformer_run_another_way_is_refused_before_any_hook(tiny_pipe, mon
 
     monkeypatch.setattr(compat, "version", lambda name: "0.44.0")
     for feature in (
-        AttentionCapture(transformer, spec, geometry, MemorySink()),
+        AttentionCapture(transformer, spec, geometry, MemoryStore(spec, geometry)),
         CrossAttentionModulation(transformer, _plan()),
         StepCache(transformer, 4),
         FirstBlockStepCache(transformer, 4),

@@ -13,7 +13,7 @@ import torch
 
 import numina.method.generation as generation
 import numina.method.modulate as modulate
-from numina.capture import AttentionCapture, MemorySink
+from numina.capture import AttentionCapture, MemoryStore
 from numina.method import segments
 from numina.method.generation import NuminaResult, identify_and_layout, method_spec, run_numina
 from numina.method.identify import Phase1Data
@@ -301,7 +301,7 @@ def test_first_block_cache_is_off_on_the_walkthroughs_reference_step(
     assert result.cached_steps["walkthrough"] == [1]
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
     spec, step, layer = method_spec(geometry, tokens, SETTINGS, options)
-    memory, transformer = MemorySink(), tiny_pipe.transformer
+    memory, transformer = MemoryStore(spec, geometry), tiny_pipe.transformer
     with (
         torch.no_grad(),
         AttentionCapture(transformer, spec, geometry, memory),
@@ -309,7 +309,7 @@ def test_first_block_cache_is_off_on_the_walkthroughs_reference_step(
     ):
         transformer(**calls[2 * step])  # the reference step's conditional call (cond, uncond per step)
     for name, values in _reference_capture(tmp_path / "c.h5", step, layer).items():
-        expected = memory.get(name, step=step, branch="cond", layer=layer).cpu().numpy()
+        expected = memory[name].sel(step=step, branch="cond", layer=layer).values
         np.testing.assert_array_equal(values, expected, err_msg=name)
 
 

@@ -1,7 +1,7 @@
 """The hook layer: capture per-head, per-step attention reductions from a Wan transformer."""
 
 from numina.capture.hooks import AttentionCapture, Sink
-from numina.capture.sinks import MemorySink, TeeSink
+from numina.capture.sinks import MemoryStore, TeeSink
 from numina.capture.spec import (
     CaptureSpec,
     CrossAttentionCapture,
@@ -17,7 +17,7 @@ __all__ = [
     "AttentionCapture",
     "CaptureSpec",
     "CrossAttentionCapture",
-    "MemorySink",
+    "MemoryStore",
     "SelfAttentionCapture",
     "Sink",
     "TeeSink",

@@ -33,7 +33,7 @@ HOOK_PREFIX = "numina.capture"
 
 
 class Sink(Protocol):
-    """Where captured tensors go: `numina.store.AttentionStoreWriter` or `MemorySink`."""
+    """Where captured tensors go: `numina.store.AttentionStoreWriter` or `MemoryStore`."""
 
     def write(self, name: str, index: dict[str, Any], data: Any) -> None: ...
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from numina.capture import AttentionCapture, MemorySink, TeeSink, numina_spec, open_capture_store
+from numina.capture import AttentionCapture, MemoryStore, TeeSink, numina_spec, open_capture_store
 from numina.capture.spec import CaptureSpec, release_reference_layer
 from numina.method.cache import WARMUP, FirstBlockStepCache, StepCache
 from numina.method.correct import Edit, check_correction, correct_layout
@@ -286,7 +286,7 @@ def run_numina(
     }
     writer = open_capture_store(store_path, spec, geometry, root)
     _declare_layout(writer, nouns, geometry)
-    memory = MemorySink()
+    memory = MemoryStore(spec, geometry)
     found: dict[str, Any] = {}
     timings: dict[str, float] = {}
 
@@ -295,7 +295,7 @@ def run_numina(
             cache.step_end(pipe, index, timestep, tensors)
         if index == step:
             started = time.perf_counter()
-            data = Phase1Data.from_sink(memory, spec, step, reference_layer)
+            data = Phase1Data.from_store(memory, step, reference_layer)
             found["head"], found["cross_heads"], found["layout"] = identify_and_layout(
                 data, tokens, geometry, options, reference_layer
             )
@@ -319,7 +319,7 @@ def run_numina(
         timings["walkthrough"] = time.perf_counter() - started - timings.get("layout", 0.0)
         captured_timesteps = pipeline.scheduler.timesteps.float().tolist()  # the walk-through's schedule
         cached = {"walkthrough": list(cache.skipped) if cache else []}
-        memory.records.clear()
+        memory.clear()
         layout = found["layout"]
         started = time.perf_counter()
         correct = correct_tracked if options.track_instances else correct_layout

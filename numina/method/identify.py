@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from numina.capture import CaptureSpec, MemorySink
+from numina.capture import MemoryStore
 from numina.metrics.concentration import STATS, concentration_stats
 from numina.metrics.separability import DEFAULT_WEIGHTS, TERMS, separability
 from numina.store import AttentionStore
@@ -58,33 +58,15 @@ class Phase1Data:
     score_components: np.ndarray | None = None
 
     @classmethod
-    def from_sink(cls, sink: MemorySink, spec: CaptureSpec, step: int, cross_layer: int) -> Phase1Data:
-        """From a run's in-memory capture (`spec` resolved, `step` captured on the conditional branch)."""
-        layers = tuple(spec.self_attention.layers)
-        at = {"step": step, "branch": "cond"}
-
-        def stack(name: str) -> np.ndarray:
-            return torch.stack([sink.get(name, **at, layer=layer).float() for layer in layers]).cpu().numpy()
-
-        cross = sink.get("cross_attention/probs", **at, layer=cross_layer).float().cpu().numpy()
-        scored = None
-        if spec.self_attention.keeps_score_components:
-            scored = stack("self_attention/score_components")
-        return cls(
-            layers,
-            stack("self_attention/scores"),
-            _flat(stack("self_attention/components")),
-            tuple(spec.cross_attention.tokens),
-            cross,
-            None if scored is None else _flat(scored),
-        )
-
-    @classmethod
     def from_store(
-        cls, store: AttentionStore, step: int, cross_layer: int, layers: Sequence[int] | None = None
+        cls,
+        store: AttentionStore | MemoryStore,
+        step: int,
+        cross_layer: int,
+        layers: Sequence[int] | None = None,
     ) -> Phase1Data:
-        """From a stored run (file), as the notebooks and analysis read it; the self-attention of
-        `layers` only (default: every captured block)."""
+        """From a capture, in memory (a run's phase 1) or stored (a file, as the notebooks and analysis
+        read it); the self-attention of `layers` only (default: every captured block)."""
         at = {"step": step, "branch": "cond"}
         if layers is not None:
             at["layer"] = list(layers)
