@@ -30,6 +30,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from analysis.maps import word_maps
+from numina.capture.names import CROSS_PROBS, SELF_COMPONENTS
 from numina.metrics.separability import grey_image
 from numina.store import AttentionStore
 
@@ -86,7 +87,7 @@ def token_maps_figure(
     over its positions. Each map is the mean over the captured heads and layers; every row shares
     one colour scale, so a weak, diffuse token looks weak next to a sharp one.
     """
-    probs = store["cross_attention/probs"].sel(step=step, branch=branch)
+    probs = store[CROSS_PROBS].sel(step=step, branch=branch)
     positions = [int(p) for p in probs.coords["token"]]
     frames = probs.coords["frame"]
     shown = _frames_shown(len(frames), max_frames)
@@ -196,7 +197,7 @@ def token_grid_figure(
     """One token's cross-attention maps: latent frames across, heads down (a word of several tokens is
     the mean over its `positions`). Each row has its own colour scale, so shapes compare across heads."""
     maps = word_maps(store, positions, step, layer, normalisation, branch)  # (head, frame, y, x)
-    all_heads = [int(h) for h in store["cross_attention/probs"].coords["head"]]
+    all_heads = [int(h) for h in store[CROSS_PROBS].coords["head"]]
     heads = all_heads if heads is None else list(heads)
     shown = _frames_shown(maps.shape[1], max_frames)
     with mpl.rc_context(STYLE):
@@ -223,9 +224,7 @@ def components_figure(
     store: AttentionStore, step: int, layer: int, head: int, frame: int, branch: str = "cond"
 ) -> Figure:
     """A head's frame-local self-attention components as images, and the grey image S1/S2/S3 score."""
-    components = store["self_attention/components"].sel(
-        step=step, branch=branch, layer=layer, head=head, frame=frame
-    )
+    components = store[SELF_COMPONENTS].sel(step=step, branch=branch, layer=layer, head=head, frame=frame)
     values = components.values.astype(np.float32)  # (y, x, component)
     height, width, count = values.shape
     grey = grey_image(torch.from_numpy(values).flatten(0, 1), height, width).numpy() if count >= 3 else None

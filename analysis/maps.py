@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from numina.capture.names import CROSS_PROBS, CROSS_PROMPT_MASS
 from numina.metrics.concentration import renormalise_over_prompt
 from numina.store import AttentionStore
 
@@ -29,7 +30,7 @@ def token_maps(
     if normalisation not in ("all", "prompt"):
         raise ValueError(f"normalisation must be 'all' or 'prompt', got {normalisation!r}")
     index = {"step": step, "branch": branch, "layer": layer}
-    probs = store["cross_attention/probs"].sel(index)
+    probs = store[CROSS_PROBS].sel(index)
     if positions is not None:
         probs = probs.sel(token=list(positions))
     maps = probs.values.astype(np.float32)
@@ -42,7 +43,7 @@ def over_prompt(
     """(head, token, frame, y, x) maps of one step and block renormalised over the prompt's tokens, with
     the share of each video position's attention that went to the prompt (stored beside the maps)."""
     index = {"step": step, "branch": branch, "layer": layer}
-    mass = store["cross_attention/prompt_mass"].sel(index).values.astype(np.float32)  # (head, frame, y, x)
+    mass = store[CROSS_PROMPT_MASS].sel(index).values.astype(np.float32)  # (head, frame, y, x)
     return renormalise_over_prompt(torch.from_numpy(maps), torch.from_numpy(mass)[:, None]).numpy()
 
 

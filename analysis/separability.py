@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from numina.capture.names import SELF_COMPONENTS, SELF_SCORE_COMPONENTS, SELF_SCORES
 from numina.method.identify import best_heads
 from numina.metrics.separability import DEFAULT_WEIGHTS, TERMS, Variant, separability
 from numina.store import AttentionStore
@@ -40,14 +41,14 @@ def separability_table(
 ) -> pd.DataFrame:
     """S1, S2, S3 and S per (step, layer, head, frame); columns `step, branch, layer, head, frame,
     S1, S2, S3, S, variant`."""
-    if "self_attention/components" not in store:
+    if SELF_COMPONENTS not in store:
         raise KeyError(f"{store} holds no self-attention components; capture self_attention first.")
-    components = store["self_attention/components"]
-    if "self_attention/score_components" in store:  # the release's estimators: scores had their own
-        components = store["self_attention/score_components"]
+    components = store[SELF_COMPONENTS]
+    if SELF_SCORE_COMPONENTS in store:  # the release's estimators: scores had their own
+        components = store[SELF_SCORE_COMPONENTS]
     capture = store.attrs.get("capture_spec", {}).get("self_attention") or {}
     stored = (
-        "self_attention/scores" in store
+        SELF_SCORES in store
         and capture.get("score_variant", "official") == variant
         and tuple(weights) == DEFAULT_WEIGHTS
     )
@@ -61,7 +62,7 @@ def separability_table(
         for layer in layers:
             index = {"step": step, "branch": branch, "layer": layer}
             if stored:
-                scores = store["self_attention/scores"].sel(index).values  # (head, frame, term)
+                scores = store[SELF_SCORES].sel(index).values  # (head, frame, term)
             else:
                 values = components.sel(index).values.astype(np.float32)  # (head, frame, y, x, component)
                 flat = torch.from_numpy(values).flatten(2, 3)

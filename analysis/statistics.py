@@ -20,6 +20,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from analysis.maps import over_prompt, token_maps
+from numina.capture.names import CROSS_PROBS, CROSS_STATS, CROSS_TEXT_MASS, TIMESTEP
 from numina.metrics.concentration import STATS, concentration_stats
 from numina.prompts import PromptTokens
 from numina.store import AttentionStore
@@ -41,7 +42,7 @@ def prompt_tokens_of(store: AttentionStore) -> PromptTokens:
 
 def captured_steps(store: AttentionStore, branch: str = "cond") -> list[int]:
     """The denoising steps the store holds for `branch`, in order."""
-    timesteps = store["capture/timestep"].sel(branch=branch)
+    timesteps = store[TIMESTEP].sel(branch=branch)
     steps, values = timesteps.coords["step"], timesteps.values
     return [int(step) for step, value in zip(steps, values, strict=True) if np.isfinite(value)]
 
@@ -70,8 +71,8 @@ def token_table(
         raise ValueError(f"normalisation must be one or more of {NORMALISATIONS}, got {normalisation!r}.")
     if frames not in ("mean", "each"):
         raise ValueError(f"frames must be 'mean' or 'each', got {frames!r}.")
-    has_maps = "cross_attention/probs" in store
-    if not has_maps and "cross_attention/stats" not in store:
+    has_maps = CROSS_PROBS in store
+    if not has_maps and CROSS_STATS not in store:
         raise KeyError(f"{store} holds no cross-attention maps or statistics; capture cross_attention first.")
     if not has_maps and "prompt" in normalisations:
         raise ValueError(
@@ -79,13 +80,13 @@ def token_table(
             "statistics only; capture with CrossAttentionCapture(maps=True) or use normalisation='all'."
         )
     tokens = prompt_tokens_of(store)
-    source = store["cross_attention/probs" if has_maps else "cross_attention/stats"]
+    source = store[CROSS_PROBS if has_maps else CROSS_STATS]
     steps = captured_steps(store, branch) if steps is None else list(steps)
     layers = [int(layer) for layer in source.coords["layer"]] if layers is None else list(layers)
     heads = np.asarray(source.coords["head"], dtype=int)
     positions = np.asarray(source.coords["token"], dtype=int)
     frame_ids = np.asarray(source.coords["frame"], dtype=int)
-    text_mass = store["cross_attention/text_mass"]
+    text_mass = store[CROSS_TEXT_MASS]
     pieces: dict[str, list[pd.DataFrame]] = {n: [] for n in normalisations}
     for step in steps:
         for layer in layers:

@@ -60,6 +60,7 @@ from analysis.instance_heads import (
     token_instances,
 )
 from numina.capture import CaptureSpec, SelfAttentionCapture
+from numina.capture.names import SELF_MAPS, SELF_SCORES
 from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
     check_output,
@@ -103,8 +104,8 @@ def prompt_rows(store_path: Path, video: np.ndarray, counter, targets: dict, str
     frame's S-chosen head at every block."""
     rows = []
     with open_store(store_path) as store:
-        maps = store["self_attention/maps"]
-        scores = store["self_attention/scores"].sel(branch="cond", term="S")
+        maps = store[SELF_MAPS]
+        scores = store[SELF_SCORES].sel(branch="cond", term="S")
         step = int(maps.coords["step"][0])
         layers, frames = (list(map(int, maps.coords[dim])) for dim in ("layer", "frame"))
         sources = latent_frame_sources(len(frames))

@@ -25,6 +25,18 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from numina.capture import reductions
+from numina.capture.names import (
+    CROSS_PROBS,
+    CROSS_PROMPT_MASS,
+    CROSS_STATS,
+    CROSS_TEXT_MASS,
+    SELF_COMPONENTS,
+    SELF_MAPS,
+    SELF_SCORE_COMPONENTS,
+    SELF_SCORES,
+    SELF_SINGULAR_VALUES,
+    TIMESTEP,
+)
 from numina.capture.spec import CaptureSpec, cross_attention_point, self_attention_point
 from numina.compat import DenoisingContext, check_transformer
 from numina.models.geometry import Geometry
@@ -76,7 +88,7 @@ class _StepContextHook(ModelHook):
             if timestep is not None:
                 # (batch,) or, with expanded timesteps (Wan2.2), (batch, tokens): the video's first token
                 value = timestep.reshape(timestep.shape[0], -1)[self.spec.batch_index, 0].float()
-                self.sink.write("capture/timestep", {"step": state.step, "branch": state.branch}, value)
+                self.sink.write(TIMESTEP, {"step": state.step, "branch": state.branch}, value)
         return args, kwargs
 
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
@@ -255,14 +267,14 @@ class AttentionCapture:
         )
         index = self._index(layer)
         if part.maps:
-            self.sink.write("self_attention/maps", index, reduced["maps"])
+            self.sink.write(SELF_MAPS, index, reduced["maps"])
         # float32: the layout clusters these values, and they are small (heads x frames x tpf x k)
-        self.sink.write("self_attention/components", index, reduced["components"].float())
-        self.sink.write("self_attention/singular_values", index, reduced["singular_values"])
+        self.sink.write(SELF_COMPONENTS, index, reduced["components"].float())
+        self.sink.write(SELF_SINGULAR_VALUES, index, reduced["singular_values"])
         if "scores" in reduced:
-            self.sink.write("self_attention/scores", index, reduced["scores"])
+            self.sink.write(SELF_SCORES, index, reduced["scores"])
         if "score_components" in reduced:
-            self.sink.write("self_attention/score_components", index, reduced["score_components"])
+            self.sink.write(SELF_SCORE_COMPONENTS, index, reduced["score_components"])
 
     def record_cross_attention(self, layer: int, heads: int, query: torch.Tensor, key: torch.Tensor) -> None:
         """Cross-attention probabilities of one block at the chosen tokens, written to the sink."""
@@ -279,9 +291,9 @@ class AttentionCapture:
             probs, text_mass, geometry.frames, geometry.height, geometry.width, part.stats
         )
         index = self._index(layer)
-        self.sink.write("cross_attention/text_mass", index, reduced["text_mass"])
+        self.sink.write(CROSS_TEXT_MASS, index, reduced["text_mass"])
         if part.maps:
-            self.sink.write("cross_attention/probs", index, reduced["probs"].to(torch.float16))
-            self.sink.write("cross_attention/prompt_mass", index, reduced["prompt_mass"].to(torch.float16))
+            self.sink.write(CROSS_PROBS, index, reduced["probs"].to(torch.float16))
+            self.sink.write(CROSS_PROMPT_MASS, index, reduced["prompt_mass"].to(torch.float16))
         if part.stats:
-            self.sink.write("cross_attention/stats", index, reduced["stats"])
+            self.sink.write(CROSS_STATS, index, reduced["stats"])

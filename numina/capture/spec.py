@@ -3,8 +3,8 @@
 A `CaptureSpec` is plain data (it round-trips through a dict into the run's config and the store), and
 it names every capture point the way the model names its modules (`blocks.15.attn1` for the
 self-attention of block 15, `blocks.15.attn2` for its cross-attention). It also declares the store
-datasets a capture fills, with their named dimensions. May import numina.models.geometry and
-numina.metrics (for the names of statistics and score terms).
+datasets a capture fills, with their named dimensions. May import numina.capture.names,
+numina.models.geometry and numina.metrics (for the names of statistics and score terms).
 """
 
 from __future__ import annotations
@@ -12,6 +12,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from numina.capture.names import (
+    CROSS_PROBS,
+    CROSS_PROMPT_MASS,
+    CROSS_STATS,
+    CROSS_TEXT_MASS,
+    SELF_COMPONENTS,
+    SELF_MAPS,
+    SELF_SCORE_COMPONENTS,
+    SELF_SCORES,
+    SELF_SINGULAR_VALUES,
+    TIMESTEP,
+)
 from numina.metrics.concentration import STATS
 from numina.metrics.separability import TERMS
 from numina.models.geometry import Geometry
@@ -225,7 +237,7 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
     }
     layout = StoreLayout()
     layout.coords["capture"] = {"step": common["step"], "branch": common["branch"]}
-    layout.datasets.append(DatasetDeclaration("capture/timestep", ("step", "branch"), "float32", ("step",)))
+    layout.datasets.append(DatasetDeclaration(TIMESTEP, ("step", "branch"), "float32", ("step",)))
     head_frame = ("step", "branch", "layer", "head", "frame")
     if spec.self_attention:
         part = spec.self_attention
@@ -240,26 +252,22 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
             layout.coords["self_attention"]["score_component"] = list(range(SCORE_COMPONENTS))
         layout.datasets.extend(
             [
-                DatasetDeclaration(
-                    "self_attention/components", (*head_frame, "y", "x", "component"), "float32"
-                ),
-                DatasetDeclaration("self_attention/singular_values", (*head_frame, "component"), "float32"),
+                DatasetDeclaration(SELF_COMPONENTS, (*head_frame, "y", "x", "component"), "float32"),
+                DatasetDeclaration(SELF_SINGULAR_VALUES, (*head_frame, "component"), "float32"),
             ]
         )
         if part.scores:
-            layout.datasets.append(
-                DatasetDeclaration("self_attention/scores", (*head_frame, "term"), "float32")
-            )
+            layout.datasets.append(DatasetDeclaration(SELF_SCORES, (*head_frame, "term"), "float32"))
         if part.keeps_score_components:
             layout.datasets.append(
                 DatasetDeclaration(
-                    "self_attention/score_components", (*head_frame, "y", "x", "score_component"), "float32"
+                    SELF_SCORE_COMPONENTS, (*head_frame, "y", "x", "score_component"), "float32"
                 )
             )
         if part.maps:
             positions = list(range(geometry.tokens_per_frame))
             layout.coords["self_attention"].update(query=positions, key=positions)
-            layout.datasets.append(DatasetDeclaration("self_attention/maps", (*head_frame, "query", "key")))
+            layout.datasets.append(DatasetDeclaration(SELF_MAPS, (*head_frame, "query", "key")))
     if spec.cross_attention:
         part = spec.cross_attention
         layout.coords["cross_attention"] = {
@@ -271,22 +279,18 @@ def store_layout(spec: CaptureSpec, geometry: Geometry) -> StoreLayout:
             "part": list(TEXT_PARTS),
         }
         by_token = ("step", "branch", "layer", "head", "token", "frame")
-        layout.datasets.append(
-            DatasetDeclaration("cross_attention/text_mass", (*head_frame, "part"), "float32")
-        )
+        layout.datasets.append(DatasetDeclaration(CROSS_TEXT_MASS, (*head_frame, "part"), "float32"))
         if part.maps:
             layout.datasets.extend(
                 [
                     DatasetDeclaration(
-                        "cross_attention/probs",
+                        CROSS_PROBS,
                         (*by_token, "y", "x"),
                         chunk_dims=("step", "branch", "layer", "token"),
                     ),
-                    DatasetDeclaration("cross_attention/prompt_mass", (*head_frame, "y", "x")),
+                    DatasetDeclaration(CROSS_PROMPT_MASS, (*head_frame, "y", "x")),
                 ]
             )
         if part.stats:
-            layout.datasets.append(
-                DatasetDeclaration("cross_attention/stats", (*by_token, "stat"), "float32")
-            )
+            layout.datasets.append(DatasetDeclaration(CROSS_STATS, (*by_token, "stat"), "float32"))
     return layout

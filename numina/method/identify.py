@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from numina.capture import MemoryStore
+from numina.capture.names import CROSS_PROBS, SELF_COMPONENTS, SELF_SCORE_COMPONENTS, SELF_SCORES
 from numina.metrics.concentration import STATS, concentration_stats
 from numina.metrics.separability import DEFAULT_WEIGHTS, TERMS, separability
 from numina.store import AttentionStore
@@ -70,14 +71,14 @@ class Phase1Data:
         at = {"step": step, "branch": "cond"}
         if layers is not None:
             at["layer"] = list(layers)
-        components = store["self_attention/components"].sel(at)  # (layer, head, frame, y, x, k)
-        cross = store["cross_attention/probs"].sel(step=step, branch="cond", layer=cross_layer)
+        components = store[SELF_COMPONENTS].sel(at)  # (layer, head, frame, y, x, k)
+        cross = store[CROSS_PROBS].sel(step=step, branch="cond", layer=cross_layer)
         scored = None
-        if "self_attention/score_components" in store:
-            scored = _flat(store["self_attention/score_components"].sel(at).values.astype(np.float32))
+        if SELF_SCORE_COMPONENTS in store:
+            scored = _flat(store[SELF_SCORE_COMPONENTS].sel(at).values.astype(np.float32))
         return cls(
             tuple(int(layer) for layer in components.coords["layer"]),
-            store["self_attention/scores"].sel(at).values.astype(np.float32),
+            store[SELF_SCORES].sel(at).values.astype(np.float32),
             _flat(components.values.astype(np.float32)),
             tuple(int(token) for token in cross.coords["token"]),
             cross.values.astype(np.float32),
