@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from numina.capture.names import SELF_COMPONENTS, SELF_SCORE_COMPONENTS, SELF_SCORES
-from numina.method.identify import best_heads
+from numina.method.identify import best_heads, captured_score_variant
 from numina.metrics.separability import DEFAULT_WEIGHTS, TERMS, Variant, separability
 from numina.store import AttentionStore
 
@@ -46,11 +46,10 @@ def separability_table(
     components = store[SELF_COMPONENTS]
     if SELF_SCORE_COMPONENTS in store:  # the release's estimators: scores had their own
         components = store[SELF_SCORE_COMPONENTS]
-    capture = store.attrs.get("capture_spec", {}).get("self_attention") or {}
-    stored = (
-        SELF_SCORES in store
-        and capture.get("score_variant", "official") == variant
-        and tuple(weights) == DEFAULT_WEIGHTS
+    # The stored S serves when it is S under this variant and weights (Phase1Data.scored's rule).
+    stored = SELF_SCORES in store and (captured_score_variant(store.attrs), DEFAULT_WEIGHTS) == (
+        variant,
+        tuple(weights),
     )
     height, width = components.sizes["y"], components.sizes["x"]
     steps = [int(s) for s in components.coords["step"]] if steps is None else list(steps)

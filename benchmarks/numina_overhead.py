@@ -83,6 +83,7 @@ import numpy as np
 import torch
 
 import numina.method.generation as generation
+import numina.method.phase1 as phase1
 from numina.method.correct import correct_layout
 from numina.method.layout import Layout, build_layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan
@@ -228,9 +229,9 @@ def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
     for name in args.runs:
         overrides, right_count = GENERATION_RUNS[name]
         options = preset("official", **overrides)
-        original = generation.build_layout
+        original = phase1.build_layout
         if right_count:
-            generation.build_layout = lambda *a, **k: right_count_layout(geometry)
+            phase1.build_layout = lambda *a, **k: right_count_layout(geometry)
         try:
             result, seconds, peak = timed(
                 lambda options=options, name=name: generation.run_numina(
@@ -238,7 +239,7 @@ def generation_benchmark(args: argparse.Namespace, work: Path) -> dict:
                 )
             )
         finally:
-            generation.build_layout = original
+            phase1.build_layout = original
         runs[name] = {
             "seconds": seconds,
             "peak_gib": peak,

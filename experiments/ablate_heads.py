@@ -109,9 +109,10 @@ from numina.cli import (
     resolve_model_arguments,
 )
 from numina.evaluation import accuracy_summary, count_rows, counts_table, fidelity_summary, prompt_counter
-from numina.method.generation import captured_positions, generate_video, identify_and_layout
+from numina.method.generation import generate_video
 from numina.method.identify import Phase1Data
 from numina.method.layout import LayoutOptions
+from numina.method.phase1 import captured_positions, identify_and_layout
 from numina.method.presets import NuminaOptions, preset
 from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
@@ -335,17 +336,15 @@ def evaluate(
                 (step, layer, every): Phase1Data.from_store(store, step, layer, None if every else [layer])
                 for step, layer, every in sorted(set(references))
             }
-        # The stored scores are official; other variants are recomputed once per prompt and reference.
-        rescored: dict[tuple, Phase1Data] = {}
+        # Scores under another variant or weights are recomputed once per prompt, reference and setting.
+        scored: dict[tuple, Phase1Data] = {}
         for k, (option, reference) in enumerate(zip(options, references, strict=True)):
-            data, layer = stored[reference], reference[1]
-            if option.score_variant != "official":
-                key = (reference, option.score_variant, tuple(option.score_weights))
-                if key not in rescored:
-                    rescored[key] = data.rescored(
-                        geometry.height, geometry.width, option.score_variant, tuple(option.score_weights)
-                    )
-                data = rescored[key]
+            key = (reference, option.score_variant, tuple(option.score_weights))
+            if key not in scored:
+                scored[key] = stored[reference].scored(
+                    geometry.height, geometry.width, option.score_variant, tuple(option.score_weights)
+                )
+            data, layer = scored[key], reference[1]
             head, _, layout = identify_and_layout(data, tokens, geometry, option, layer)
             scores[k].append(float(np.mean(head.score)))
             counts = {noun: layout.counts(noun).tolist() for noun in tokens.targets}

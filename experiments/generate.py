@@ -135,7 +135,8 @@ from numina.cli import (
 )
 from numina.countworld.world import vocabulary, words_outside_vocabulary
 from numina.method.correct import check_correction
-from numina.method.generation import NuminaResult, method_spec, run_numina
+from numina.method.generation import NuminaResult, run_numina
+from numina.method.phase1 import method_spec
 from numina.method.presets import preset
 from numina.models import (
     Geometry,

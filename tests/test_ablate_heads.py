@@ -15,9 +15,9 @@ from experiment_scripts import load_experiment
 
 from numina.evaluation import load_countbench
 from numina.method import preset, run_numina
-from numina.method.generation import noun_positions
 from numina.method.identify import Phase1Data, noun_cross_maps
 from numina.method.layout import LayoutOptions, build_layout
+from numina.method.phase1 import noun_positions
 from numina.models import load_pipeline
 from numina.prompts import PromptTokens, parse_prompt
 from numina.store import open_store

@@ -13,11 +13,13 @@ import torch
 
 import numina.method.generation as generation
 import numina.method.modulate as modulate
+import numina.method.phase1 as phase1
 from numina.capture import AttentionCapture, MemoryStore
 from numina.method import segments
-from numina.method.generation import NuminaResult, identify_and_layout, method_spec, run_numina
+from numina.method.generation import NuminaResult, run_numina
 from numina.method.identify import Phase1Data
 from numina.method.layout import Layout, LayoutOptions
+from numina.method.phase1 import identify_and_layout, method_spec
 from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.models import Geometry
 from numina.prompts import parse_prompt
@@ -158,7 +160,7 @@ def test_a_right_count_gives_exactly_the_baseline_video(
     walk-through's own latent; both are the plain pipeline's video to the bit."""
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
     right = _right_layout(tokens.targets, geometry.frames, geometry.height)
-    monkeypatch.setattr(generation, "build_layout", lambda *args, **kwargs: right)
+    monkeypatch.setattr(phase1, "build_layout", lambda *args, **kwargs: right)
     calls = []
     original = tiny_pipe.__class__.__call__
     monkeypatch.setattr(tiny_pipe.__class__, "__call__", lambda *a, **k: calls.append(1) or original(*a, **k))
@@ -193,7 +195,7 @@ def test_a_correction_that_cannot_reach_the_target_is_said(
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
     shape = (geometry.frames, geometry.height, geometry.width)
     spanning = Layout({noun: np.ones(shape, dtype=np.int32) for noun in tokens.targets})
-    monkeypatch.setattr(generation, "build_layout", lambda *args, **kwargs: spanning)
+    monkeypatch.setattr(phase1, "build_layout", lambda *args, **kwargs: spanning)
     with pytest.warns(UserWarning, match=r"still counts \[1, 1, 1\] in latent frame\(s\) \[0, 1, 2\], not 3"):
         result = run_numina(tiny_pipe, tokens, SETTINGS, preset("official"), tmp_path / "w.h5")
     assert result.counts("corrected")["cats"] == [1] * geometry.frames and result.edits
@@ -217,7 +219,7 @@ def test_walkthrough_caching_skips_steps_but_never_the_reference_or_the_last(
     The count is right, so early accept runs the walk-through to the end (6 steps, reference step 2)."""
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
     monkeypatch.setattr(
-        generation,
+        phase1,
         "build_layout",
         lambda *a, **k: _right_layout(tokens.targets, geometry.frames, geometry.height),
     )
@@ -226,6 +228,21 @@ def test_walkthrough_caching_skips_steps_but_never_the_reference_or_the_last(
     cached = run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "c.h5")
     # steps 0 and 1 are computed to measure the rate, 2 is the reference step, 5 the last
     assert cached.path == "accepted" and cached.cached_steps["walkthrough"] == [3, 4]
+
+
+def test_captured_scores_serve_only_their_own_variant_and_weights(official, tiny_pipe, tokens) -> None:
+    _, path = official
+    geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
+    _, step, layer = method_spec(geometry, tokens, SETTINGS, preset("official"))
+    with open_store(path) as store:
+        data = Phase1Data.from_store(store, step, layer)
+    size = geometry.height, geometry.width
+    assert data.score_variant == "official" and data.scored(*size) is data
+    normalised = data.scored(*size, "normalised")
+    assert normalised.score_variant == "normalised" and normalised.scored(*size, "normalised") is normalised
+    np.testing.assert_array_equal(normalised.scores, data.rescored(*size, "normalised").scores)
+    edges = data.scored(*size, "official", (0.0, 0.0, 1.0))
+    np.testing.assert_allclose(edges.scores[..., 3], edges.scores[..., 2], rtol=1e-6)  # S = S3
 
 
 def test_score_weights_rescore_the_heads(official, tiny_pipe, tokens) -> None:
@@ -277,7 +294,7 @@ def test_first_block_cache_after_the_reference_step_leaves_its_capture_as_uncach
     step 3 is computed afresh, step 4 skipped; the reference step's maps are the uncached run's."""
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
     right = _right_layout(tokens.targets, geometry.frames, geometry.height)
-    monkeypatch.setattr(generation, "build_layout", lambda *a, **k: right)
+    monkeypatch.setattr(phase1, "build_layout", lambda *a, **k: right)
     monkeypatch.setattr(generation, "WARMUP", 3)
     options = preset("official", early_accept=True, cache_walkthrough=True, **FIRST_BLOCK)
     cached = run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "c.h5")

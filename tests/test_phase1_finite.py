@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from numina.method.generation import identify_and_layout
 from numina.method.identify import Phase1Data
+from numina.method.phase1 import identify_and_layout
 from numina.method.presets import preset
 from numina.models import Geometry
 from numina.models.tokenizer import build_tiny_tokenizer

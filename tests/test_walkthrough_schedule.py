@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from diffusers import DPMSolverMultistepScheduler
 
-import numina.method.generation as generation
+import numina.method.phase1 as phase1
 from numina.method.generation import run_numina
 from numina.method.presets import preset
 from numina.method.schedule import check_same_noise_level, walkthrough_schedule
@@ -114,7 +114,7 @@ def test_early_accept_regenerates_when_the_walkthrough_is_not_the_final_run(
     plain 6-step video is generated, bit-equal to the baseline."""
     geometry = Geometry.from_pipeline(tiny_pipe, SETTINGS.num_frames, SETTINGS.height, SETTINGS.width)
     right = _right_layout(tokens.targets, geometry.frames, geometry.height)
-    monkeypatch.setattr(generation, "build_layout", lambda *args, **kwargs: right)
+    monkeypatch.setattr(phase1, "build_layout", lambda *args, **kwargs: right)
     options = preset("official", early_accept=True, walkthrough_steps=3)
     result = run_numina(tiny_pipe, tokens, SETTINGS, options, tmp_path / "a.h5")
     baseline = tiny_pipe(**SETTINGS.call(PROMPT), output_type="np").frames[0]

@@ -49,6 +49,8 @@ class Phase1Data:
     self-attention blocks `layers`; cross (head, token, frame, H, W) at the reference block for the
     captured text `tokens` (positions). `score_components` (layer, head, frame, H*W, 3): what the
     scores were computed from, where that is not `components` (the release's estimators).
+    `score_variant` and `score_weights`: what the scores are (a capture scores with its spec's variant
+    and the release's weights).
     """
 
     layers: tuple[int, ...]
@@ -57,6 +59,8 @@ class Phase1Data:
     tokens: tuple[int, ...]
     cross: np.ndarray
     score_components: np.ndarray | None = None
+    score_variant: str = "official"
+    score_weights: tuple[float, float, float] = DEFAULT_WEIGHTS
 
     @classmethod
     def from_store(
@@ -83,7 +87,21 @@ class Phase1Data:
             tuple(int(token) for token in cross.coords["token"]),
             cross.values.astype(np.float32),
             scored,
+            captured_score_variant(store.attrs),
         )
+
+    def scored(
+        self,
+        height: int,
+        width: int,
+        variant: str = "official",
+        weights: tuple[float, float, float] = DEFAULT_WEIGHTS,
+    ) -> Phase1Data:
+        """This data with S under `variant` and `weights`: itself where its scores are those already,
+        else recomputed (`rescored`). The one place that decides whether captured scores can be used."""
+        if (self.score_variant, self.score_weights) == (variant, tuple(weights)):
+            return self
+        return self.rescored(height, width, variant, weights)
 
     def rescored(
         self,
@@ -96,7 +114,13 @@ class Phase1Data:
         that made the stored scores."""
         scored = self.components if self.score_components is None else self.score_components
         terms = separability(torch.from_numpy(scored), height, width, variant, weights)
-        return replace(self, scores=terms.numpy())
+        return replace(self, scores=terms.numpy(), score_variant=variant, score_weights=tuple(weights))
+
+
+def captured_score_variant(attrs: Mapping[str, Any]) -> str:
+    """The S2 variant a capture scored heads with, from its store's attributes (its `capture_spec`)."""
+    capture = attrs.get("capture_spec", {}).get("self_attention") or {}
+    return capture.get("score_variant", "official")
 
 
 def _flat(components: np.ndarray) -> np.ndarray:
