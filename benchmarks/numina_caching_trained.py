@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from numina.countworld.world import benchmark_scenes, palette_from_prompt
+from numina.evaluation.accuracy import count_rows, counts_table, video_scores
 from numina.evaluation.counters import ExactColourCounter
-from numina.evaluation.metrics import count_rows, counts_table, video_scores
 from numina.method import preset
 from numina.method.generation import generate_video
 from numina.method.presets import NuminaOptions

@@ -12,7 +12,7 @@ NUMINA with the preset and with each row of `OPTION_SETS` (`--sets`). Per row an
   (Hungarian on IoU >= 0.5; `numina.evaluation.planted.match_frame`) with their mean IoU;
 - fidelity: the layout's count against the count the baseline video draws in that frame;
 - accuracy: the final video's count against the target, paired with `official` per prompt (prompt
-  bootstrap, `numina.evaluation.metrics.paired_comparison`);
+  bootstrap, `numina.evaluation.accuracy.paired_comparison`);
 - cost: transformer calls (a guided step is two) and wall time, both relative to the baseline.
 
 One JSON per prompt in `jobs/` (an interrupted run resumes; a folder made with other settings is
@@ -110,8 +110,8 @@ from tqdm import tqdm
 
 from numina.countworld import world2
 from numina.countworld.world import palette_from_prompt
+from numina.evaluation.accuracy import count_rows, counts_table, fidelity_summary, paired_comparison
 from numina.evaluation.counters import ExactColourCounter
-from numina.evaluation.metrics import count_rows, counts_table, fidelity_summary, paired_comparison
 from numina.evaluation.planted import match_frame, wilson_interval
 from numina.method.generation import generate_video
 from numina.method.presets import NuminaOptions, preset

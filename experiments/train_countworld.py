@@ -147,8 +147,8 @@ from numina.countworld.training import (
     vae_loss,
 )
 from numina.countworld.world import benchmark_scenes, palette_from_prompt, render_scenes, sample_scene
+from numina.evaluation.accuracy import count_rows, video_scores
 from numina.evaluation.counters import ExactColourCounter
-from numina.evaluation.metrics import count_rows, video_scores
 from numina.models.countworld import SHARD_SIZE, save_countworld, untrained_pipeline
 from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
 from numina.walkthrough import GenerationSettings

@@ -12,10 +12,10 @@ import torch
 from numina.evaluation.clip_score import (
     DEFAULT_CLIP_MODEL,
     ClipScorer,
-    build_tiny_clip,
     sample_frame_indices,
     to_uint8_frames,
 )
+from numina.testing import build_tiny_clip
 
 PROMPT = "three red cats sitting on the grass"
 

@@ -132,7 +132,7 @@ def test_an_open_vocabulary_counter_counts_every_frame(
     tiny_folder: Path, countbench_dir: Path, tmp_path: Path
 ) -> None:
     """The tiny OWLv2 (random weights) through the real loading path: one count per frame and noun."""
-    from numina.evaluation import build_tiny_owlv2
+    from numina.testing import build_tiny_owlv2
 
     detector = build_tiny_owlv2(tmp_path / "owlv2")
     out = countbench.main(

@@ -14,10 +14,9 @@ import torch
 from numina.evaluation.detectors import (
     GroundingDinoCounter,
     Owlv2Counter,
-    build_tiny_grounding_dino,
-    build_tiny_owlv2,
     nms,
 )
+from numina.testing import build_tiny_grounding_dino, build_tiny_owlv2
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -32,8 +32,8 @@ from numina.countworld.training import (
     weighted_flow_loss,
 )
 from numina.countworld.world import MAX_COUNT, Scene, palette_from_prompt
+from numina.evaluation.accuracy import count_rows
 from numina.evaluation.counters import ExactColourCounter
-from numina.evaluation.metrics import count_rows
 
 # The Wan pipelines pad every prompt's embedding to 512 positions with zeros; the model must learn
 # with the same padding it meets when sampling (the cross-attention has no mask).
@@ -211,7 +211,7 @@ def counting_rows(
     chunk: int = 32,
     on_videos: Callable[[int, np.ndarray], None] | None = None,
 ) -> pd.DataFrame:
-    """The counts table (`numina.evaluation.metrics` format) of the pipeline's own videos of `scenes`:
+    """The counts table (`numina.evaluation.accuracy` format) of the pipeline's own videos of `scenes`:
     one video per scene, the noise of each chunk drawn on the CPU from `seed` + the chunk's first index,
     counted per frame and noun by the exact colour counter. Method "baseline"; prompt_id = the scene's
     index. A video with NaN or inf pixels is an error: the counter would count it as empty.

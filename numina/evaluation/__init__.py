@@ -1,4 +1,4 @@
-"""Evaluation: the CountBench prompt set, counters (exact, OWLv2, GroundingDINO), metrics, CLIP score.
+"""Evaluation: the CountBench prompts, counters (exact, OWLv2, GroundingDINO), counting accuracy, CLIP score.
 
 May import numpy, pandas, scipy, torch, transformers, numina.prompts and the standard library;
 nothing here imports analysis or experiments. `numina.evaluation.planted` (the planted-attention
@@ -6,7 +6,19 @@ benchmark of the layout) also imports numina.capture and numina.method, so it is
 import it by its own name.
 """
 
-from numina.evaluation.clip_score import DEFAULT_CLIP_MODEL, ClipScorer, build_tiny_clip
+from numina.evaluation.accuracy import (
+    PairedComparison,
+    accuracy_by_categories,
+    accuracy_by_target,
+    accuracy_summary,
+    count_rows,
+    counts_table,
+    fidelity_summary,
+    frame_scores,
+    paired_comparison,
+    video_scores,
+)
+from numina.evaluation.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
 from numina.evaluation.countbench import (
     COUNTBENCH_SIZE,
     CountBenchPrompt,
@@ -18,22 +30,8 @@ from numina.evaluation.counters import Counter, ExactColourCounter, palette_for
 from numina.evaluation.detectors import (
     GroundingDinoCounter,
     Owlv2Counter,
-    build_tiny_grounding_dino,
-    build_tiny_owlv2,
     load_detector,
     prompt_counter,
-)
-from numina.evaluation.metrics import (
-    PairedComparison,
-    accuracy_by_categories,
-    accuracy_by_target,
-    accuracy_summary,
-    count_rows,
-    counts_table,
-    fidelity_summary,
-    frame_scores,
-    paired_comparison,
-    video_scores,
 )
 
 __all__ = [
@@ -49,9 +47,6 @@ __all__ = [
     "accuracy_by_categories",
     "accuracy_by_target",
     "accuracy_summary",
-    "build_tiny_clip",
-    "build_tiny_grounding_dino",
-    "build_tiny_owlv2",
     "count_rows",
     "counts_table",
     "default_countbench_dir",

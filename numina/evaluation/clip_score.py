@@ -6,21 +6,20 @@ The score of a video is the CLIPScore of Hessel et al. (2021) with w = 100, aver
 
 where E_img / E_txt are CLIPModel's projected image / text embeddings (`get_image_features` /
 `get_text_features`). `frames` frames are sampled evenly (see `sample_frame_indices`). The model is always
-loaded with `from_pretrained(model_id_or_local_folder)`; `build_tiny_clip` writes a tiny random CLIP
-(model, CLIP BPE tokenizer, image processor) into a folder that loads through exactly that same path, for
-tests and offline smoke runs (its scores are meaningless). May import torch, numpy, tokenizers,
-transformers and numina.evaluation.hub (model loading).
+loaded with `from_pretrained(model_id_or_local_folder)`; `numina.testing.build_tiny_clip` writes a tiny
+random CLIP into a folder that loads through exactly that same path, for tests and offline smoke runs
+(its scores are meaningless). May import torch, numpy, transformers and numina.evaluation.hub (model
+loading).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from numina.evaluation.hub import default_device, load_error, resolve_source, save_tiny
+from numina.evaluation.hub import default_device, load_error, resolve_source
 
 # The documented default model id: the common choice for text-video CLIP score.
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -28,7 +27,6 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 __all__ = [
     "DEFAULT_CLIP_MODEL",
     "ClipScorer",
-    "build_tiny_clip",
     "sample_frame_indices",
     "to_uint8_frames",
 ]
@@ -121,74 +119,3 @@ class ClipScorer:
     def score(self, video: np.ndarray | torch.Tensor, prompt: str) -> float:
         """CLIP score in [0, 100]: mean over sampled frames of 100 * max(cos, 0) (Hessel et al. 2021)."""
         return float(np.mean(100.0 * np.maximum(self.frame_cosines(video, prompt), 0.0)))
-
-
-# Words the tiny tokenizer keeps whole (one BPE token each); other words split into smaller pieces.
-_TINY_WORDS_TEXT = (
-    "a an the of on in with and one two three four five six seven eight nine ten "
-    "red blue green yellow black white small large cat cats dog dogs bird birds car cars tree trees "
-    "apple apples ball balls person people flower flowers chair cup horse boat house book fish "
-    "sitting walking running flying floating standing grass street sky field room table water park"
-)
-_TINY_WORDS = tuple(_TINY_WORDS_TEXT.split())
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-
-
-def _tiny_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A CLIP-style byte-level BPE vocabulary and merges: 256 bytes, 256 bytes + '</w>', word merges."""
-    from tokenizers import pre_tokenizers
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {symbol: i for i, symbol in enumerate(alphabet + [c + "</w>" for c in alphabet])}
-    merges: list[tuple[str, str]] = []
-    for word in _TINY_WORDS:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        current = symbols[0]
-        for symbol in symbols[1:]:
-            if (current, symbol) not in merges:
-                merges.append((current, symbol))
-            current += symbol
-            vocab.setdefault(current, len(vocab))
-    vocab[BOS] = len(vocab)
-    vocab[EOS] = len(vocab)
-    return vocab, merges
-
-
-def tiny_clip_towers(max_length: int, image_size: int, patch_size: int) -> tuple[Any, dict, dict]:
-    """An offline CLIP BPE tokenizer and tiny text and vision tower configs (width 32, 2 layers, 4 heads),
-    shared by the tiny CLIP here and the tiny OWLv2 of `numina.evaluation.detectors`."""
-    from transformers import CLIPTokenizer
-
-    vocab, merges = _tiny_bpe()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
-    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-    text = {
-        **tower,
-        "vocab_size": len(vocab),
-        "max_position_embeddings": max_length,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    return tokenizer, text, {**tower, "image_size": image_size, "patch_size": patch_size}
-
-
-def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random CLIP (model, CLIPTokenizer, CLIPImageProcessor at 32 px) into `folder`.
-
-    Everything is saved with `save_pretrained`, so `ClipScorer(folder)` loads it through the same
-    `from_pretrained` path as the real model. Deterministic for a given `seed`; needs no network.
-    """
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer, text_config, vision_config = tiny_clip_towers(max_length=32, image_size=32, patch_size=8)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    config = CLIPConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        projection_dim=16,
-    )
-    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    return save_tiny(folder, CLIPModel, config, processor, seed)

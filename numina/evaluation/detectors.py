@@ -14,12 +14,11 @@ decoded frames (F, H, W, 3), floats in [0, 1] or uint8, and returns (F,) ints.
   turns it off). torchvision is not installed, so the NMS is written here in torch.
 
 Both load with `from_pretrained` (a hub id or a local `save_pretrained` folder); without a network pass a
-local folder. `build_tiny_owlv2` and `build_tiny_grounding_dino` write tiny random models (with offline
-tokenizers) that load through the same path, for tests.
+local folder. `numina.testing` writes tiny random models (with offline tokenizers) that load through the
+same path, for tests.
 
-May import numpy, torch, transformers, tokenizers (tiny builders only), numina.evaluation.counters,
-numina.countworld.world (colour words), numina.evaluation.hub (model loading) and
-numina.evaluation.clip_score (8-bit frames, and the tiny CLIP towers that `build_tiny_owlv2` reuses).
+May import numpy, torch, transformers, numina.evaluation.counters, numina.countworld.world (colour
+words), numina.evaluation.hub (model loading) and numina.evaluation.clip_score (8-bit frames).
 """
 
 from __future__ import annotations
@@ -33,9 +32,9 @@ import numpy as np
 import torch
 
 from numina.countworld.world import palette_from_prompt
-from numina.evaluation.clip_score import tiny_clip_towers, to_uint8_frames
+from numina.evaluation.clip_score import to_uint8_frames
 from numina.evaluation.counters import ExactColourCounter, palette_for
-from numina.evaluation.hub import default_device, load_error, resolve_source, save_tiny
+from numina.evaluation.hub import default_device, load_error, resolve_source
 
 logger = logging.getLogger(__name__)
 DEFAULT_OWLV2_MODEL = "google/owlv2-base-patch16-ensemble"
@@ -131,28 +130,6 @@ class Owlv2Counter:
         return np.asarray(counts, dtype=np.int64)
 
 
-def build_tiny_owlv2(folder: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random OWLv2 (64 px images, 16 px patches, CLIP BPE tokenizer) into `folder`.
-
-    Saved with `save_pretrained`, so `Owlv2Counter(folder)` loads it through the real from_pretrained path.
-    Deterministic for a given `seed`; needs no network.
-    """
-    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    # max length 16, as the real OWLv2 text tower
-    tokenizer, text_config, vision_config = tiny_clip_towers(max_length=16, image_size=64, patch_size=16)
-    image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
-    config = Owlv2Config(
-        text_config=text_config,
-        vision_config=vision_config,
-        projection_dim=32,  # the class head compares projected text with vision-width features
-    )
-    processor = Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
-    return save_tiny(folder, Owlv2ForObjectDetection, config, processor, seed)
-
-
 class GroundingDinoCounter:
     """The release's counter: GroundingDINO boxes for the query "<noun> ." (box 0.32, text 0.25)."""
 
@@ -214,79 +191,6 @@ class GroundingDinoCounter:
             detections = self._detect(frames[start : start + self.batch_size], noun)
             counts.extend(int(len(detection["boxes"])) for detection in detections)
         return np.asarray(counts, dtype=np.int64)
-
-
-# Words the tiny BERT WordPiece vocabulary keeps whole; other words split into single characters.
-_TINY_BERT_WORDS_TEXT = (
-    "a an the of cat cats dog dogs bird birds car cars tree trees apple apples ball balls person people "
-    "flower flowers chair cup horse boat house book fish circle circles square squares"
-)
-_TINY_BERT_WORDS = tuple(_TINY_BERT_WORDS_TEXT.split())
-
-
-def build_tiny_grounding_dino(folder: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random GroundingDINO (tiny Swin + tiny BERT, 64 px images) into `folder`.
-
-    The BERT WordPiece tokenizer is built offline (the `tokenizers` library behind `BertTokenizerFast`).
-    Saved with `save_pretrained`, so `GroundingDinoCounter(folder)` loads it through the real
-    from_pretrained path. Deterministic for a given `seed`; needs no network.
-    """
-    from transformers import (
-        BertConfig,
-        BertTokenizerFast,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-        SwinConfig,
-    )
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    characters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
-    pieces = ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    tokens = specials + characters + pieces + list(_TINY_BERT_WORDS)
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
-    max_text_len = 32
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=max_text_len)
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
-    backbone = SwinConfig(
-        image_size=64,
-        patch_size=4,
-        embed_dim=16,
-        depths=[1, 1, 1, 1],
-        num_heads=[1, 1, 2, 2],
-        window_size=4,
-        out_features=["stage2", "stage3", "stage4"],
-    )
-    text = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=vocab["[PAD]"],
-    )
-    config = GroundingDinoConfig(
-        backbone_config=backbone,
-        text_config=text,
-        num_queries=20,
-        encoder_layers=1,
-        decoder_layers=2,  # one layer leaves nothing for the tied bbox heads to tie to
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        d_model=32,
-        num_feature_levels=4,
-        encoder_n_points=2,
-        decoder_n_points=2,
-        max_text_len=max_text_len,
-    )
-    processor = GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    return save_tiny(folder, GroundingDinoForObjectDetection, config, processor, seed)
 
 
 DETECTORS = ("owlv2", "grounding-dino")

@@ -1,5 +1,5 @@
 """Loading the evaluation's pretrained models (CLIP, OWLv2, GroundingDINO) from a hub id or a local
-folder, with errors that say what to do offline, and writing the tiny random copies the tests use.
+folder, with errors that say what to do offline (`numina.testing` writes tiny random copies).
 
 One place for what the CLIP scorer and the detectors share. May import torch only.
 """
@@ -7,7 +7,6 @@ One place for what the CLIP scorer and the detectors share. May import torch onl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -29,22 +28,11 @@ def load_error(what: str, model_id: str, default: str, err: Exception, builder: 
     return OSError(
         f"Could not load the {what} model '{model_id}' with from_pretrained ({err}). Without a network "
         "(or if the id is wrong), pass a local folder holding the model and processor (save_pretrained "
-        f"output, e.g. a downloaded copy of '{default}'; {builder} writes a tiny random one for tests)."
+        f"output, e.g. a downloaded copy of '{default}'; numina.testing.{builder} writes a tiny random one "
+        "for tests)."
     )
 
 
 def default_device(device: str | torch.device | None) -> torch.device:
     """`device`, else cuda when available, else cpu."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def save_tiny(folder: str | Path, model_class: type, config: Any, processor: Any, seed: int) -> Path:
-    """A seeded random `model_class(config)` and its processor written with save_pretrained to `folder`
-    (the global RNG is left as it was)."""
-    folder = Path(folder)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_class(config)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder

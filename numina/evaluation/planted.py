@@ -46,7 +46,7 @@ Scores (`match_frame`): the count (positive labels), instances matched one to on
 assignment on IoU, a pair counting when IoU >= 0.5; a frame is exact with the right count and every
 instance matched, a case with every frame exact. `accuracy_table` aggregates cases with Wilson
 intervals (cases are independent Bernoulli trials; the percentile bootstrap of
-`numina.evaluation.metrics` gives an empty interval at 0% or 100%, which small cells often are).
+`numina.evaluation.accuracy` gives an empty interval at 0% or 100%, which small cells often are).
 
 May import numpy, scipy, scikit-learn, pandas, torch, numina.capture and numina.method (the capture's
 reduction and the layout, so an extraction here is the method's own code path).

@@ -4,7 +4,7 @@ A store is complete when its writer closed it properly: the file then carries it
 ``.partial`` suffix) and ``/_numina/status`` reads ``complete``. A cut-off file (bytes missing at the
 end) is detected before HDF5 sees it by comparing the file size with the end-of-file address that
 the HDF5 superblock records. May import h5py, numina.store.errors and
-numina.store.layout.
+numina.store.schema.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 
 from numina.store.errors import IncompleteStoreError, StoreError, TruncatedStoreError
-from numina.store.layout import (
+from numina.store.schema import (
     FORMAT_ATTR,
     FORMAT_NAME,
     FORMAT_VERSION,

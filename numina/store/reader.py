@@ -10,7 +10,7 @@ opens what a killed or failed writer left (up to its last flush); ``live=True`` 
 is still running (HDF5 SWMR): each read refreshes, ``refresh()`` updates attributes and ``complete``
 turns True once the writer has closed. The writer must run in another process. A chunk that fails its
 checksum or metadata that no longer decodes raises ``DamagedStoreError``. May import h5py, numpy
-and numina.store (attrs, errors, integrity, layout, named_array).
+and numina.store (attrs, errors, integrity, named_array, schema).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import numpy as np
 from numina.store.attrs import decode_log, read_attrs
 from numina.store.errors import CoordinateError, DamagedStoreError
 from numina.store.integrity import open_store_file, read_complete
-from numina.store.layout import ATTRS_LOG_PATH, COORDS_ATTR, INDEX_DIMS_ATTR, INTERNAL_GROUP, written_path
 from numina.store.named_array import H5Source, NamedArray
+from numina.store.schema import ATTRS_LOG_PATH, COORDS_ATTR, INDEX_DIMS_ATTR, INTERNAL_GROUP, written_path
 
 
 @contextlib.contextmanager

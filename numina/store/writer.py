@@ -29,7 +29,7 @@ arrays, CPU tensors, anything with ``__array__``) is copied in the caller, so it
 once. An error in the thread is raised in the caller at its next ``write``/``flush``/``close`` as a
 StoreWriteError whose ``__cause__`` carries the original traceback. One producer thread per writer.
 
-May import h5py, numpy and numina.store (attrs, coords, errors, integrity, layout); torch is
+May import h5py, numpy and numina.store (attrs, coords, errors, integrity, schema); torch is
 only touched through tensors the caller passes in.
 """
 
@@ -54,7 +54,7 @@ from numina.store.attrs import encode_log_entry, encode_native, write_attrs
 from numina.store.coords import CoordIndex, check_dims, normalize_coord
 from numina.store.errors import CoordinateError, StoreError, StoreWriteError
 from numina.store.integrity import fsync_path
-from numina.store.layout import (
+from numina.store.schema import (
     ATTRS_LOG_PATH,
     COORDS_ATTR,
     FORMAT_ATTR,

@@ -1,11 +1,11 @@
-"""numina.evaluation.metrics: scores on a hand-computed table, breakdowns, cluster bootstrap, paired test."""
+"""numina.evaluation.accuracy: scores on a hand-computed table, breakdowns, cluster bootstrap, paired test."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from numina.evaluation.metrics import (
+from numina.evaluation.accuracy import (
     accuracy_by_categories,
     accuracy_by_target,
     accuracy_summary,
