@@ -36,13 +36,12 @@ guided run (the delta schedule: `follow_steps`) need.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +97,15 @@ from tqdm.auto import tqdm
 
 from analysis.figures import save_figure, separability_heatmap
 from analysis.statistics import captured_steps
+from analysis.sweeps import (
+    LAYOUT_PREFIX,
+    constant_fidelity,
+    evaluate_settings,
+    options_of,
+    setting_id,
+    summarise,
+)
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
-from numina.capture.spec import release_reference_layer, release_reference_step
 from numina.cli import (
     check_output,
     generation_settings,
@@ -108,11 +114,10 @@ from numina.cli import (
     resolve_counter_arguments,
     resolve_model_arguments,
 )
-from numina.evaluation import accuracy_summary, count_rows, counts_table, fidelity_summary, prompt_counter
+from numina.evaluation import count_rows, prompt_counter
 from numina.method.generation import generate_video
-from numina.method.identify import Phase1Data
 from numina.method.layout import LayoutOptions
-from numina.method.phase1 import captured_positions, identify_and_layout
+from numina.method.phase1 import captured_positions, reference_of
 from numina.method.presets import NuminaOptions, preset
 from numina.models import Geometry, geometry_of, load_tokenizer, resolve_model
 from numina.prompts import PromptTokens, parse_prompt
@@ -139,7 +144,6 @@ OPTION_NAMES = {f.name for f in fields(NuminaOptions)} - {"layout", "estimator",
 LAYOUT_NAMES = [f.name for f in fields(LayoutOptions)]
 # Grid keys `layout.<field>` vary the layout's settings over the sweep's; the extraction itself is
 # --layout's, since it decides how many components the walk-throughs capture.
-LAYOUT_PREFIX = "layout."
 GRID_LAYOUT_NAMES = {LAYOUT_PREFIX + name for name in LAYOUT_NAMES} - {LAYOUT_PREFIX + "extraction"}
 # What every setting's result in a folder depends on besides the setting itself (the counter: the
 # walk-throughs' drawn counts are kept and reused).
@@ -225,13 +229,6 @@ def base_options(parser: argparse.ArgumentParser, name: str, layout: Any) -> Num
         parser.error(f"--layout: {error}")
 
 
-def options_of(base: NuminaOptions, setting: dict) -> NuminaOptions:
-    """A setting's options: its NuminaOptions fields, and its `layout.<field>` keys over the layout."""
-    layout = {k.removeprefix(LAYOUT_PREFIX): v for k, v in setting.items() if k.startswith(LAYOUT_PREFIX)}
-    options = replace(base, **{k: v for k, v in setting.items() if not k.startswith(LAYOUT_PREFIX)})
-    return replace(options, layout=replace(options.layout, **layout)) if layout else options
-
-
 def settings_of(args: argparse.Namespace, geometry: Geometry) -> list[dict]:
     """Every setting of the grid (cartesian product), then the fixed (block, head) choices."""
     grid = args.grid_values
@@ -245,11 +242,6 @@ def settings_of(args: argparse.Namespace, geometry: Geometry) -> list[dict]:
             for head in range(geometry.heads)
         ]
     return settings
-
-
-def setting_id(setting: dict) -> str:
-    text = json.dumps(setting, sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def wide_spec(
@@ -276,89 +268,9 @@ def wide_spec(
     )
 
 
-def reference_of(options: NuminaOptions, geometry: Geometry, num_steps: int) -> tuple[int, int]:
-    """(reference step, reference block) a setting reads its phase-1 data from."""
-    step = release_reference_step(num_steps) if options.reference_step is None else options.reference_step
-    layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
-    return step, layer
-
-
 def drawn_path(store: Path) -> Path:
     """Where a walk-through's drawn counts are kept: beside its store."""
     return store.with_suffix(".drawn.json")
-
-
-def fidelity_rows(
-    prompt_id: int, layout_counts: dict[str, list[int]], drawn: dict[str, list[int]], geometry: Geometry
-) -> list[dict]:
-    """One row per (decoded frame, noun): the drawn count against the layout count of its latent frame."""
-    rows = []
-    for noun, per_latent_frame in layout_counts.items():
-        if len(drawn[noun]) != geometry.num_frames:
-            raise ValueError(
-                f"prompt {prompt_id}: {len(drawn[noun])} drawn counts of {noun!r} for a "
-                f"{geometry.num_frames}-frame video; delete stores/p{prompt_id:03d}.drawn.json to "
-                "generate and count that walk-through again"
-            )
-        for latent_frame, count in enumerate(per_latent_frame):
-            rows += [
-                {
-                    "prompt_id": prompt_id,
-                    "frame": frame,
-                    "noun": noun,
-                    "drawn": drawn[noun][frame],
-                    "count": count,
-                }
-                for frame in geometry.video_frames(latent_frame)
-            ]
-    return rows
-
-
-def evaluate(
-    settings: list[dict], base: NuminaOptions, stores: dict[int, Path], geometry: Geometry, num_steps: int
-) -> list[dict]:
-    """The layout of every prompt under each setting, counted against its targets and against what
-    its walk-through drew.
-
-    Settings that share a reference step and block share one read of each prompt's stored data.
-    """
-    options = [options_of(base, setting) for setting in settings]
-    # (step, block, every block's self-attention?): only `per_layer` looks beyond the reference block
-    references = [(*reference_of(o, geometry, num_steps), o.head_rule == "per_layer") for o in options]
-    rows: list[list[dict]] = [[] for _ in settings]
-    fidelity: list[list[dict]] = [[] for _ in settings]
-    scores: list[list[float]] = [[] for _ in settings]
-    for prompt_id, path in stores.items():
-        drawn = json.loads(drawn_path(path).read_text())
-        with open_store(path) as store:
-            tokens = PromptTokens.from_records(store.attrs["tokens"])
-            stored = {
-                (step, layer, every): Phase1Data.from_store(store, step, layer, None if every else [layer])
-                for step, layer, every in sorted(set(references))
-            }
-        # Scores under another variant or weights are recomputed once per prompt, reference and setting.
-        scored: dict[tuple, Phase1Data] = {}
-        for k, (option, reference) in enumerate(zip(options, references, strict=True)):
-            key = (reference, option.score_variant, tuple(option.score_weights))
-            if key not in scored:
-                scored[key] = stored[reference].scored(
-                    geometry.height, geometry.width, option.score_variant, tuple(option.score_weights)
-                )
-            data, layer = scored[key], reference[1]
-            head, _, layout = identify_and_layout(data, tokens, geometry, option, layer)
-            scores[k].append(float(np.mean(head.score)))
-            counts = {noun: layout.counts(noun).tolist() for noun in tokens.targets}
-            rows[k] += count_rows(prompt_id, 0, "layout", tokens.targets, counts)
-            fidelity[k] += fidelity_rows(prompt_id, counts, drawn, geometry)
-    return [
-        {
-            "setting": setting,
-            "rows": rows[k],
-            "fidelity_rows": fidelity[k],
-            "mean_head_score": float(np.mean(scores[k])),
-        }
-        for k, setting in enumerate(settings)
-    ]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -456,8 +368,9 @@ def main(argv: list[str] | None = None) -> Path:
                 setting
             )
     new = set()
+    drawn = {prompt_id: json.loads(drawn_path(path).read_text()) for prompt_id, path in stores.items()}
     for group_settings in tqdm(pending.values(), desc="settings (by reference block)", unit="group"):
-        for result in evaluate(group_settings, base, stores, geometry, args.steps):
+        for result in evaluate_settings(group_settings, base, stores, drawn, geometry, args.steps):
             write_json(path_of(result["setting"]), result)
             new.add(setting_id(result["setting"]))
 
@@ -545,50 +458,6 @@ def _stored_steps(path: Path) -> list[int]:
             return captured_steps(store)
     except (OSError, ValueError):
         return []
-
-
-def constant_fidelity(rows: list[dict]) -> dict:
-    """The best fidelity of a layout that counts the same number everywhere, and that number: what a
-    setting's fidelity must beat to show that the layout sees instances (the drawn counts are the same
-    for every setting)."""
-    table = pd.DataFrame(rows)
-    best = max(
-        range(int(table["drawn"].max()) + 1),
-        key=lambda count: fidelity_summary(table.assign(count=count), n_resamples=0)["fidelity"],
-    )
-    return {"count": best, **fidelity_summary(table.assign(count=best))}
-
-
-def summarise(results: list[dict]) -> pd.DataFrame:
-    """One row per setting: its options, layout accuracy and fidelity with their intervals, mean S of
-    the chosen heads and, with --end-to-end, the generated videos' counting accuracy with its interval."""
-    rows = []
-    for result in results:
-        accuracy = accuracy_summary(counts_table(result["rows"])).iloc[0]
-        fidelity = fidelity_summary(result["fidelity_rows"])
-        row = {
-            "setting": setting_id(result["setting"]),
-            **result["setting"],
-            "accuracy": accuracy["accuracy"],
-            "ci_low": accuracy["ci_low"],
-            "ci_high": accuracy["ci_high"],
-            "n_prompts": accuracy["n_prompts"],
-            "fidelity": fidelity["fidelity"],
-            "fidelity_ci_low": fidelity["ci_low"],
-            "fidelity_ci_high": fidelity["ci_high"],
-            "fidelity_mean_abs_error": fidelity["mean_abs_error"],
-            "fidelity_mean_signed_error": fidelity["mean_signed_error"],
-            "mean_head_score": result["mean_head_score"],
-        }
-        if result.get("end_to_end_rows"):
-            generated = accuracy_summary(counts_table(result["end_to_end_rows"])).iloc[0]
-            row.update(
-                end_to_end_accuracy=generated["accuracy"],
-                end_to_end_ci_low=generated["ci_low"],
-                end_to_end_ci_high=generated["ci_high"],
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 class EndToEnd:

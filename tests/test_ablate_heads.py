@@ -13,6 +13,7 @@ import torch
 import yaml
 from experiment_scripts import load_experiment
 
+from analysis.sweeps import constant_fidelity, setting_id
 from numina.evaluation import load_countbench
 from numina.method import preset, run_numina
 from numina.method.identify import Phase1Data, noun_cross_maps
@@ -55,7 +56,7 @@ def test_a_sweep_completes_resumes_and_writes_its_table(
 
     # the layout count recorded for a setting is the one a NUMINA run's own walk-through finds
     setting = {"head_rule": "per_frame", "cross_heads": "mean"}
-    result = json.loads((out / "settings" / f"{ablate.setting_id(setting)}.json").read_text())
+    result = json.loads((out / "settings" / f"{setting_id(setting)}.json").read_text())
     pipeline = load_pipeline(str(tiny_folder), torch.float32, "cpu")
     item = load_countbench(countbench_dir)[3]
     tokens = parse_prompt(item.prompt, pipeline.tokenizer, targets=item.targets)
@@ -68,10 +69,10 @@ def test_a_sweep_completes_resumes_and_writes_its_table(
     assert recorded == numina.counts("walkthrough")
 
     # interrupted: one setting's result lost; the stores are kept, so nothing is generated again
-    (out / "settings" / f"{ablate.setting_id(setting)}.json").unlink()
+    (out / "settings" / f"{setting_id(setting)}.json").unlink()
     evaluated = []
-    original = ablate.evaluate
-    monkeypatch.setattr(ablate, "evaluate", lambda s, *a: evaluated.extend(s) or original(s, *a))
+    original = ablate.evaluate_settings
+    monkeypatch.setattr(ablate, "evaluate_settings", lambda s, *a: evaluated.extend(s) or original(s, *a))
     monkeypatch.setattr(ablate, "capture_generation", lambda *a, **k: pytest.fail("generated again"))
     ablate.main(_args(tiny_folder, countbench_dir, tmp_path / "sweep", "--grid", GRID, "--heads"))
     assert evaluated == [setting]
@@ -150,7 +151,7 @@ def test_a_segments_sweep_captures_its_components_and_lays_out_with_them(
                 expected = build_layout(chosen, maps, height, width, segments)
                 release = build_layout(chosen, maps, height, width, official.layout)
                 setting = {"head_rule": "fixed", "reference_layer": layer, "fixed_head": head}
-                result = json.loads((out / "settings" / f"{ablate.setting_id(setting)}.json").read_text())
+                result = json.loads((out / "settings" / f"{setting_id(setting)}.json").read_text())
                 recorded = {
                     noun: [row["count"] for row in result["rows"] if row["noun"] == noun]
                     for noun in tokens.targets
@@ -194,7 +195,7 @@ def test_the_grid_varies_layout_settings_over_the_sweeps_extraction(
     counted = {}
     for contrast in (1.01, 6.0):
         setting = {"layout.contrast": contrast, "head_rule": "fixed", "reference_layer": 1, "fixed_head": 2}
-        result = json.loads((out / "settings" / f"{ablate.setting_id(setting)}.json").read_text())
+        result = json.loads((out / "settings" / f"{setting_id(setting)}.json").read_text())
         counted[contrast] = [row["count"] for row in result["rows"]]
         expected = build_layout(
             chosen, maps, height, width, LayoutOptions(extraction="segments", contrast=contrast)
@@ -394,5 +395,5 @@ def test_the_chance_level_is_the_best_constant_count() -> None:
     rows += [
         {"prompt_id": 2, "frame": f, "noun": "dog", "drawn": d, "count": 0} for f, d in enumerate([0, 4])
     ]
-    chance = ablate.constant_fidelity(rows)
+    chance = constant_fidelity(rows)
     assert chance["count"] == 4 and chance["fidelity"] == pytest.approx(5 / 12)

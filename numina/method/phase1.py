@@ -21,7 +21,7 @@ from numina.capture.spec import CaptureSpec, release_reference_layer
 from numina.method.identify import HeadChoice, Phase1Data, check_finite, choose_head, noun_cross_maps
 from numina.method.layout import Layout, build_layout
 from numina.method.presets import NuminaOptions
-from numina.method.schedule import options_schedule
+from numina.method.schedule import options_schedule, reference_step_of
 from numina.models import Geometry
 from numina.prompts import PromptTokens
 from numina.walkthrough import GenerationSettings
@@ -47,6 +47,13 @@ def captured_positions(tokens: PromptTokens, all_occurrences: bool = False) -> t
     return tuple(sorted({*numerals, *(p for span in nouns.values() for p in span)}))
 
 
+def reference_of(options: NuminaOptions, geometry: Geometry, num_steps: int) -> tuple[int, int]:
+    """(step of a `num_steps` final run, block) that `options` read phase 1 at: `reference_step` and
+    `reference_layer`, else the release's step 20 of 50 and middle block."""
+    layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
+    return reference_step_of(num_steps, options.reference_step), layer
+
+
 def method_spec(
     geometry: Geometry, tokens: PromptTokens, settings: GenerationSettings, options: NuminaOptions
 ) -> tuple[CaptureSpec, int, int]:
@@ -58,8 +65,8 @@ def method_spec(
     estimator, which the release leaves unseeded.
     """
     schedule = options_schedule(settings, options)
-    step, num_steps = schedule.reference_step, schedule.settings.steps
-    layer = release_reference_layer(geometry) if options.reference_layer is None else options.reference_layer
+    step, num_steps = schedule.reference_step, schedule.settings.steps  # the walk-through's own step
+    _, layer = reference_of(options, geometry, settings.steps)
     captured = captured_positions(tokens, options.all_occurrences)
     spec = numina_spec(geometry, captured, tokens.n_tokens, num_steps, step, layer)
     layers = tuple(range(geometry.layers)) if options.head_rule == "per_layer" else (layer,)

@@ -40,6 +40,12 @@ class WalkthroughSchedule:
         return self.settings == final
 
 
+def reference_step_of(num_steps: int, reference_step: int | None = None) -> int:
+    """The step of a `num_steps` run that phase 1 reads: `reference_step`, else the release's step 20
+    of 50 (the same fraction of other step counts)."""
+    return release_reference_step(num_steps) if reference_step is None else reference_step
+
+
 def walkthrough_schedule(
     settings: GenerationSettings,
     reference_step: int | None = None,
@@ -49,7 +55,7 @@ def walkthrough_schedule(
     """The walk-through for a final run `settings`: `reference_step` of the final run (None: the
     release's step 20 of 50), `walkthrough_steps` (None: the final run's) and `walkthrough_guidance`
     (None: the final run's; 1 switches classifier-free guidance off and halves each step's cost)."""
-    final_step = release_reference_step(settings.steps) if reference_step is None else reference_step
+    final_step = reference_step_of(settings.steps, reference_step)
     if not 0 <= final_step < settings.steps:
         raise ValueError(
             f"reference_step={final_step} is not a step index of a {settings.steps}-step run "
