@@ -120,7 +120,6 @@ from numina.run_folder import (
     check_resumable,
     device_type,
     disk_full_ends_cleanly,
-    process_scratch,
     save_video,
     slug,
     write_config,
@@ -170,10 +169,8 @@ def job_name(prompt_id: int, seed: int, method: str) -> str:
     return f"p{prompt_id:03d}-s{seed}-{method}"
 
 
-def run_job(
-    pipeline, item, seed: int, method: str, args, scorer, counter_for, folder: Path, scratch: Path
-) -> dict:
-    """Generate, count and score one video (NUMINA's phase-1 store in `scratch`); the JSON-able result."""
+def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, folder: Path) -> dict:
+    """Generate, count and score one video (NUMINA's phase 1 in memory); the JSON-able result."""
     tokens = parse_prompt(item.prompt, pipeline.tokenizer, targets=item.targets)
     settings = generation_settings(args, seed)
     result = {
@@ -183,9 +180,7 @@ def run_job(
         "prompt": item.prompt,
         "targets": item.targets,
     }
-    video, numina = generate_video(
-        pipeline, tokens, settings, method_options(method, args.options), scratch=scratch
-    )
+    video, numina = generate_video(pipeline, tokens, settings, method_options(method, args.options))
     if numina is not None:
         result.update(numina_path=numina.path, edits=len(numina.edits))
     counter = counter_for(item.prompt, item.targets)
@@ -285,12 +280,9 @@ def main(argv: list[str] | None = None) -> Path:
         pipeline = pipeline_from_args(args, model)
         scorer = ClipScorer(args.clip, device=args.device) if args.clip else None
         counter_for = prompt_counter(args.counter, args.counter_model, args.device, args.palette)
-        with process_scratch(out / "scratch") as scratch:
-            for item, seed, method in tqdm(todo, desc="videos", unit="video"):
-                result = run_job(
-                    pipeline, item, seed, method, args, scorer, counter_for, out / "videos", scratch
-                )
-                write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)
+        for item, seed, method in tqdm(todo, desc="videos", unit="video"):
+            result = run_job(pipeline, item, seed, method, args, scorer, counter_for, out / "videos")
+            write_json(out / "videos" / f"{job_name(item.index, seed, method)}.json", result)
     if args.torchrun:
         torch.distributed.init_process_group("gloo")  # CPU collectives: only a barrier is needed
         torch.distributed.barrier()

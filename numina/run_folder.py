@@ -13,8 +13,6 @@ import errno
 import json
 import os
 import re
-import shutil
-import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -156,26 +154,6 @@ def _running(pid: int) -> bool:
     except PermissionError:  # it runs, as another user
         return True
     return True
-
-
-@contextlib.contextmanager
-def process_scratch(root: str | Path) -> Iterator[Path]:
-    """This process's scratch folder, `root/<host>-<pid>`, removed when the block ends. Scratch folders
-    of this host's processes that no longer run (killed runs) are removed first; other hosts' are kept,
-    since their processes may still be running."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname()
-    for folder in root.glob(f"{host}-*"):
-        name, pid = folder.name.rsplit("-", 1)
-        if name == host and pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-    mine = root / f"{host}-{os.getpid()}"
-    mine.mkdir(exist_ok=True)
-    try:
-        yield mine
-    finally:
-        shutil.rmtree(mine, ignore_errors=True)
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +13,6 @@ from experiment_scripts import EXPERIMENTS, load_experiment
 
 from numina.countworld.world import words_outside_vocabulary
 from numina.models.geometry import Geometry
-from numina.run_folder import process_scratch
 
 TRANSFORMER = SimpleNamespace(patch_size=(1, 2, 2), num_layers=2, num_attention_heads=2, attention_head_dim=8)
 
@@ -68,22 +65,6 @@ def test_words_a_built_in_model_does_not_know_include_accents_emoji_and_digits()
         "sofa",
     ]
     assert words_outside_vocabulary("Three red circles.") == []
-
-
-def test_scratch_folders_of_killed_processes_are_removed(tmp_path: Path) -> None:
-    ended = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    host = socket.gethostname()
-    killed = tmp_path / f"{host}-{int(ended.stdout)}"
-    running = tmp_path / f"{host}-{os.getppid()}"
-    elsewhere = tmp_path / f"{host}-other-{int(ended.stdout)}"
-    for folder in (killed, running, elsewhere):
-        (folder / "tmpabc").mkdir(parents=True)
-    with process_scratch(tmp_path) as mine:
-        assert mine == tmp_path / f"{host}-{os.getpid()}" and mine.is_dir()
-        assert not killed.exists() and running.exists() and elsewhere.exists()
-    assert not mine.exists()
 
 
 # Every runnable script: the experiments and the benchmarks.

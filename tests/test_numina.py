@@ -56,6 +56,19 @@ def official(tiny_pipe, tokens, tmp_path_factory: pytest.TempPathFactory):
     return run_numina(tiny_pipe, tokens, SETTINGS, preset("official"), path), path
 
 
+def test_a_run_without_a_store_is_the_same_run_and_writes_nothing(
+    official, tiny_pipe, tokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored, _ = official
+    monkeypatch.chdir(tmp_path)
+    result = run_numina(tiny_pipe, tokens, SETTINGS, preset("official"), None)
+    assert np.array_equal(result.video, stored.video) and result.path == stored.path
+    for noun in tokens.targets:
+        np.testing.assert_array_equal(result.layout[noun], stored.layout[noun])
+        np.testing.assert_array_equal(result.corrected[noun], stored.corrected[noun])
+    assert list(tmp_path.iterdir()) == []
+
+
 def _right_layout(targets: dict[str, int], frames: int, size: int) -> Layout:
     """A layout whose every frame already holds the target count of every noun (1-position instances)."""
     labels = {}

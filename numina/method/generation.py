@@ -22,7 +22,6 @@ and numina (capture, method, metrics, models, prompts, store, version, walkthrou
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -168,18 +167,13 @@ def _step_cache(
 
 
 def generate_video(
-    pipeline: Any,
-    tokens: PromptTokens,
-    settings: GenerationSettings,
-    options: NuminaOptions | None,
-    scratch: str | Path | None = None,
+    pipeline: Any, tokens: PromptTokens, settings: GenerationSettings, options: NuminaOptions | None
 ) -> tuple[np.ndarray, NuminaResult | None]:
     """One video for an evaluation: the plain pipeline's (`options` None, the baseline) or NUMINA's,
-    whose phase-1 store goes to a temporary folder (inside `scratch` when given) and is removed."""
+    whose phase 1 stays in memory (no store is written)."""
     if options is None:
         return plain_generation(pipeline, tokens.prompt, settings), None
-    with tempfile.TemporaryDirectory(dir=scratch) as folder:
-        result = run_numina(pipeline, tokens, settings, options, Path(folder) / "attention.h5")
+    result = run_numina(pipeline, tokens, settings, options, None)
     return result.video, result
 
 
@@ -188,11 +182,12 @@ def run_numina(
     tokens: PromptTokens,
     settings: GenerationSettings,
     options: NuminaOptions,
-    store_path: str | Path,
+    store_path: str | Path | None,
     attrs: dict[str, Any] | None = None,
     output_type: str = "np",
 ) -> NuminaResult:
-    """Generate `tokens.prompt` with NUMINA; the walk-through's capture and the layout go to `store_path`."""
+    """Generate `tokens.prompt` with NUMINA; the walk-through's capture and the layout go to `store_path`
+    (None: nothing is written, phase 1 reads the capture from memory as always)."""
     if not tokens.targets:
         raise ValueError(f"no targets for {tokens.prompt!r}: NUMINA needs {{noun: count}} to correct.")
     check_correction(tokens.targets, stride=options.stride, disc_radius=options.disc_radius)
@@ -213,8 +208,9 @@ def run_numina(
         "code_version": code_version(),
         **(attrs or {}),
     }
-    writer = open_capture_store(store_path, spec, geometry, root)
-    _declare_layout(writer, nouns, geometry)
+    writer = None if store_path is None else open_capture_store(store_path, spec, geometry, root)
+    if writer is not None:
+        _declare_layout(writer, nouns, geometry)
     memory = MemoryStore(spec, geometry)
     found: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -236,8 +232,9 @@ def run_numina(
 
     try:
         started = time.perf_counter()
+        sink = memory if writer is None else TeeSink(memory, writer)
         with (
-            AttentionCapture(pipeline.transformer, spec, geometry, TeeSink(memory, writer)),
+            AttentionCapture(pipeline.transformer, spec, geometry, sink),
             _step_cache(pipeline, options, "walkthrough", schedule.settings.steps, WARMUP, (step,)) as cache,
         ):
             latents = pipeline(
@@ -278,29 +275,33 @@ def run_numina(
                 video = plain_generation(pipeline, tokens.prompt, settings, output_type, step_end)
             cached["guided"] = list(hook.skipped) if hook else []
         timings["final"] = time.perf_counter() - started
-        for stage, state in zip(STAGES, (layout, corrected), strict=True):
-            writer.write(
-                "layout/labels", {"stage": stage}, np.stack([state[noun] for noun in nouns]).astype(np.int16)
+        if writer is not None:
+            for stage, state in zip(STAGES, (layout, corrected), strict=True):
+                writer.write(
+                    "layout/labels",
+                    {"stage": stage},
+                    np.stack([state[noun] for noun in nouns]).astype(np.int16),
+                )
+                writer.write(
+                    "layout/counts",
+                    {"stage": stage},
+                    np.stack([state.counts(noun) for noun in nouns]).astype(np.int16),
+                )
+            writer.set_attrs(
+                steps=list(range(schedule.settings.steps)),  # the captured walk-through's steps
+                timesteps=captured_timesteps,
+                walkthrough_settings=schedule.settings.to_dict(),
+                numina_path=path,
+                head_choice=found["head"].to_dict(),
+                cross_heads=found["cross_heads"],
+                edits=[asdict(edit) for edit in edits],
+                timings=timings,
+                cached_steps=cached,
             )
-            writer.write(
-                "layout/counts",
-                {"stage": stage},
-                np.stack([state.counts(noun) for noun in nouns]).astype(np.int16),
-            )
-        writer.set_attrs(
-            steps=list(range(schedule.settings.steps)),  # the captured walk-through's steps
-            timesteps=captured_timesteps,
-            walkthrough_settings=schedule.settings.to_dict(),
-            numina_path=path,
-            head_choice=found["head"].to_dict(),
-            cross_heads=found["cross_heads"],
-            edits=[asdict(edit) for edit in edits],
-            timings=timings,
-            cached_steps=cached,
-        )
-        writer.close()
+            writer.close()
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
     return NuminaResult(
         video,
