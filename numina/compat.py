@@ -1,4 +1,4 @@
-"""diffusers' internals that the hook layer relies on, in one place, and the check that they hold.
+"""diffusers' and torch's internals the project relies on, in one place, and the check that they hold.
 
 Capture, modulation and step caching read what diffusers does not publish as API: the denoising
 loop's cache context (`transformer.cache_context("cond" | "uncond", step_index=i)` sets it only on
@@ -7,6 +7,11 @@ which submodules `WanAttnProcessor` calls (`norm_q`, `norm_k`, `to_v`, `to_out[0
 angles as `rotary_emb`). They were read from diffusers `TESTED_DIFFUSERS`; `check_transformer`
 refuses, before any hook goes on, another diffusers and a transformer whose attention does not run
 that way, with a message that says what to do.
+
+Three more private names live here: a pipeline's `_interrupt` flag (diffusers' documented way to end
+its denoising loop from a step-end callback), torch's flash-attention kernel that returns the
+log-sum-exp (`aten._scaled_dot_product_flash_attention`, the capture's exact softmax normaliser on a
+GPU) and `torch._foreach_lerp_` (one fused update of many tensors, the EMA of the trainers).
 
 `DenoisingContext` is the one hook that reads the cache context: a stateful hook on the transformer,
 shared by every feature installed there (`attach` / `detach` count them), which answers "which step
@@ -147,3 +152,19 @@ class DenoisingContext(ModelHook):
 def original_forward(hook: ModelHook, *args: Any, **kwargs: Any) -> Any:
     """The forward that a hook replacing `new_forward` wraps (the module's own, or an inner hook's)."""
     return hook.fn_ref.original_forward(*args, **kwargs)
+
+
+def interrupt(pipeline: Any) -> None:
+    """End a diffusers pipeline's denoising loop after the current step (from a step-end callback)."""
+    pipeline._interrupt = True
+
+
+def flash_log_normaliser(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, L) log-sum-exp of q k^T / sqrt(d), from PyTorch's flash-attention kernel (CUDA,
+    half precision), which never writes the L x T logits."""
+    return torch.ops.aten._scaled_dot_product_flash_attention(query, key, key)[1]
+
+
+def lerp_all_(tensors: list[torch.Tensor], ends: list[torch.Tensor], weight: float) -> None:
+    """tensors[i] += weight * (ends[i] - tensors[i]) for every i, in one fused update."""
+    torch._foreach_lerp_(tensors, ends, weight)

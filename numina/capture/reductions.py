@@ -8,7 +8,7 @@ of a small batched eigen-decomposition (`top_components`), so the capture hooks 
 numbers can be checked against a float64 reference. Self-attention maps are formed a few heads at a
 time (`MAP_CHUNK_BYTES`), one loop step and one such sync per chunk: all 40 heads of the Wan2.1-14B
 shape at once are 8 GiB of maps, and twice that during the softmax.
-May import torch and numina.metrics (and numina.capture.spec for type hints).
+May import torch, numina.compat and numina.metrics (and numina.capture.spec for type hints).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from numina.compat import flash_log_normaliser
 from numina.metrics.concentration import concentration_stats
 from numina.metrics.lowrank import randomized_svd_components, release_score_components, top_components
 from numina.metrics.separability import separability
@@ -140,7 +141,7 @@ def log_normaliser(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     """
     if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16):
         q, k = query.unsqueeze(0), key.unsqueeze(0)
-        return torch.ops.aten._scaled_dot_product_flash_attention(q, k, k)[1][0, :, : query.shape[-2]]
+        return flash_log_normaliser(q, k)[0, :, : query.shape[-2]]
     return torch.logsumexp(scores_f32(query, key), dim=-1)
 
 

@@ -5,7 +5,7 @@ Kept apart from the loop in `experiments/train_countworld.py` so each piece is s
 its own. Flow matching as Wan and diffusers' UniPC sampler use it: x_sigma = (1 - sigma) x0 + sigma
 noise, and the transformer predicts the velocity noise - x0 at timestep 1000 sigma. Also the VAE's
 gate: whether the exact counter still counts its reconstructions right. May import torch, numpy,
-numina.countworld.world and numina.evaluation.counters.
+numina.compat, numina.countworld.world and numina.evaluation.counters.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from numina.compat import lerp_all_
 from numina.countworld.world import Scene, palette_from_prompt
 from numina.evaluation.counters import ExactColourCounter
 
@@ -141,7 +142,7 @@ def vae_loss(
 def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """average <- decay average + (1 - decay) model, parameter by parameter."""
     kept, new = list(average.parameters()), [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(kept, new, 1 - decay)
+    lerp_all_(kept, new, 1 - decay)
 
 
 def ema_decay(step: int, decay: float) -> float:

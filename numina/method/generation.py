@@ -16,7 +16,7 @@
 
 The layout before and after correction, counts, chosen heads and edits go into the store (`layout/`
 group and attributes), which is complete only when the whole run finished. May import numpy, torch
-and numina (capture, method, metrics, models, prompts, store, version, walkthrough).
+and numina (capture, compat, method, metrics, models, prompts, store, version, walkthrough).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from numina.capture import AttentionCapture, MemoryStore, TeeSink, open_capture_store
+from numina.compat import interrupt
 from numina.method.cache import WARMUP, FirstBlockStepCache, StepCache
 from numina.method.correct import Edit, check_correction, correct_layout
 from numina.method.identify import HeadChoice, Phase1Data
@@ -227,7 +228,7 @@ def run_numina(
             found["right"] = counts_are_right(found["layout"], tokens.targets)
             timings["layout"] = time.perf_counter() - started
             if not (may_accept and found["right"]):
-                pipe._interrupt = True  # the walk-through ends here
+                interrupt(pipe)  # the walk-through ends here
         return {}
 
     try:
