@@ -1,6 +1,6 @@
 """The diagnosis: do numeral tokens get more diffuse, weaker cross-attention than nouns and adjectives?
 
-    python experiments/diagnose_numerals.py --limit 20            # tiny built-in model, CPU
+    python experiments/diagnose_numerals.py --limit 20            # the built-in CountWorld, CPU
     python experiments/diagnose_numerals.py --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --layers 0,5,10,15,20,25
 
 For each CountBench prompt: a generation with capture at the chosen steps of every prompt token's

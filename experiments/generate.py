@@ -7,9 +7,10 @@ writes a run folder (runs/<time>-<prompt>/): config.json, attention.h5 (the HDF5
 NUMINA also the layout before and after correction, counts, head choice and edits), video.mp4,
 figures/ (the nouns' and numerals' cross-attention; with NUMINA the layouts over the frames) and an
 offline W&B run under wandb/. `--baseline` also generates the plain video with the same seed and
-writes baseline.mp4 and side_by_side.mp4. Without --model it runs the built-in tiny pipeline on the
-CPU (random weights: the maps and layouts show the plumbing, not counting). --model takes a hub id
-or a local diffusers folder (Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B).
+writes baseline.mp4 and side_by_side.mp4. Without --model it runs the built-in CountWorld model on
+the CPU (trained on a world of coloured shapes; it does not yet count, so the layouts show the method
+at work, not a fixed count); `--model tiny` runs random weights. --model takes a hub id or a local
+diffusers folder (Wan2.1-T2V-1.3B/14B, Wan2.2-TI2V-5B).
 """
 
 from __future__ import annotations
