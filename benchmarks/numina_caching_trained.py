@@ -49,7 +49,7 @@ from numina.method.generation import generate_video
 from numina.method.presets import NuminaOptions
 from numina.models import load_pipeline, model_defaults
 from numina.prompts import parse_prompt
-from numina.walkthrough import GenerationSettings, plain_generation
+from numina.sampling import GenerationSettings, plain_generation
 
 CACHED = {"cache_walkthrough": True, "cache_guided": True}
 # Each run's NUMINA options (None: the baseline, the plain pipeline).

@@ -92,7 +92,7 @@ from numina.method.schedule import transformer_calls
 from numina.models import Geometry, get_variant, load_pipeline
 from numina.models.tiny import build_tiny_pipeline
 from numina.prompts import parse_prompt
-from numina.walkthrough import GenerationSettings, plain_generation
+from numina.sampling import GenerationSettings, plain_generation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capture_overhead import PROMPT_LENGTH, build_model, forward, make_inputs, time_call  # noqa: E402

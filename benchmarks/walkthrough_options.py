@@ -119,8 +119,8 @@ from numina.method.schedule import options_schedule, transformer_calls
 from numina.models import Geometry, load_pipeline, model_defaults
 from numina.prompts import parse_prompt
 from numina.run_folder import check_resumable, write_config, write_json
+from numina.sampling import GenerationSettings
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings
 
 
 def layout_agreement(reference, other, noun: str) -> list[dict]:

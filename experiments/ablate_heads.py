@@ -129,9 +129,9 @@ from numina.run_folder import (
     write_config,
     write_json,
 )
+from numina.sampling import GenerationSettings, capture_generation
 from numina.store import open_store
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, capture_generation
 from numina.wandb_mirror import Tracker, logged_already, record_logged
 
 log = logging.getLogger("ablate_heads")

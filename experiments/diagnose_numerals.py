@@ -106,9 +106,9 @@ from numina.run_folder import (
     slug,
     write_config,
 )
+from numina.sampling import capture_generation
 from numina.store import IncompleteStoreError, TruncatedStoreError, open_store
 from numina.version import code_version
-from numina.walkthrough import capture_generation
 from numina.wandb_mirror import Tracker
 
 log = logging.getLogger("diagnose_numerals")

@@ -150,9 +150,9 @@ from numina.models import (
 )
 from numina.prompts import PromptTokens, parse_prompt, validate_targets
 from numina.run_folder import disk_full_ends_cleanly, new_run_folder, save_video, slug, write_json
+from numina.sampling import capture_generation, plain_generation
 from numina.store import open_store
 from numina.version import code_version
-from numina.walkthrough import capture_generation, plain_generation
 from numina.wandb_mirror import Tracker
 
 

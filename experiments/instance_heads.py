@@ -74,8 +74,8 @@ from numina.evaluation import prompt_counter
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
 from numina.run_folder import check_resumable, device_type, disk_full_ends_cleanly, write_config, write_json
+from numina.sampling import capture_generation
 from numina.store import open_store
-from numina.walkthrough import capture_generation
 
 GATE_NATS = 2.0
 # Settings that change a prompt's rows: a resumed --out must have been made with the same ones.

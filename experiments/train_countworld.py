@@ -151,7 +151,7 @@ from numina.evaluation.accuracy import count_rows, video_scores
 from numina.evaluation.counters import ExactColourCounter
 from numina.models.countworld import SHARD_SIZE, save_countworld, untrained_pipeline
 from numina.run_folder import atomic_write, disk_full_ends_cleanly, write_json
-from numina.walkthrough import GenerationSettings
+from numina.sampling import GenerationSettings
 from numina.wandb_mirror import Tracker
 
 STAGES = ("vae", "latents", "transformer", "done")

@@ -6,7 +6,7 @@ release's 81 frames at 832x480 and 50 steps on real models; 17 frames at 128x128
 built-in CountWorld and tiny ones, `numina.models.model_defaults`). The options are declared in
 numina.arguments (light, for a quick `--help`) and re-exported here; this module fills their defaults,
 checks them against the model and loads what they name. May import torch, diffusers, numina.arguments,
-numina.checks, numina.models, numina.method (presets, schedule), numina.walkthrough,
+numina.checks, numina.models, numina.method (presets, schedule), numina.sampling,
 numina.countworld.world2 (its object limit) and numina.evaluation.
 """
 
@@ -42,7 +42,7 @@ from numina.evaluation.countbench import (
 from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.method.schedule import options_schedule
 from numina.models import DEFAULT_MODEL, load_pipeline, model_defaults
-from numina.walkthrough import GenerationSettings
+from numina.sampling import GenerationSettings
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

@@ -21,9 +21,9 @@ from numina.method.layout import LayoutOptions, build_layout
 from numina.method.phase1 import noun_positions
 from numina.models import load_pipeline
 from numina.prompts import PromptTokens, parse_prompt
+from numina.sampling import GenerationSettings, plain_generation
 from numina.store import open_store
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, plain_generation
 
 ablate = load_experiment("ablate_heads")
 GRID = '{"head_rule": ["per_frame", "per_video"], "cross_heads": ["mean", "peak"]}'

@@ -26,8 +26,8 @@ from numina.metrics import separability, top_components
 from numina.metrics.lowrank import randomized_svd_components, release_score_components
 from numina.models import Geometry
 from numina.prompts import parse_prompt
+from numina.sampling import GenerationSettings, capture_generation, plain_generation, run_with_capture
 from numina.store import CoordinateError, open_store
-from numina.walkthrough import GenerationSettings, capture_generation, plain_generation, run_with_capture
 
 PROMPT = "three red cats on a sofa"
 FRAMES, SIZE, STEPS, STEP, LAYER = 9, 128, 4, 2, 1

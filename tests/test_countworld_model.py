@@ -26,7 +26,7 @@ from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.detectors import prompt_counter
 from numina.models import countworld as countworld_model
 from numina.models import load_pipeline, model_defaults, resolve_model
-from numina.walkthrough import GenerationSettings, plain_generation
+from numina.sampling import GenerationSettings, plain_generation
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from numina.method.layout import LayoutOptions
 from numina.method.presets import NuminaOptions
 from numina.models import load_pipeline
 from numina.prompts import parse_prompt
-from numina.walkthrough import GenerationSettings, capture_generation, plain_generation
+from numina.sampling import GenerationSettings, capture_generation, plain_generation
 
 SCRIPTS = ("generate", "countbench", "ablate_heads", "diagnose_numerals", "countworld_samples")
 REQUIRED = {"generate": ["--prompt", "three cats"], "ablate_heads": ["--heads"]}

@@ -23,8 +23,8 @@ from numina.method.phase1 import identify_and_layout, method_spec
 from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.models import Geometry
 from numina.prompts import parse_prompt
+from numina.sampling import GenerationSettings
 from numina.store import open_store
-from numina.walkthrough import GenerationSettings
 
 SETTINGS = GenerationSettings(num_frames=9, height=64, width=64, steps=6, guidance=5.0, seed=3)
 PROMPT = "three cats and two dogs on a sofa"

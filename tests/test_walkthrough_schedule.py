@@ -16,8 +16,8 @@ from numina.method.presets import preset
 from numina.method.schedule import check_same_noise_level, walkthrough_schedule
 from numina.models import Geometry
 from numina.prompts import parse_prompt
+from numina.sampling import GenerationSettings
 from numina.store import open_store
-from numina.walkthrough import GenerationSettings
 from tests.test_numina import PROMPT, SETTINGS, _right_layout
 
 RELEASE = GenerationSettings(num_frames=81, height=480, width=832, steps=50, guidance=5.0, seed=0)

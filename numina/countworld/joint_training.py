@@ -7,7 +7,7 @@ the VAE on the fly, and training starts on single frames (images) before short v
 holds those pieces so each is small and tested; `experiments/train_countworld2.py` runs them in
 resumable pieces. The flow-matching arithmetic is `numina.countworld.training`'s.
 May import torch, numpy, pandas, numina.countworld (world, world2, training), numina.evaluation
-(counters, metrics) and numina.walkthrough.
+(counters, metrics) and numina.sampling.
 """
 
 from __future__ import annotations

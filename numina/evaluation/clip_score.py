@@ -8,7 +8,7 @@ where E_img / E_txt are CLIPModel's projected image / text embeddings (`get_imag
 `get_text_features`). `frames` frames are sampled evenly (see `sample_frame_indices`). The model is always
 loaded with `from_pretrained(model_id_or_local_folder)`; `numina.testing.build_tiny_clip` writes a tiny
 random CLIP into a folder that loads through exactly that same path, for tests and offline smoke runs
-(its scores are meaningless). May import torch, numpy, transformers and numina.evaluation.hub (model
+(its scores are meaningless). May import torch, numpy, transformers and numina.evaluation.model_loading (model
 loading).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from numina.evaluation.hub import default_device, load_error, resolve_source
+from numina.evaluation.model_loading import default_device, load_error, resolve_source
 
 # The documented default model id: the common choice for text-video CLIP score.
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"

@@ -18,7 +18,7 @@ local folder. `numina.testing` writes tiny random models (with offline tokenizer
 same path, for tests.
 
 May import numpy, torch, transformers, numina.evaluation.counters, numina.countworld.world (colour
-words), numina.evaluation.hub (model loading) and numina.evaluation.clip_score (8-bit frames).
+words), numina.evaluation.model_loading (model loading) and numina.evaluation.clip_score (8-bit frames).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 from numina.countworld.world import palette_from_prompt
 from numina.evaluation.clip_score import to_uint8_frames
 from numina.evaluation.counters import ExactColourCounter, palette_for
-from numina.evaluation.hub import default_device, load_error, resolve_source
+from numina.evaluation.model_loading import default_device, load_error, resolve_source
 
 logger = logging.getLogger(__name__)
 DEFAULT_OWLV2_MODEL = "google/owlv2-base-patch16-ensemble"

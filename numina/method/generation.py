@@ -16,7 +16,7 @@
 
 The layout before and after correction, counts, chosen heads and edits go into the store (`layout/`
 group and attributes), which is complete only when the whole run finished. May import numpy, torch
-and numina (capture, compat, method, metrics, models, prompts, store, version, walkthrough).
+and numina (capture, compat, method, metrics, models, prompts, sampling, store, version).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from numina.method.schedule import check_same_noise_level, options_schedule, tra
 from numina.method.tracking import correct_tracked
 from numina.models import Geometry
 from numina.prompts import PromptTokens
+from numina.sampling import GenerationSettings, check_generated, plain_generation
 from numina.version import code_version
-from numina.walkthrough import GenerationSettings, check_generated, plain_generation
 
 STAGES = ("walkthrough", "corrected")
 PATHS = (

@@ -9,7 +9,7 @@
 through these, so the reference step and block, the captured token positions and whether the captured
 scores can be used (`Phase1Data.scored`) are decided in one place. May import numpy, numina.capture,
 numina.method (identify, layout, presets, schedule), numina.metrics, numina.models, numina.prompts and
-numina.walkthrough.
+numina.sampling.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from numina.method.presets import NuminaOptions
 from numina.method.schedule import options_schedule, reference_step_of
 from numina.models import Geometry
 from numina.prompts import PromptTokens
-from numina.walkthrough import GenerationSettings
+from numina.sampling import GenerationSettings
 
 
 def noun_positions(tokens: PromptTokens, all_occurrences: bool = False) -> dict[str, list[int]]:

@@ -6,7 +6,7 @@ reference step is read. On the release's samplers (flow-matching sigmas spaced e
 step r of S and step r * N / S of N sit at the same noise level whenever that index is whole, so a
 walk-through of N < S steps reaches the reference level after r * N / S + 1 transformer calls instead
 of r + 1; `check_same_noise_level` confirms it on the pipeline's own scheduler before any work. May
-import numina.capture.spec, numina.method.presets (for types) and numina.walkthrough.
+import numina.capture.spec, numina.method.presets (for types) and numina.sampling.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from numina.capture.spec import release_reference_step
-from numina.walkthrough import GenerationSettings
+from numina.sampling import GenerationSettings
 
 if TYPE_CHECKING:
     from numina.method.presets import NuminaOptions

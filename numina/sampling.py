@@ -1,12 +1,13 @@
-"""A pipeline run with attention capture, kept in memory or written to an HDF5 store.
+"""Running a Wan pipeline: the sampler's settings, a plain generation, and one with attention capture
+kept in memory or written to an HDF5 store.
 
-`run_with_capture` (TransformerLens' `run_with_cache` in spirit) returns the video and the capture in
-memory, read like a stored run. `capture_generation` runs a diffusers Wan pipeline with an
-`AttentionCapture` installed and the store writer as its sink, records what the store needs to stand
-alone (prompt, token table, geometry, steps and timesteps, model, config, code version, seed), and
-leaves a complete store only when the run finished (an interrupted run leaves `<store>.partial`,
-which readers refuse).
-Used by `experiments/generate.py`; the method's phase 1 and the diagnosis experiment build on it.
+`GenerationSettings` is the sampler call (size, steps, guidance, seed); `plain_generation` is the
+baseline video, checked for NaN/inf. `run_with_capture` (TransformerLens' `run_with_cache` in
+spirit) returns the video and the capture in memory, read like a stored run. `capture_generation`
+runs the pipeline with an `AttentionCapture` whose sink is the store writer, records what the store
+needs to stand alone (prompt, token table, geometry, steps and timesteps, model, config, code
+version, seed), and leaves a complete store only when the run finished (an interrupted run leaves
+`<store>.partial`, which readers refuse). Used by the experiments and by NUMINA's generation loop.
 May import numpy, torch, numina.capture, numina.checks, numina.models, numina.prompts and numina.version.
 """
 
