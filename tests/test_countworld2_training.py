@@ -14,7 +14,6 @@ import pytest
 import torch
 from experiment_scripts import load_experiment
 
-from numina.countworld import trainer2
 from numina.countworld.joint_training import (
     TrainingBatch,
     counting_rows,
@@ -24,6 +23,8 @@ from numina.countworld.joint_training import (
     single_kind_scenes,
     tokenize,
 )
+from numina.countworld.trainer2 import run as trainer_run
+from numina.countworld.trainer2 import stages as trainer_stages
 from numina.models import load_pipeline
 from numina.models.countworld2 import RUN_DEFAULTS, TRANSFORMER, untrained_pipeline
 
@@ -134,7 +135,9 @@ def _args(work, *extra):
 
 
 def test_training_runs_in_pieces_and_resumes_from_the_portable_copy(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer2, "untrained_pipeline", lambda seed: untrained_pipeline(seed, vae_from=None))
+    monkeypatch.setattr(
+        trainer_run, "untrained_pipeline", lambda seed: untrained_pipeline(seed, vae_from=None)
+    )
     work = tmp_path / "work"
     train.main(_args(work, "--piece-steps", "2"))  # the VAE's two steps, G0
     state = json.loads((work / "state.json").read_text())
@@ -154,13 +157,15 @@ def test_training_runs_in_pieces_and_resumes_from_the_portable_copy(tmp_path, mo
     # A loss that turns NaN stops the piece, at the next log line or before the piece's checkpoint,
     # keeping the step-2 checkpoint.
     nan_step = lambda *args, **kwargs: (torch.tensor(float("nan")), torch.tensor(1.0))  # noqa: E731
-    monkeypatch.setattr(trainer2, "joint_flow_step", nan_step)
+    monkeypatch.setattr(trainer_stages, "joint_flow_step", nan_step)
     for log_every in ("1", "100"):
         with pytest.raises(SystemExit, match=r"not finite at step 3 .* holds step 2"):
             train.main(_args(work, "--piece-steps", "1", "--log-every", log_every))
     assert json.loads((work / "state.json").read_text())["step"] == 2
     monkeypatch.undo()
-    monkeypatch.setattr(trainer2, "untrained_pipeline", lambda seed: untrained_pipeline(seed, vae_from=None))
+    monkeypatch.setattr(
+        trainer_run, "untrained_pipeline", lambda seed: untrained_pipeline(seed, vae_from=None)
+    )
     # A fresh machine: a new work folder resumes from the portable copy, with videos from step 2.
     fresh = tmp_path / "fresh"
     # A refused resume leaves the new folder without a state, so the next try still resumes.
