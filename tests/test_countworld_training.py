@@ -14,8 +14,9 @@ from diffusers import WanTransformer3DModel
 from experiment_scripts import load_experiment
 from safetensors.torch import load_file
 
-from numina.countworld import trainer as trainer_module
-from numina.countworld.trainer import Trainer
+from numina.countworld.trainer import Trainer, latents
+from numina.countworld.trainer.export import evaluate_samples
+from numina.countworld.trainer.latents import encode_part, part_version
 from numina.countworld.training import (
     ema_decay,
     flow_matching_pair,
@@ -216,21 +217,21 @@ def test_changed_data_settings_are_refused_and_a_batch_change_is_recorded(tmp_pa
 
 
 def test_refresh_replaces_one_part_per_interval_and_a_fresh_machine_agrees(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_module, "PART_SIZE", 2)  # --clips 6: three parts of two clips
+    monkeypatch.setattr(latents, "PART_SIZE", 2)  # --clips 6: three parts of two clips
     args = train.parse_args(["--work", str(tmp_path / "t"), *SMALL, "--refresh-every", "2"])
     trainer = Trainer(args)
     # Hand-computed: the r-th refresh (step 2r) replaces part (r - 1) mod 3.
     expected = {0: [0, 0, 0], 2: [1, 0, 0], 4: [1, 1, 0], 6: [1, 1, 1], 8: [2, 1, 1], 14: [3, 2, 2]}
     for step, versions in expected.items():
         trainer.state["step"] = step
-        assert [trainer.part_version(part) for part in range(3)] == versions
+        assert [part_version(trainer, part) for part in range(3)] == versions
     first = tmp_path / "first"
     train.main(["--work", str(first), *SMALL, "--refresh-every", "2", "--steps", "4"])
     names = sorted(path.name for path in (first / "latents").glob("*.pt"))
     assert names == ["part_0000_v001.pt", "part_0001_v001.pt", "part_0002.pt"]
     captions = {name: torch.load(first / "latents" / name)["captions"] for name in names}
     start = Trainer(train.parse_args(["--work", str(tmp_path / "u"), *SMALL]))
-    original = [start.encode_part(part, 0)["captions"] for part in range(2)]
+    original = [encode_part(start, part, 0)["captions"] for part in range(2)]
     assert captions["part_0000_v001.pt"] != original[0] and captions["part_0001_v001.pt"] != original[1]
     # A fresh machine at step 4 encodes the same versions: the same clips.
     fresh = tmp_path / "fresh"
@@ -262,9 +263,9 @@ def test_sample_score_is_one_on_true_renders_and_zero_on_blank_frames(tmp_path):
     trainer = Trainer(args)
     scenes = benchmark_scenes(3, seed=args.seed)
     trainer.pipeline = _Replay(scenes)
-    assert trainer.evaluate_samples() == {"accuracy": 1.0, "all_frames_exact": 1.0, "mean_abs_error": 0.0}
+    assert evaluate_samples(trainer) == {"accuracy": 1.0, "all_frames_exact": 1.0, "mean_abs_error": 0.0}
     trainer.pipeline = _Replay(scenes, blank=True)
-    blank = trainer.evaluate_samples()
+    blank = evaluate_samples(trainer)
     assert blank["accuracy"] == 0.0 and blank["all_frames_exact"] == 0.0
     # every noun counted 0: the mean absolute error is the mean of each video's mean target
     expected = np.mean([np.mean(list(scene.targets.values())) for scene in scenes])
