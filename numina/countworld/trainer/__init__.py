@@ -14,9 +14,11 @@
 Every checkpoint also writes the portable copy (state, loss log, weights as diffusers folders in
 files under 15 MB, no optimiser moments), from which a fresh machine resumes. Every step draws its
 clips, noise and noise levels from generators seeded by (seed, step), so a run split into pieces
-ends with the same weights as one run. May import numpy, pandas, torch, diffusers, matplotlib, tqdm,
-numina.countworld, numina.evaluation, numina.models.countworld, numina.run_folder, numina.sampling
-and numina.wandb_mirror.
+ends with the same weights as one run.
+
+Modules: run (the `Trainer`: state, budget, log, checkpoints, the order of the stages), vae, latents,
+transformer (the stages), export (the pipeline after each piece, its samples counted, the loss
+curves).
 """
 
 from numina.countworld.trainer.export import loss_curves_figure

@@ -2,9 +2,8 @@
 (float16, files under 15 MB, optionally copied elsewhere), its samples counted, the run's summary,
 and the loss curves; and the weights of a saved model, to resume from.
 
-May import numpy, pandas, torch, diffusers, matplotlib, tqdm, numina.countworld (trainer, training,
-world), numina.evaluation, numina.models.countworld, numina.run_folder, numina.sampling and
-numina.wandb_mirror.
+May import numpy, pandas, torch, matplotlib, numina.countworld (trainer, world), numina.evaluation,
+numina.models.countworld, numina.sampling and numina.wandb_mirror.
 """
 
 from __future__ import annotations

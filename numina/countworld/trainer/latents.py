@@ -3,9 +3,7 @@ with their captions and the latent positions their objects cover; with a refresh
 is replaced by new clips every so many transformer steps (which part holds which clips follows from
 the step alone), and per-channel latent statistics go into the VAE config.
 
-May import numpy, pandas, torch, diffusers, matplotlib, tqdm, numina.countworld (trainer, training,
-world), numina.evaluation, numina.models.countworld, numina.run_folder, numina.sampling and
-numina.wandb_mirror.
+May import torch, tqdm, numina.countworld (trainer, training, world) and numina.run_folder.
 """
 
 from __future__ import annotations

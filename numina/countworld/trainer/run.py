@@ -1,9 +1,8 @@
 """The first CountWorld's trainer: a work folder's state (recorded settings checked, resumption from a
 portable copy), its budget, log and checkpoints, and the stages in order within the budget.
 
-May import numpy, pandas, torch, diffusers, matplotlib, tqdm, numina.countworld (trainer, training,
-world), numina.evaluation, numina.models.countworld, numina.run_folder, numina.sampling and
-numina.wandb_mirror.
+May import numpy, torch, diffusers, numina.countworld (trainer, training), numina.models.countworld,
+numina.run_folder and numina.wandb_mirror.
 """
 
 from __future__ import annotations

@@ -2,9 +2,7 @@
 object positions weighted up in the loss, AdamW, warm-up and cosine learning rate, gradient clipping,
 bf16 autocast on GPU and an EMA of the weights; checkpointed, then exported.
 
-May import numpy, pandas, torch, diffusers, matplotlib, tqdm, numina.countworld (trainer, training,
-world), numina.evaluation, numina.models.countworld, numina.run_folder, numina.sampling and
-numina.wandb_mirror.
+May import torch, diffusers, tqdm, numina.countworld (trainer, training) and numina.wandb_mirror.
 """
 
 from __future__ import annotations

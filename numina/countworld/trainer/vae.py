@@ -2,9 +2,7 @@
 squared error, object pixels weighted up, a small KL), then is scored on held-out clips (PSNR, and
 whether the exact counter counts the reconstructions right).
 
-May import numpy, pandas, torch, diffusers, matplotlib, tqdm, numina.countworld (trainer, training,
-world), numina.evaluation, numina.models.countworld, numina.run_folder, numina.sampling and
-numina.wandb_mirror.
+May import torch, tqdm, numina.countworld (trainer, training, world) and numina.wandb_mirror.
 """
 
 from __future__ import annotations
