@@ -116,6 +116,22 @@ def run_with_capture(
     return video, capture
 
 
+def run_attributes(
+    tokens: PromptTokens, settings: GenerationSettings, attrs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a stored run says about itself: prompt, token table, targets, settings, seed and code
+    version, then `attrs` (e.g. the run's full config and model id)."""
+    return {
+        "prompt": tokens.prompt,
+        "tokens": tokens.to_records(),
+        "targets": tokens.targets,
+        "settings": settings.to_dict(),
+        "seed": settings.seed,
+        "code_version": code_version(),
+        **(attrs or {}),
+    }
+
+
 def capture_generation(
     pipeline: Any,
     tokens: PromptTokens,
@@ -134,25 +150,12 @@ def capture_generation(
     """
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
     spec = spec.resolved(geometry, settings.steps)
-    root = {
-        "prompt": tokens.prompt,
-        "tokens": tokens.to_records(),
-        "targets": tokens.targets,
-        "settings": settings.to_dict(),
-        "seed": settings.seed,
-        "code_version": code_version(),
-        **(attrs or {}),
-    }
-    writer = open_capture_store(store_path, spec, geometry, root, overwrite=overwrite)
-    try:
+    root = run_attributes(tokens, settings, attrs)
+    with open_capture_store(store_path, spec, geometry, root, overwrite=overwrite) as writer:
         with AttentionCapture(pipeline.transformer, spec, geometry, writer):
             output = pipeline(**settings.call(tokens.prompt), output_type=output_type)
         check_generated(output.frames[0], tokens.prompt, settings.seed)
         writer.set_attrs(
             steps=list(range(settings.steps)), timesteps=pipeline.scheduler.timesteps.float().tolist()
         )
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
     return output.frames[0]

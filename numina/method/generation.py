@@ -44,8 +44,7 @@ from numina.method.schedule import check_same_noise_level, options_schedule, tra
 from numina.method.tracking import correct_tracked
 from numina.models import Geometry
 from numina.prompts import PromptTokens
-from numina.sampling import GenerationSettings, check_generated, plain_generation
-from numina.version import code_version
+from numina.sampling import GenerationSettings, check_generated, plain_generation, run_attributes
 
 STAGES = ("walkthrough", "corrected")
 PATHS = (
@@ -199,19 +198,7 @@ def run_numina(
     # Only a walk-through that is the final run's own beginning can go on to be the video.
     may_accept = options.early_accept and schedule.is_final_run(settings)
     nouns = list(tokens.targets)
-    root = {
-        "prompt": tokens.prompt,
-        "tokens": tokens.to_records(),
-        "targets": tokens.targets,
-        "settings": settings.to_dict(),
-        "seed": settings.seed,
-        "numina_options": options.to_dict(),
-        "code_version": code_version(),
-        **(attrs or {}),
-    }
-    writer = None if store_path is None else open_capture_store(store_path, spec, geometry, root)
-    if writer is not None:
-        _declare_layout(writer, nouns, geometry)
+    root = run_attributes(tokens, settings, {"numina_options": options.to_dict(), **(attrs or {})})
     memory = MemoryStore(spec, geometry)
     found: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -231,7 +218,15 @@ def run_numina(
                 interrupt(pipe)  # the walk-through ends here
         return {}
 
-    try:
+    # The store is complete only when the whole run finished (the writer's context); else `.partial`.
+    store = (
+        contextlib.nullcontext()
+        if store_path is None
+        else open_capture_store(store_path, spec, geometry, root)
+    )
+    with store as writer:
+        if writer is not None:
+            _declare_layout(writer, nouns, geometry)
         started = time.perf_counter()
         sink = memory if writer is None else TeeSink(memory, writer)
         with (
@@ -299,11 +294,6 @@ def run_numina(
                 timings=timings,
                 cached_steps=cached,
             )
-            writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
     return NuminaResult(
         video,
         path,
