@@ -20,6 +20,8 @@ from numina.capture import (
     TeeSink,
     numina_spec,
     open_capture_store,
+    quantity_name,
+    read,
     reductions,
 )
 from numina.metrics import separability, top_components
@@ -421,3 +423,31 @@ def test_run_with_capture_gives_the_plain_video_and_the_stored_runs_capture(
         for name in capture.datasets:
             np.testing.assert_array_equal(capture[name].values, store[name].values, err_msg=name)
     assert capture.attrs["prompt"] == PROMPT and capture.attrs["settings"]["seed"] == 3
+
+
+def test_quantity_names_ask_for_a_capture_and_read_it_back(tiny_pipe, geometry: Geometry) -> None:
+    names = ["blocks.1.attn1.scores", "blocks.3.attn1.maps", "blocks.0.attn2.probs", "blocks.1.attn2.stats"]
+    spec = CaptureSpec.requesting(names, tokens=(0, 2), prompt_length=8, steps=(STEP,), branches=("cond",))
+    assert spec.points() == ["blocks.1.attn1", "blocks.3.attn1", "blocks.0.attn2", "blocks.1.attn2"]
+    assert spec.self_attention.maps and spec.cross_attention.maps and spec.cross_attention.stats
+    settings = GenerationSettings(FRAMES, SIZE, SIZE, STEPS)
+    _, capture = run_with_capture(tiny_pipe, PROMPT, spec, settings)
+    probs = read(capture, "blocks.0.attn2.probs", step=STEP, branch="cond")
+    assert probs.dims == ("head", "token", "frame", "y", "x") and np.isfinite(probs.values).all()
+    np.testing.assert_array_equal(
+        probs.values, capture["cross_attention/probs"].sel(step=STEP, branch="cond", layer=0).values
+    )
+    assert quantity_name(3, "attn1", "maps") == "blocks.3.attn1.maps"
+    for bad, message in [
+        ("blocks.3.attn2.maps", "attn2 keeps"),
+        ("block.3.attn2.probs", "not a quantity name"),
+        ("blocks.x.attn1.scores", "not a quantity name"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            read(capture, bad)
+    with pytest.raises(ValueError, match="need the text `tokens`"):
+        CaptureSpec.requesting(["blocks.0.attn2.probs"])
+    with pytest.raises(ValueError, match="estimator='release'"):
+        CaptureSpec.requesting(["blocks.0.attn1.score_components"])
+    with pytest.raises(ValueError, match="at least one quantity"):
+        CaptureSpec.requesting([])

@@ -1,6 +1,7 @@
 """The hook layer: capture per-head, per-step attention reductions from a Wan transformer."""
 
 from numina.capture.hooks import AttentionCapture, Sink
+from numina.capture.names import quantity_name, read
 from numina.capture.sinks import MemoryStore, TeeSink
 from numina.capture.spec import (
     CaptureSpec,
@@ -23,6 +24,8 @@ __all__ = [
     "TeeSink",
     "numina_spec",
     "open_capture_store",
+    "quantity_name",
+    "read",
     "release_reference_layer",
     "release_reference_step",
     "store_layout",

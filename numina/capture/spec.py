@@ -23,6 +23,7 @@ from numina.capture.names import (
     SELF_SCORES,
     SELF_SINGULAR_VALUES,
     TIMESTEP,
+    parse_quantity,
 )
 from numina.metrics.concentration import STATS
 from numina.metrics.separability import TERMS
@@ -105,6 +106,50 @@ class CaptureSpec:
     self_attention: SelfAttentionCapture | None = None
     cross_attention: CrossAttentionCapture | None = None
     batch_index: int = 0  # which video of the batch is captured
+
+    @classmethod
+    def requesting(
+        cls,
+        names: list[str],
+        *,
+        tokens: tuple[int, ...] = (),
+        prompt_length: int | None = None,
+        steps: tuple[int, ...] | None = None,
+        branches: tuple[str, ...] = ("cond",),
+        heads: tuple[int, ...] | None = None,
+        **self_attention: Any,
+    ) -> CaptureSpec:
+        """The spec that captures these quantities (`numina.capture.names`), e.g.
+        ["blocks.15.attn1.scores", "blocks.15.attn2.probs"]; cross-attention needs the text `tokens`
+        and `prompt_length`, `self_attention` passes `SelfAttentionCapture` options. What a part keeps
+        applies to all its blocks (maps of one block's self-attention: maps of every captured block)."""
+        wanted: dict[str, set[int]] = {"attn1": set(), "attn2": set()}
+        quantities: dict[str, set[str]] = {"attn1": set(), "attn2": set()}
+        if not names:
+            raise ValueError("Ask for at least one quantity, e.g. 'blocks.15.attn2.probs'.")
+        for name in names:
+            parse_quantity(name)  # a clear error for a name that is not one
+            _, layer, module, quantity = name.split(".")
+            wanted[module].add(int(layer))
+            quantities[module].add(quantity)
+        self_part = cross_part = None
+        if wanted["attn1"]:
+            if "score_components" in quantities["attn1"] and self_attention.get("estimator") != "release":
+                raise ValueError("score_components are kept only with estimator='release'; pass it too.")
+            self_part = SelfAttentionCapture(
+                layers=tuple(sorted(wanted["attn1"])), maps="maps" in quantities["attn1"], **self_attention
+            )
+        if wanted["attn2"]:
+            if not tokens or prompt_length is None:
+                raise ValueError("Cross-attention quantities need the text `tokens` and the `prompt_length`.")
+            cross_part = CrossAttentionCapture(
+                layers=tuple(sorted(wanted["attn2"])),
+                tokens=tuple(tokens),
+                prompt_length=prompt_length,
+                maps=bool(quantities["attn2"] & {"probs", "prompt_mass"}),
+                stats="stats" in quantities["attn2"],
+            )
+        return cls(steps, tuple(branches), heads, self_part, cross_part)
 
     def points(self) -> list[str]:
         """Stable names of the modules this spec captures from."""
