@@ -50,15 +50,28 @@ class Sink(Protocol):
     def write(self, name: str, index: dict[str, Any], data: Any) -> None: ...
 
 
-class _CallState:
-    """Shared between the hooks of one capture: where the denoising loop is and the tensors in flight."""
+class CallState:
+    """What one feature's hooks share during a transformer call: whether the call is theirs (`active`)
+    and the tensors a block computes anyway, kept for a hook further on in that block (`tensors`)."""
 
     def __init__(self) -> None:
         self.active = False
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def end(self) -> None:
+        """The call is over (or was cut short): nothing active, nothing kept."""
+        self.active = False
+        self.tensors.clear()
+
+
+class _CaptureCall(CallState):
+    """A capture's call state: also where the denoising loop is and whether the padding is uniform."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.uniform_padding = False
         self.step: int | None = None
         self.branch: str | None = None
-        self.tensors: dict[str, torch.Tensor] = {}
 
 
 class _StepContextHook(ModelHook):
@@ -66,7 +79,7 @@ class _StepContextHook(ModelHook):
 
     _is_stateful = True  # reset by diffusers when a pipeline call ends
 
-    def __init__(self, state: _CallState, spec: CaptureSpec, sink: Sink, context: DenoisingContext) -> None:
+    def __init__(self, state: _CaptureCall, spec: CaptureSpec, sink: Sink, context: DenoisingContext) -> None:
         super().__init__()
         self.state, self.spec, self.sink, self.context = state, spec, sink, context
 
@@ -92,13 +105,11 @@ class _StepContextHook(ModelHook):
         return args, kwargs
 
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
-        self.state.active = False
-        self.state.tensors.clear()
+        self.state.end()
         return output
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        self.state.active = False
-        self.state.tensors.clear()
+        self.state.end()
         return module
 
 
@@ -138,7 +149,7 @@ class KeepOutputHook(ModelHook):
     """Keeps a reference to a module's output (one video of the batch) in `state.tensors[slot]` while
     `state.active`: the q, k (and v) a block computes anyway, for a hook further on in that block."""
 
-    def __init__(self, state: Any, slot: str, batch_index: int) -> None:
+    def __init__(self, state: CallState, slot: str, batch_index: int) -> None:
         super().__init__()
         self.state, self.slot, self.batch_index = state, slot, batch_index
 
@@ -194,7 +205,7 @@ class AttentionCapture:
                 "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
             )
         self.transformer, self.spec, self.geometry, self.sink = transformer, spec, geometry, sink
-        self.state = _CallState()
+        self.state = _CaptureCall()
         self._hooks = HookSet(HOOK_PREFIX)
         all_heads = tuple(spec.heads) == tuple(range(geometry.heads))
         self._head_index = None if all_heads else torch.tensor(spec.heads)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from diffusers.hooks import ModelHook
 
-from numina.capture.hooks import HookSet, KeepOutputHook
+from numina.capture.hooks import CallState, HookSet, KeepOutputHook
 from numina.compat import DenoisingContext, check_transformer
 from numina.method.correct import smallest_instance
 from numina.method.layout import ADDED_BASE, BACKGROUND, REMOVED
@@ -235,14 +235,16 @@ class DevicePlan:
         return torch.matmul(probs, v).transpose(0, 1).flatten(1)  # (R, h*d)
 
 
-class _RunState:
-    def __init__(self) -> None:
-        self.strength: float | None = None  # set while a modulated call is in flight
-        self.tensors: dict[str, torch.Tensor] = {}
+class _ModulatedCall(CallState):
+    """The modulation's call state: also delta(t), the strength of this call's bias (None: not modulated)."""
 
-    @property
-    def active(self) -> bool:
-        return self.strength is not None
+    def __init__(self) -> None:
+        super().__init__()
+        self.strength: float | None = None
+
+    def end(self) -> None:
+        super().end()
+        self.strength = None
 
 
 class _StepHook(ModelHook):
@@ -250,25 +252,24 @@ class _StepHook(ModelHook):
 
     _is_stateful = True  # reset by diffusers when a pipeline call ends
 
-    def __init__(self, state: _RunState, centre: float, context: DenoisingContext) -> None:
+    def __init__(self, state: _ModulatedCall, centre: float, context: DenoisingContext) -> None:
         super().__init__()
         self.state, self.centre, self.context = state, centre, context
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         step, branch = self.context.where("Cross-attention modulation")
         strength = delta(step, self.centre)
+        self.state.end()
         self.state.strength = strength if branch == "cond" and strength > GATE else None
-        self.state.tensors.clear()
+        self.state.active = self.state.strength is not None
         return args, kwargs
 
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
-        self.state.strength = None
-        self.state.tensors.clear()
+        self.state.end()
         return output
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        self.state.strength = None
-        self.state.tensors.clear()
+        self.state.end()
         return module
 
 
@@ -319,7 +320,7 @@ class CrossAttentionModulation:
     ) -> None:
         self.transformer, self.plan, self.batch_index = transformer, plan, batch_index
         self.prompt_length = prompt_length
-        self.state = _RunState()
+        self.state = _ModulatedCall()
         self.device_plan: DevicePlan | None = None
         self._uniform: bool | None = None
         self._hooks = HookSet(HOOK_PREFIX)
