@@ -198,7 +198,6 @@ def run_numina(
     # Only a walk-through that is the final run's own beginning can go on to be the video.
     may_accept = options.early_accept and schedule.is_final_run(settings)
     nouns = list(tokens.targets)
-    root = run_attributes(tokens, settings, {"numina_options": options.to_dict(), **(attrs or {})})
     memory = MemoryStore(spec, geometry)
     found: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -219,11 +218,11 @@ def run_numina(
         return {}
 
     # The store is complete only when the whole run finished (the writer's context); else `.partial`.
-    store = (
-        contextlib.nullcontext()
-        if store_path is None
-        else open_capture_store(store_path, spec, geometry, root)
-    )
+    if store_path is None:  # nothing to record: no attributes (code_version runs git) and no file
+        store = contextlib.nullcontext()
+    else:
+        root = run_attributes(tokens, settings, {"numina_options": options.to_dict(), **(attrs or {})})
+        store = open_capture_store(store_path, spec, geometry, root)
     with store as writer:
         if writer is not None:
             _declare_layout(writer, nouns, geometry)
