@@ -34,6 +34,7 @@ import torch
 from diffusers.hooks import ModelHook
 
 from numina.capture.hooks import CallState, HookSet, KeepOutputHook
+from numina.capture.spec import cross_attention_point
 from numina.compat import DenoisingContext, check_transformer
 from numina.method.correct import smallest_instance
 from numina.method.layout import ADDED_BASE, BACKGROUND, REMOVED
@@ -351,7 +352,7 @@ class CrossAttentionModulation:
         if self.plan.empty:
             return
         attentions = [
-            (f"blocks.{layer}.attn2", block.attn2) for layer, block in enumerate(self.transformer.blocks)
+            (cross_attention_point(layer), block.attn2) for layer, block in enumerate(self.transformer.blocks)
         ]
         check_transformer(
             self.transformer, "Cross-attention modulation", attentions, projections=True, text_only=True
