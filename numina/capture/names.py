@@ -10,7 +10,7 @@ in a file. Store files of every version use these names. May import only the sta
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 TIMESTEP = "capture/timestep"  # the sampler's timestep of each captured (step, branch)
 
@@ -45,6 +45,15 @@ QUANTITIES: dict[str, dict[str, str]] = {
 _QUANTITY_NAME = re.compile(r"blocks\.(\d+)\.(attn1|attn2)\.(\w+)")
 
 
+class Quantity(NamedTuple):
+    """A parsed quantity name: the block, its attention module, the quantity and the dataset."""
+
+    layer: int
+    module: str
+    quantity: str
+    dataset: str
+
+
 def quantity_name(layer: int, module: str, quantity: str) -> str:
     """One block's quantity by name: quantity_name(15, "attn2", "probs") -> "blocks.15.attn2.probs"."""
     name = f"blocks.{layer}.{module}.{quantity}"
@@ -52,8 +61,8 @@ def quantity_name(layer: int, module: str, quantity: str) -> str:
     return name
 
 
-def parse_quantity(name: str) -> tuple[str, int]:
-    """(dataset, layer) of a quantity name such as "blocks.15.attn2.probs"; a clear error otherwise."""
+def parse_quantity(name: str) -> Quantity:
+    """What a quantity name such as "blocks.15.attn2.probs" names; a clear error for one that is not."""
     match = _QUANTITY_NAME.fullmatch(name)
     if match is None:
         raise ValueError(
@@ -64,11 +73,11 @@ def parse_quantity(name: str) -> tuple[str, int]:
     layer, module, quantity = int(match[1]), match[2], match[3]
     if quantity not in QUANTITIES[module]:
         raise ValueError(f"{name!r}: {module} keeps {sorted(QUANTITIES[module])}, not {quantity!r}.")
-    return QUANTITIES[module][quantity], layer
+    return Quantity(layer, module, quantity, QUANTITIES[module][quantity])
 
 
 def read(store: Any, name: str, **selection: Any) -> Any:
     """One block's quantity from a capture, in memory or in a file (`MemoryStore` or `open_store`'s
     store), as a lazy NamedArray: read(store, "blocks.15.attn2.probs", step=20, branch="cond")."""
-    dataset, layer = parse_quantity(name)
-    return store[dataset].sel(layer=layer, **selection)
+    quantity = parse_quantity(name)
+    return store[quantity.dataset].sel(layer=quantity.layer, **selection)

@@ -127,11 +127,9 @@ class CaptureSpec:
         quantities: dict[str, set[str]] = {"attn1": set(), "attn2": set()}
         if not names:
             raise ValueError("Ask for at least one quantity, e.g. 'blocks.15.attn2.probs'.")
-        for name in names:
-            parse_quantity(name)  # a clear error for a name that is not one
-            _, layer, module, quantity = name.split(".")
-            wanted[module].add(int(layer))
-            quantities[module].add(quantity)
+        for asked in map(parse_quantity, names):
+            wanted[asked.module].add(asked.layer)
+            quantities[asked.module].add(asked.quantity)
         self_part = cross_part = None
         if wanted["attn1"]:
             if "score_components" in quantities["attn1"] and self_attention.get("estimator") != "release":
