@@ -22,9 +22,8 @@ from numina.capture.spec import CaptureSpec, DatasetDeclaration, store_layout
 from numina.models.geometry import Geometry
 from numina.store import CoordinateError, NamedArray
 from numina.store.attrs import decode_log, encode_log_entry
-from numina.store.named_array import Key
-
-_TORCH_DTYPES = {np.dtype("float16"): torch.float16, np.dtype("float32"): torch.float32}
+from numina.store.named_array import Key, NumpySource
+from numina.store.writer import tensor_to_numpy
 
 
 class _Records:
@@ -82,7 +81,7 @@ class _MemorySource:
             where = [slice(None)] * len(keys)
             for axis, cell in zip(axes, cells, strict=True):
                 where[axis] = cell
-            values = tensor.to(device="cpu", dtype=_TORCH_DTYPES[self.dtype]).numpy()
+            values = tensor_to_numpy(tensor.to("cpu")).astype(self.dtype)  # as the file stores it
             out[tuple(where)] = values[rest] if rest else values
         return out.reshape([len(key) for key in keys if isinstance(key, np.ndarray)])
 
@@ -101,8 +100,7 @@ class _WrittenSource:
         for key in self.records.tensors:
             cell = dict(zip(self.records.index_dims, key, strict=True))
             mask[tuple(cell.get(dim, slice(None)) for dim in self.chunk_dims)] = 1
-        selected = np.ix_(*[np.atleast_1d(key) for key in keys])
-        return mask[selected].reshape([len(key) for key in keys if isinstance(key, np.ndarray)])
+        return NumpySource(mask).read(keys)
 
 
 class MemoryStore:

@@ -123,7 +123,8 @@ class _AttrsJob:
         return "set_attrs(...)"
 
 
-def _tensor_to_numpy(tensor: Any) -> np.ndarray:
+def tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A CPU tensor as numpy, as the store writes it (dtypes numpy lacks, such as bfloat16, via float32)."""
     try:
         return tensor.numpy()
     except TypeError:  # bfloat16 and other dtypes numpy lacks
@@ -162,7 +163,7 @@ def _snapshot(data: Any, dtype: np.dtype) -> tuple[Any, Any]:
     if hasattr(data, "detach") and device_type not in (None, "cpu"):
         return data, None  # other accelerators: converted (synchronously) in the thread
     if hasattr(data, "detach"):
-        return _tensor_to_numpy(data.detach()).astype(dtype, copy=True), None
+        return tensor_to_numpy(data.detach()).astype(dtype, copy=True), None
     if isinstance(data, np.ndarray) or hasattr(data, "__array__") or not hasattr(data, "cpu"):
         return np.asarray(data).astype(dtype, copy=True), None
     return data, None  # has .cpu() only: converted in the thread
@@ -175,9 +176,9 @@ def _to_numpy(data: Any, event: Any) -> np.ndarray:
     if event is not None:
         event.synchronize()
     if hasattr(data, "detach"):
-        return _tensor_to_numpy(data.detach().to("cpu"))
+        return tensor_to_numpy(data.detach().to("cpu"))
     host = data.cpu()
-    return _tensor_to_numpy(host) if hasattr(host, "numpy") else np.asarray(host)
+    return tensor_to_numpy(host) if hasattr(host, "numpy") else np.asarray(host)
 
 
 class _Worker(threading.Thread):
