@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 PART_SIZE = 4096
 VERSION_STRIDE = 100_000  # a refreshed part's seed index: part + version * VERSION_STRIDE
-DATA_STREAM = 3  # the seed stream of the latent data set
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def encode_part(trainer: Trainer, part: int, version: int) -> dict:
     own seed) and write it, replacing the part's older version."""
     args, vae = trainer.args, trainer.pipeline.vae.eval()
     size = min(PART_SIZE, args.clips - part * PART_SIZE)
-    rng, _ = trainer.generator(DATA_STREAM, part + version * VERSION_STRIDE)
+    rng, _ = trainer.generator("data", part + version * VERSION_STRIDE)
     scenes = [sample_scene(rng) for _ in range(size)]
     latents, objects = [], []
     for start in range(0, size, 64):
@@ -113,9 +112,6 @@ def load_latents(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor, list[str
         torch.cat([p["objects"] for p in loaded]),
         [c for p in loaded for c in p["captions"]],
     )
-
-
-# ----- stage 3: the transformer -----
 
 
 def encode_captions(trainer: Trainer, captions: list[str]) -> torch.Tensor:

@@ -28,6 +28,8 @@ from numina.models.countworld import SHARD_SIZE, untrained_pipeline
 from numina.run_folder import atomic_write, write_json
 from numina.wandb_mirror import Tracker
 
+# Disjoint seed streams: VAE training clips, held-out evaluation clips, the latent data set, steps.
+STREAMS = {"vae": 1, "eval": 2, "data": 3, "step": 4}
 # The settings written into a work folder's state (those that shape its data are then fixed).
 RECORDED_SETTINGS = (
     "seed", "frames", "size", "vae_steps", "vae_frames", "clips", "steps", "batch", "lr", "refresh_every",
@@ -158,11 +160,9 @@ class Trainer:
             model.save_pretrained(self.portable / folder, max_shard_size=SHARD_SIZE)
         self.save_state()  # also the portable copy, now that the folder exists
 
-    def generator(self, stream: int, index: int) -> tuple[np.random.Generator, torch.Generator]:
-        """A numpy and a device generator for one step of one seed stream."""
-        return stream_generators(self.args.seed, stream, index, self.device)
-
-    # ----- stage 1: the VAE -----
+    def generator(self, stream: str, index: int) -> tuple[np.random.Generator, torch.Generator]:
+        """A numpy and a device generator for one step of one seed stream (`STREAMS`)."""
+        return stream_generators(self.args.seed, STREAMS[stream], index, self.device)
 
     def run(self) -> str:
         config = vars(self.args) | {"work": str(self.work), "export": str(self.args.export)}

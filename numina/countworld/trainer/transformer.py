@@ -37,7 +37,6 @@ from numina.wandb_mirror import Tracker
 if TYPE_CHECKING:
     from numina.countworld.trainer.run import Trainer
 
-STEP_STREAM = 4  # the seed stream of the transformer's steps
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def train_transformer(trainer: Trainer, tracker: Tracker) -> None:
     window: list[torch.Tensor] = []
     while trainer.state["step"] < args.steps and not trainer.out_of_budget():
         step = trainer.state["step"]
-        rng, device_generator = trainer.generator(STEP_STREAM, step)
+        rng, device_generator = trainer.generator("step", step)
         index = rng.integers(len(captions), size=args.batch)
         dropped = rng.random(args.batch) < args.caption_dropout
         dropped_rows = torch.from_numpy(dropped).to(trainer.device).view(-1, 1, 1)

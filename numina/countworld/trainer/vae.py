@@ -26,8 +26,6 @@ from numina.wandb_mirror import Tracker
 if TYPE_CHECKING:
     from numina.countworld.trainer.run import Trainer
 
-# Seed streams of this stage: training clips, held-out evaluation clips.
-VAE_STREAM, EVAL_STREAM = 1, 2
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ def train_vae(trainer: Trainer, tracker: Tracker) -> None:
     progress = tqdm(total=args.vae_steps, initial=trainer.state["vae_step"], desc="vae", unit="step")
     while trainer.state["vae_step"] < args.vae_steps and not trainer.out_of_budget():
         step = trainer.state["vae_step"]
-        rng, device_generator = trainer.generator(VAE_STREAM, step)
+        rng, device_generator = trainer.generator("vae", step)
         scenes = [sample_scene(rng) for _ in range(args.vae_batch)]
         clips = render_scenes(scenes, int(rng.integers(2**31)), args.vae_frames, args.size, trainer.device)
         target = to_vae_input(clips.videos)
@@ -90,10 +88,7 @@ def evaluate_vae(trainer: Trainer) -> dict[str, float]:
     """PSNR of held-out full-length clips, and the share of (clip, frame, noun) whose exact count
     on the reconstruction equals the truth (the counter's accuracy on real renders is 1)."""
     args = trainer.args
-    rng, _ = trainer.generator(EVAL_STREAM, 0)
+    rng, _ = trainer.generator("eval", 0)
     scenes = [sample_scene(rng) for _ in range(args.eval_clips)]
     clips = render_scenes(scenes, int(rng.integers(2**31)), args.frames, args.size, trainer.device)
     return reconstruction_count_agreement(trainer.pipeline.vae, clips.videos, scenes, trainer.autocast)
-
-
-# ----- stage 2: the latent data set -----

@@ -132,8 +132,6 @@ class Trainer:
         restarted = self.state.get("restarted_at", {}).get(stage)
         return learning_rate(step, total, peak, warmup, restarted_at=restarted)
 
-    # ----- stage 1: the VAE -----
-
     def refuse_non_finite(self, step: int, values: dict[str, float]) -> None:
         """Stop before a NaN or inf loss is kept in a checkpoint or reaches the EMA model's scores."""
         if all(math.isfinite(value) for value in values.values()):

@@ -35,6 +35,7 @@ VAE_STREAM, EVAL_STREAM, STATS_STREAM, STEP_STREAM = 1, 2, 3, 4
 logger = logging.getLogger(__name__)
 
 
+# ----- stage 1: the VAE -----
 def train_vae(trainer: Trainer) -> None:
     args, vae = trainer.args, trainer.pipeline.vae.train()
     optimiser = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
