@@ -50,8 +50,8 @@ def fidelity_rows(
         if len(drawn[noun]) != geometry.num_frames:
             raise ValueError(
                 f"prompt {prompt_id}: {len(drawn[noun])} drawn counts of {noun!r} for a "
-                f"{geometry.num_frames}-frame video; delete stores/p{prompt_id:03d}.drawn.json to "
-                "generate and count that walk-through again"
+                f"{geometry.num_frames}-frame video: they were not counted on this walk-through's video; "
+                "count that video again"
             )
         for latent_frame, count in enumerate(per_latent_frame):
             rows += [
