@@ -61,7 +61,7 @@ from analysis.instance_heads import (
 )
 from numina.capture import CaptureSpec, SelfAttentionCapture
 from numina.capture.names import SELF_MAPS, SELF_SCORES
-from numina.capture.spec import release_reference_layer, release_reference_step
+from numina.capture.spec import release_reference_layer
 from numina.cli import (
     check_output,
     generation_settings,
@@ -71,6 +71,7 @@ from numina.cli import (
     resolve_model_arguments,
 )
 from numina.evaluation import prompt_counter
+from numina.method.schedule import reference_step_of
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
 from numina.run_folder import check_resumable, device_type, disk_full_ends_cleanly, write_config, write_json
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     reference = release_reference_layer(geometry)
     layers = {"reference": [reference], "all": list(range(geometry.layers))}.get(args.layers, args.layers)
     layers = sorted({*layers, reference})  # G3 is judged at the reference block, so it is always kept
-    step = release_reference_step(args.steps) if args.reference_step is None else args.reference_step
+    step = reference_step_of(args.steps, args.reference_step)
     spec = CaptureSpec(steps=(step,), self_attention=SelfAttentionCapture(layers=tuple(layers), maps=True))
     try:
         spec.validate(geometry, args.steps)
