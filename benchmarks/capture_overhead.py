@@ -9,7 +9,10 @@ side by side in one process (alternating, CUDA events, median):
                   reference layer, the chosen tokens' cross-attention at every layer) into memory;
 - capture-release: the same with the release's estimators (`estimator="release"`, what `official`
                   captures: scikit-learn-exact layout components in float64 and svd_lowrank scores);
-- capture-hdf5:   the same into the HDF5 store through its background writer;
+- capture-segments: the same keeping 12 components per token (what the `segments` extraction reads)
+                  instead of 3;
+- capture-hdf5:   the same into the HDF5 store through its background writer (per-chunk fletcher32
+                  checksums on);
 - hooks-idle:     capture installed, at a step it does not capture (the cost on the other 49 steps).
 
 It also checks that the outputs are bit-identical, times each reduction on its own, reports peak GPU
@@ -59,6 +62,7 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from numina.capture import AttentionCapture, MemoryStore, numina_spec, open_capture_store, reductions
+from numina.method.segments import COMPONENTS as SEGMENTS_COMPONENTS
 from numina.metrics import top_components
 from numina.models import Geometry, get_variant
 from numina.store import measure_write_throughput
@@ -127,6 +131,12 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
 
     maps_once = self_maps()
 
+    def self_all_segments():  # the same keeping the `segments` extraction's 12 components
+        segments = dataclasses.replace(part, components=SEGMENTS_COMPONENTS)
+        return reductions.self_attention_reductions(
+            q, q, geometry.frames, geometry.height, geometry.width, segments
+        )
+
     def self_components():
         return top_components(maps_once, part.components, part.oversample, part.iterations, 0)
 
@@ -142,6 +152,7 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
         ("self_components", self_components),
         ("self_total", self_all),
         ("self_total_release", self_all_release),
+        ("self_total_segments", self_all_segments),
         ("cross_one_layer", cross_one_layer),
     ]:
         time_call(fn, 2)
@@ -213,6 +224,8 @@ def main() -> None:
     spec = numina_spec(geometry, TOKENS, PROMPT_LENGTH, NUM_STEPS).resolved(geometry, NUM_STEPS)
     release = dataclasses.replace(spec.self_attention, estimator="release")
     release_spec = dataclasses.replace(spec, self_attention=release)
+    segments = dataclasses.replace(spec.self_attention, components=SEGMENTS_COMPONENTS)
+    segments_spec = dataclasses.replace(spec, self_attention=segments)
     step = spec.steps[0]
     inputs = make_inputs(geometry, model.config.in_channels, model.config.text_dim)
     tmp = Path(tempfile.mkdtemp())
@@ -235,6 +248,10 @@ def main() -> None:
         with AttentionCapture(model, release_spec, geometry, MemoryStore(release_spec, geometry)):
             forward(model, inputs, step)
 
+    def capture_segments():
+        with AttentionCapture(model, segments_spec, geometry, MemoryStore(segments_spec, geometry)):
+            forward(model, inputs, step)
+
     writers = []
 
     def capture_hdf5():
@@ -251,6 +268,7 @@ def main() -> None:
         "plain": plain,
         "capture-memory": capture_memory,
         "capture-release": capture_release,
+        "capture-segments": capture_segments,
         "capture-hdf5": capture_hdf5,
         "hooks-idle": hooks_idle,
     }
@@ -292,9 +310,9 @@ def main() -> None:
         "hdf5_write_throughput": measure_write_throughput(tmp / "throughput.h5"),
     }
     print(json.dumps(result, indent=1))
-    print(f"\n{'variant':<17}{'median ms':>12}{'x plain':>10}{'peak GiB':>10}")
+    print(f"\n{'variant':<18}{'median ms':>12}{'x plain':>10}{'peak GiB':>10}")
     for name in variants:
-        print(f"{name:<17}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{peak[name]:>10.1f}")
+        print(f"{name:<18}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{peak[name]:>10.1f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
