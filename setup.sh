@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip uv
-install=(.venv/bin/python -m uv pip install --python .venv/bin/python -q)
+# --compile-bytecode writes the installed modules' bytecode once, here: where PYTHONDONTWRITEBYTECODE
+# is set (as on CI), every process would otherwise compile torch, diffusers and transformers again
+# (about 9 s a process start: the full test suite went from 543 s to 409 s on 2 cores).
+install=(.venv/bin/python -m uv pip install --python .venv/bin/python -q --compile-bytecode)
 local_torch=""
 for folder in ${PIP_FIND_LINKS:-}; do
   for wheel in "$folder"/torch-*.whl; do [ -f "$wheel" ] && local_torch="$wheel"; done
