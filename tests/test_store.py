@@ -480,6 +480,95 @@ def test_a_full_disk_ends_with_the_writers_own_error(tmp_path: Path, monkeypatch
         assert {cell["step"] for cell in store["cross_attention/stats"].written()} == {0}
 
 
+def test_h5py_errors_that_carry_a_system_errno_become_os_errors() -> None:
+    """h5py reports a flush that failed for lack of space as a RuntimeError; the store turns it into an
+    OSError with that errno (how a script tells a full disk), keeping the original as its cause."""
+    import errno
+
+    from numina.store.errors import os_error_of
+
+    wrapped = RuntimeError(
+        "Unable to synchronously flush file (file write failed: time = Mon Dec  7 00:18:10 2026\n, "
+        "filename = 'a.h5.partial', file descriptor = 8, errno = 28, error message = 'No space left on "
+        "device', buf = 0x5558, total write size = 520, bytes this sub-write = 520, offset = 45056)"
+    )
+    translated = os_error_of(wrapped)
+    assert isinstance(translated, OSError) and translated.errno == errno.ENOSPC
+    assert translated.__cause__ is wrapped
+    plain = RuntimeError("Unable to open object (component not found)")
+    assert os_error_of(plain) is plain
+    other = ValueError("errno = 28")
+    assert os_error_of(other) is other  # only h5py's RuntimeError is read
+
+
+def test_a_store_that_cannot_fit_is_refused_before_its_file_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HDF5 leaves a file whose write failed for lack of space open in a broken state (the process then
+    dies on exit), so the writer checks the declared size against the free space before creating it."""
+    import errno
+
+    from numina.store import writer as writer_module
+
+    path = tmp_path / "attention.h5"
+    writer = AttentionStoreWriter(path)
+    declare(writer)
+    expected = sum(
+        int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize for spec in writer._specs.values()
+    )
+    assert writer.declared_bytes == expected > 0
+    usage = shutil.disk_usage(tmp_path)
+    free = writer.declared_bytes + writer_module.FREE_SPACE_MARGIN - 1
+    monkeypatch.setattr(writer_module.shutil, "disk_usage", lambda _: usage._replace(free=free))
+    with pytest.raises(OSError, match=r"needs about [\d.]+ MiB and [\d.]+ MiB are free") as caught:
+        writer.write("cross_attention/stats", {"step": 0}, np.ones(shape_of(CROSS, STATS_DIMS[1:])))
+    assert caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # no file, not even a .partial
+    monkeypatch.setattr(writer_module.shutil, "disk_usage", lambda _: usage._replace(free=free + 1))
+    writer.write("cross_attention/stats", {"step": 0}, np.ones(shape_of(CROSS, STATS_DIMS[1:])))
+    writer.close()  # enough space: the same writer goes on
+    assert path.exists()
+
+
+def test_a_real_full_disk_ends_with_the_stores_error_and_exit_status_1(tmp_path: Path) -> None:
+    """On a 256 KiB file system (tmpfs; needs the right to mount, else skipped) a store of 1 MiB ends the
+    process with its clear error and status 1, not the segmentation fault HDF5 gave on exit."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256K", "tmpfs", str(disk)]
+    mounted = subprocess.run(mount, capture_output=True, text=True) if shutil.which("mount") else None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() if mounted else 'no mount'}")
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from numina.store import AttentionStoreWriter
+        writer = AttentionStoreWriter(sys.argv[1])
+        writer.create_group("g", {"step": list(range(64)), "y": list(range(64)), "x": list(range(64))})
+        writer.create_dataset("g/maps", ("step", "y", "x"), dtype="float32", chunk_dims=("step",))
+        with writer:
+            for step in range(64):
+                writer.write("g/maps", {"step": step}, np.ones((64, 64), dtype="float32"))
+        """
+    )
+    try:
+        ended = subprocess.run(
+            [sys.executable, "-c", script, str(disk / "attention.h5")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=120,
+        )
+        left = sorted(path.name for path in disk.iterdir())
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert ended.returncode == 1, ended.stderr
+    message = "OSError: [Errno 28] No space left on device for attention.h5: it needs about 2.0 MiB"
+    assert message in ended.stderr
+    assert left == []
+
+
 def test_exception_in_with_body_leaves_incomplete_file(tmp_path: Path) -> None:
     path = tmp_path / "attention.h5"
     with pytest.raises(ZeroDivisionError), AttentionStoreWriter(path) as writer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import struct
@@ -415,19 +416,36 @@ def test_a_run_ended_by_an_error_records_the_status_the_process_ends_with(error,
     assert exit_status(error) == status
 
 
-def test_a_failure_while_finishing_after_an_error_does_not_hide_the_error(tmp_path, monkeypatch, caplog):
+def test_a_failure_while_finishing_after_an_error_does_not_hide_the_error(
+    tmp_path, monkeypatch, caplog, capsys
+):
+    """On a full disk wandb's own log files fail too: finishing says so in one line, and the log records
+    that cannot be written print no "--- Logging error ---" traceback over the error that ended the work."""
     isolate_wandb(monkeypatch, tmp_path)
     tracker = Tracker(tmp_path / "run", system_metrics=False)
     run = tracker.run
 
+    class FullDiskHandler(logging.Handler):  # as wandb's debug.log handler on a full disk
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError:
+                self.handleError(record)
+
+    wandb_log = logging.getLogger("wandb_on_a_full_disk")
+    wandb_log.addHandler(FullDiskHandler())
+
     def full_disk(exit_code: int = 0) -> None:
+        wandb_log.warning("finishing run")
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
         patch.setattr(run, "finish", full_disk)
         with pytest.raises(RuntimeError, match="boom"), tracker:
             raise RuntimeError("boom")
-    assert "could not be finished after an error" in caplog.text and "No space left" in caplog.text
+    (record,) = [r for r in caplog.records if "could not be finished after an error" in r.getMessage()]
+    assert "No space left" in record.getMessage() and record.exc_info is None  # one line
+    assert "Logging error" not in capsys.readouterr().err and logging.raiseExceptions
     assert not tracker.active
     run.finish(exit_code=1)
 

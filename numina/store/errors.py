@@ -5,6 +5,9 @@ May import only the standard library.
 
 from __future__ import annotations
 
+import os
+import re
+
 
 class StoreError(Exception):
     """Base class: a store file or a call on it is not usable as asked."""
@@ -35,3 +38,19 @@ class CoordinateError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+_C_ERRNO = re.compile(r"errno = (\d+)")
+
+
+def os_error_of(error: BaseException) -> BaseException:
+    """The error as an OSError with its errno where h5py wraps a failed system call in a RuntimeError
+    (a flush on a full disk: "Unable to synchronously flush file (... errno = 28 ...)"), so that callers
+    can tell a full disk by `errno` alone; the original stays its `__cause__`. Any other error as is."""
+    found = _C_ERRNO.search(str(error)) if isinstance(error, RuntimeError) else None
+    if found is None or int(found.group(1)) == 0:
+        return error
+    number = int(found.group(1))
+    translated = OSError(number, f"{os.strerror(number)} ({error})")
+    translated.__cause__ = error
+    return translated

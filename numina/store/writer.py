@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -52,7 +54,7 @@ import numpy as np
 
 from numina.store.attrs import encode_log_entry, encode_native, write_attrs
 from numina.store.coords import CoordIndex, check_dims, normalize_coord
-from numina.store.errors import CoordinateError, StoreError, StoreWriteError
+from numina.store.errors import CoordinateError, StoreError, StoreWriteError, os_error_of
 from numina.store.integrity import fsync_path
 from numina.store.schema import (
     ATTRS_LOG_PATH,
@@ -78,6 +80,7 @@ from numina.store.schema import (
 _STOP = object()
 _FLUSH = object()
 _CHUNK_CACHE_BYTES = 4 << 20
+FREE_SPACE_MARGIN = 1 << 20  # the store's metadata, scales and masks, with room to spare
 
 
 @dataclass
@@ -214,7 +217,7 @@ class _Worker(threading.Thread):
                 if self.error is None:
                     self._handle(job)
             except BaseException as error:  # handed to the caller, never lost
-                self.error, self.failed_job = error, job
+                self.error, self.failed_job = os_error_of(error), job
             finally:
                 self.jobs.task_done()
 
@@ -257,7 +260,7 @@ class _Worker(threading.Thread):
                 self._flush()
             except BaseException as error:
                 if self.error is None:
-                    self.error, self.failed_job = error, _FLUSH
+                    self.error, self.failed_job = os_error_of(error), _FLUSH
 
 
 class AttentionStoreWriter:
@@ -421,6 +424,7 @@ class AttentionStoreWriter:
         self._check_open()
         if self.started:
             return
+        self._check_free_space()
         handle = h5py.File(
             self.partial_path,
             "w",
@@ -433,13 +437,40 @@ class AttentionStoreWriter:
             self._lay_out(handle)
             handle.flush()
             handle.swmr_mode = True
-        except BaseException:
-            handle.close()
+        except BaseException as error:
+            with contextlib.suppress(Exception):  # a full disk fails the close too: keep the first error
+                handle.close()
             self.partial_path.unlink(missing_ok=True)
-            raise
+            translated = os_error_of(error)
+            if translated is error:
+                raise
+            raise translated from error
         self._handle = handle
         self._worker = _Worker(self, self._flush_interval)
         self._worker.start()
+
+    @property
+    def declared_bytes(self) -> int:
+        """Bytes of the declared uncompressed datasets: what the store holds once every entry is
+        written (its metadata and compressed datasets not counted)."""
+        return sum(
+            int(np.prod(spec.shape)) * spec.dtype.itemsize
+            for spec in self._specs.values()
+            if spec.compression is None
+        )
+
+    def _check_free_space(self) -> None:
+        """Refuse a store that cannot fit before the file exists: HDF5 keeps a file whose write failed
+        for lack of space open in a broken state, and the process then crashes on exit (SIGSEGV,
+        h5py issue 914), so a full disk must be met here, not halfway through the writes."""
+        needed = self.declared_bytes + FREE_SPACE_MARGIN
+        free = shutil.disk_usage(self.partial_path.parent).free
+        if needed > free:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device for {self.path.name}: it needs about {needed / 2**20:.1f} MiB "
+                f"and {free / 2**20:.1f} MiB are free in {self.partial_path.parent}",
+            )
 
     def _lay_out(self, handle: h5py.File) -> None:
         handle.attrs[FORMAT_ATTR] = FORMAT_NAME

@@ -24,13 +24,14 @@ cheap), matplotlib and pandas (type hints only) and numina.wandb_mirror (media, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,18 @@ def _terminated(signum: int, frame: Any) -> None:
     """SIGTERM as an exception (a job scheduler's stop, `kill`): Python's default ends the process at
     once, leaving the W&B run open and partial files behind; this unwinds through every `with`."""
     raise SystemExit(TERMINATED)
+
+
+@contextlib.contextmanager
+def _logging_errors_unprinted() -> Iterator[None]:
+    """While a run is finished after an error: wandb's own log files may be what failed (a full disk),
+    and each of its log records would then print a "--- Logging error ---" traceback over the error
+    that ended the work."""
+    previous, logging.raiseExceptions = logging.raiseExceptions, False
+    try:
+        yield
+    finally:
+        logging.raiseExceptions = previous
 
 
 def exit_status(error: BaseException) -> int:
@@ -440,7 +453,11 @@ class Tracker:
                 self.finish()
                 return
             try:
-                self.finish(exit_code=exit_status(exc))
+                with _logging_errors_unprinted():
+                    self.finish(exit_code=exit_status(exc))
+            except OSError as error:  # most often a full disk: one line, then the error that ended the work
+                run_id = self._run_id
+                logger.warning("W&B: the run %s could not be finished after an error: %s", run_id, error)
             except Exception:
                 logger.exception("W&B: the run %s could not be finished after an error", self._run_id)
         finally:
