@@ -265,9 +265,12 @@ def test_official_layout_is_the_releases_on_noisy_scenes() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("difficulty", ["clean", "medium"])
+@pytest.mark.parametrize("difficulty", ["easy", "medium", "weak"])
 def test_official_layout_is_the_same_on_cpu_and_gpu(difficulty: str) -> None:
-    """The release's components run in float64 everywhere: the same maps give the same labels."""
+    """The release's components run in float64 everywhere: the same maps give the same labels. Clean
+    scenes are left out, as in the test against scikit-learn above: their equal instances give exactly
+    repeated singular values, whose components only rounding picks (on an H100, k = 8 of the clean
+    level gave another label to 30 of 1,560 tokens)."""
     part = SelfAttentionCapture(layers=(0,), scores=False, estimator=preset("official").estimator)
     for k in (1, 2, 4, 8):
         case = generate_case(CaseSpec(30, 52, k, difficulty=difficulty, seed=k))
