@@ -68,6 +68,8 @@ from numina.models import Geometry, get_variant
 from numina.store import measure_write_throughput
 
 NUM_STEPS, PROMPT_LENGTH, TOKENS = 50, 16, (2, 3)  # a numeral and a noun among 16 prompt positions
+RELEASE = {"estimator": "release"}  # official's capture: the release's estimators
+SEGMENTS = {"components": SEGMENTS_COMPONENTS}  # the `segments` extraction's 12 components
 
 
 def build_model(variant: str) -> WanTransformer3DModel:
@@ -118,24 +120,15 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
     def self_maps():
         return reductions.frame_local_attention(q, q, geometry.frames)
 
-    def self_all():  # what the hook runs: maps and components a chunk of heads at a time
-        return reductions.self_attention_reductions(
-            q, q, geometry.frames, geometry.height, geometry.width, part
-        )
-
-    def self_all_release():  # the same with the release's estimators (official's capture)
-        release = dataclasses.replace(part, estimator="release")
-        return reductions.self_attention_reductions(
-            q, q, geometry.frames, geometry.height, geometry.width, release
+    def self_all(**changes):
+        """What the hook runs (maps and components a chunk of heads at a time), with `changes` to the
+        capture's self-attention settings."""
+        changed = dataclasses.replace(part, **changes)
+        return lambda: reductions.self_attention_reductions(
+            q, q, geometry.frames, geometry.height, geometry.width, changed
         )
 
     maps_once = self_maps()
-
-    def self_all_segments():  # the same keeping the `segments` extraction's 12 components
-        segments = dataclasses.replace(part, components=SEGMENTS_COMPONENTS)
-        return reductions.self_attention_reductions(
-            q, q, geometry.frames, geometry.height, geometry.width, segments
-        )
 
     def self_components():
         return top_components(maps_once, part.components, part.oversample, part.iterations, 0)
@@ -150,9 +143,9 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
     for name, fn in [
         ("self_maps", self_maps),
         ("self_components", self_components),
-        ("self_total", self_all),
-        ("self_total_release", self_all_release),
-        ("self_total_segments", self_all_segments),
+        ("self_total", self_all()),
+        ("self_total_release", self_all(**RELEASE)),
+        ("self_total_segments", self_all(**SEGMENTS)),
         ("cross_one_layer", cross_one_layer),
     ]:
         time_call(fn, 2)
@@ -222,10 +215,6 @@ def main() -> None:
         model.config, 4, variant.vae["scale_factor_spatial"], args.frames, args.height, args.width
     )
     spec = numina_spec(geometry, TOKENS, PROMPT_LENGTH, NUM_STEPS).resolved(geometry, NUM_STEPS)
-    release = dataclasses.replace(spec.self_attention, estimator="release")
-    release_spec = dataclasses.replace(spec, self_attention=release)
-    segments = dataclasses.replace(spec.self_attention, components=SEGMENTS_COMPONENTS)
-    segments_spec = dataclasses.replace(spec, self_attention=segments)
     step = spec.steps[0]
     inputs = make_inputs(geometry, model.config.in_channels, model.config.text_dim)
     tmp = Path(tempfile.mkdtemp())
@@ -240,17 +229,16 @@ def main() -> None:
     def plain():
         forward(model, inputs, step)
 
-    def capture_memory():
-        with AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry)):
-            forward(model, inputs, step)
+    def capture_memory(**changes):
+        """The capture into memory, with `changes` to its self-attention settings."""
+        part = dataclasses.replace(spec.self_attention, **changes)
+        changed = dataclasses.replace(spec, self_attention=part)
 
-    def capture_release():
-        with AttentionCapture(model, release_spec, geometry, MemoryStore(release_spec, geometry)):
-            forward(model, inputs, step)
+        def run():
+            with AttentionCapture(model, changed, geometry, MemoryStore(changed, geometry)):
+                forward(model, inputs, step)
 
-    def capture_segments():
-        with AttentionCapture(model, segments_spec, geometry, MemoryStore(segments_spec, geometry)):
-            forward(model, inputs, step)
+        return run
 
     writers = []
 
@@ -266,9 +254,9 @@ def main() -> None:
 
     variants = {
         "plain": plain,
-        "capture-memory": capture_memory,
-        "capture-release": capture_release,
-        "capture-segments": capture_segments,
+        "capture-memory": capture_memory(),
+        "capture-release": capture_memory(**RELEASE),
+        "capture-segments": capture_memory(**SEGMENTS),
         "capture-hdf5": capture_hdf5,
         "hooks-idle": hooks_idle,
     }
