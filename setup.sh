@@ -8,7 +8,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip uv
 # --compile-bytecode writes the installed modules' bytecode once, here: where PYTHONDONTWRITEBYTECODE
 # is set (as on CI), every process would otherwise compile torch, diffusers and transformers again
-# (about 9 s a process start: the full test suite went from 543 s to 409 s on 2 cores).
+# (8-10 s a process start: the full test suite went from 543 s to 409 s on 2 cores).
 install=(.venv/bin/python -m uv pip install --python .venv/bin/python -q --compile-bytecode)
 local_torch=""
 for folder in ${PIP_FIND_LINKS:-}; do
