@@ -45,22 +45,6 @@ RING = 3  # the background ring: tokens 2..RING steps from an instance
 EDGE_DISTANCES = 3  # edge_nats compares tokens 1..EDGE_DISTANCES steps from the query
 
 
-def token_instances(pixel_labels: np.ndarray, stride: int) -> np.ndarray:
-    """(H_px, W_px) instance labels -> (H_px / stride, W_px / stride) token labels: a token takes the
-    instance that covers most of its stride x stride pixels if that covers at least half of them, else 0
-    (rims and gaps belong to no instance)."""
-    height, width = pixel_labels.shape
-    if height % stride or width % stride:
-        raise ValueError(f"a frame of {height}x{width} pixels is not a whole number of {stride}-pixel tokens")
-    patches = pixel_labels.reshape(height // stride, stride, width // stride, stride).transpose(0, 2, 1, 3)
-    patches = patches.reshape(height // stride, width // stride, stride * stride)
-    labels = np.zeros(patches.shape[:2], dtype=np.int32)
-    for instance in np.unique(pixel_labels[pixel_labels > 0]):
-        covered = (patches == instance).sum(axis=-1)
-        labels[covered * 2 >= stride * stride] = instance
-    return labels
-
-
 def latent_frame_sources(latent_frames: int, temporal_stride: int = 4) -> list[int]:
     """The video frame whose instances stand for each latent frame of a causal VAE: frame 0 for latent
     frame 0, the last frame of its group (4f) for latent frame f."""

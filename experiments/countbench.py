@@ -5,18 +5,21 @@
     python experiments/countbench.py ... --shard 0/2   and   ... --shard 1/2   then   ... --merge
     torchrun --nproc_per_node 2 experiments/countbench.py ...      (one shard per rank; rank 0 merges)
 
-Every (prompt, seed, method) is one video: generated (`baseline` = the plain pipeline; a preset name
-= NUMINA with it), counted frame by frame with the chosen counter, optionally CLIP-scored, and its
-result written atomically to `videos/<job>.json`; a job whose file exists is done and skipped, so an
-interrupted run resumes where it stopped. `--shard i/n` takes every n-th job from the i-th (the job
-list is fixed by the prompts, seeds and methods, so shards never overlap); under torchrun each rank
-takes its shard and rank 0 builds the tables after a barrier (gloo, so CPUs work too). The tables
-are built from whatever job files exist: `results.csv` (one row per prompt, seed, method, frame,
-noun), `videos.csv`, `summary.csv` (accuracy per method with 95% prompt-bootstrap intervals; by
-target count; by number of categories), `paired.csv` (each NUMINA method against the baseline on
-the same prompts and seeds), `figures/accuracy_by_target.{png,pdf}` and a W&B run (none when the
-tables are those the last run logged). While jobs run, NUMINA's phase-1 stores live in
-`scratch/<host>-<pid>/`; a killed process's is removed when the folder is resumed on its host.
+Every (prompt, seed, method) is one video: generated (`baseline` = the plain pipeline; a preset name =
+NUMINA with it; `oracle` and `random_head` = the controls of `numina.evaluation.controls`, on
+`official` with --options: NUMINA from the true instances of the baseline's video, which needs the
+exact counter, and NUMINA with a head drawn at random), counted frame by frame with the chosen
+counter, optionally CLIP-scored, and its result written atomically to `videos/<job>.json`; a job whose
+file exists is done and skipped, so an interrupted run resumes where it stopped. `--shard i/n` takes
+every n-th job from the i-th (the job list is fixed by the prompts, seeds and methods, so shards never
+overlap); under torchrun each rank takes its shard and rank 0 builds the tables after a barrier (gloo,
+so CPUs work too). The tables are built from whatever job files exist: `results.csv` (one row per
+prompt, seed, method, frame, noun), `videos.csv`, `summary.csv` (accuracy per method with 95%
+prompt-bootstrap intervals; by target count; by number of categories), `paired.csv` (each NUMINA
+method against the baseline on the same prompts and seeds), `figures/accuracy_by_target.{png,pdf}` and
+a W&B run (none when the tables are those the last run logged). While jobs run, NUMINA's phase-1
+stores live in `scratch/<host>-<pid>/`; a killed process's is removed when the folder is resumed on
+its host.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds", type=integer(1), default=5, help="videos per prompt and method (5, as the paper)"
     )
-    add_methods_argument(parser, f"{BASELINE},official")
+    add_methods_argument(parser, f"{BASELINE},official", controls=True)
     add_counter_arguments(parser)
     parser.add_argument(
         "--options",
@@ -113,6 +116,7 @@ from numina.evaluation import (
     paired_comparison,
     prompt_counter,
 )
+from numina.evaluation.controls import CONTROLS, control_video
 from numina.method.generation import generate_video
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt
@@ -153,8 +157,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_model_arguments(parser, args)
-    resolve_methods(parser, args, args.options)
+    resolve_methods(parser, args, args.options, controls=True)
     resolve_counter_arguments(args)
+    if "oracle" in args.methods and args.counter != "exact":
+        parser.error(
+            f"--methods oracle builds its layout from the true instances, which only the exact colour "
+            f"counter gives: use --counter exact (on a built-in model), not {args.counter}"
+        )
     args.torchrun = args.shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.torchrun:  # one shard per rank; rank 0 merges once every rank is done
         args.shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
@@ -180,10 +189,14 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, f
         "prompt": item.prompt,
         "targets": item.targets,
     }
-    video, numina = generate_video(pipeline, tokens, settings, method_options(method, args.options))
+    counter = counter_for(item.prompt, item.targets)
+    options = method_options(method, args.options)
+    if method in CONTROLS:
+        video, numina = control_video(method, pipeline, tokens, settings, options, counter)
+    else:
+        video, numina = generate_video(pipeline, tokens, settings, options)
     if numina is not None:
         result.update(numina_path=numina.path, edits=len(numina.edits))
-    counter = counter_for(item.prompt, item.targets)
     result["counts"] = {noun: counter.count(video, noun).tolist() for noun in item.targets}
     if scorer is not None:
         result["clip_score"] = scorer.score(video, item.prompt)

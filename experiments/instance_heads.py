@@ -57,7 +57,6 @@ from analysis.instance_heads import (
     instance_separation,
     latent_frame_sources,
     separation_summary,
-    token_instances,
 )
 from numina.capture import CaptureSpec, SelfAttentionCapture
 from numina.capture.names import SELF_MAPS, SELF_SCORES
@@ -71,6 +70,7 @@ from numina.cli import (
     resolve_model_arguments,
 )
 from numina.evaluation import prompt_counter
+from numina.evaluation.true_instances import token_instances
 from numina.method.schedule import reference_step_of
 from numina.models import geometry_of, load_tokenizer, resolve_model
 from numina.prompts import parse_prompt

@@ -22,10 +22,11 @@ from numina.wandb_mirror import check_mode
 PROMPT_SETS = ("countbench", "countworld", "countworld2")
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 BASELINE = "baseline"
-# numina.method.presets.PRESETS, numina.evaluation.detectors.DETECTORS, numina.method.identify's
-# HEAD_RULES and CROSS_HEADS, numina.metrics.concentration.STATS, numina.method.cache.CACHE_METHODS,
-# numina.capture.spec.ESTIMATORS.
+# numina.method.presets.PRESETS, numina.evaluation.controls.CONTROLS,
+# numina.evaluation.detectors.DETECTORS, numina.method.identify's HEAD_RULES and CROSS_HEADS,
+# numina.metrics.concentration.STATS, numina.method.cache.CACHE_METHODS, numina.capture.spec.ESTIMATORS.
 PRESET_NAMES = ("improved", "official", "paper")
+CONTROL_NAMES = ("oracle", "random_head")
 COUNTERS = ("exact", "owlv2", "grounding-dino")
 HEAD_RULES = ("per_frame", "per_video", "per_layer", "fixed")
 CROSS_HEADS = ("mean", "concentration", "peak")
@@ -191,11 +192,11 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_methods_argument(parser: argparse.ArgumentParser, default: str) -> None:
-    """--methods: the plain pipeline (`baseline`) and/or NUMINA presets, comma-separated."""
-    parser.add_argument(
-        "--methods", default=default, help=f"comma-separated: {BASELINE} and/or {list(PRESET_NAMES)}"
-    )
+def add_methods_argument(parser: argparse.ArgumentParser, default: str, controls: bool = False) -> None:
+    """--methods: the plain pipeline (`baseline`), NUMINA presets and, where the script runs them,
+    the controls of `numina.evaluation.controls`, comma-separated."""
+    names = [*PRESET_NAMES, *(CONTROL_NAMES if controls else ())]
+    parser.add_argument("--methods", default=default, help=f"comma-separated: {BASELINE} and/or {names}")
 
 
 def add_counter_arguments(parser: argparse.ArgumentParser) -> None:

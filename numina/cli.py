@@ -33,6 +33,7 @@ from numina.arguments import (  # noqa: F401  (the scripts import the declaratio
     resolve_wandb,
 )
 from numina.countworld.world2 import MAX_TOTAL as COUNTWORLD2_MAX_TOTAL
+from numina.evaluation.controls import CONTROL_PRESET, CONTROLS
 from numina.evaluation.countbench import (
     CountBenchPrompt,
     countworld_prompts,
@@ -92,12 +93,16 @@ def load_prompt_set(args: argparse.Namespace) -> list[CountBenchPrompt]:
     return select_prompts(prompts, args.prompts, args.limit)
 
 
-def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace, overrides: dict) -> None:
-    """Split --methods into a list and check every name, and every preset with `overrides`."""
+def resolve_methods(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, overrides: dict, controls: bool = False
+) -> None:
+    """Split --methods into a list and check every name (the controls only where the script runs
+    them: `controls`), and every preset with `overrides`."""
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m != BASELINE and m not in PRESETS]
+    known = [BASELINE, *sorted(PRESETS), *(CONTROLS if controls else ())]
+    unknown = [m for m in args.methods if m not in known]
     if unknown or not args.methods:
-        parser.error(f"--methods: unknown {unknown}; choose from {[BASELINE, *sorted(PRESETS)]}")
+        parser.error(f"--methods: unknown {unknown}; choose from {known}")
     try:
         for method in args.methods:
             options = method_options(method, overrides)
@@ -108,8 +113,11 @@ def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace, o
 
 
 def method_options(method: str, overrides: dict) -> NuminaOptions | None:
-    """NUMINA's options for a preset name with `overrides`; None for the baseline."""
-    return None if method == BASELINE else preset(method, **overrides)
+    """NUMINA's options for a preset name with `overrides` (a control: those of the preset it starts
+    from, `CONTROL_PRESET`); None for the baseline."""
+    if method == BASELINE:
+        return None
+    return preset(CONTROL_PRESET if method in CONTROLS else method, **overrides)
 
 
 def resolve_counter_arguments(args: argparse.Namespace) -> None:

@@ -122,6 +122,7 @@ def test_the_light_option_names_are_the_models_own() -> None:
     from numina import arguments
     from numina.capture.spec import ESTIMATORS
     from numina.evaluation import planted
+    from numina.evaluation.controls import CONTROLS
     from numina.evaluation.detectors import DETECTORS
     from numina.method.cache import CACHE_METHODS
     from numina.method.identify import CROSS_HEADS, HEAD_RULES
@@ -130,6 +131,7 @@ def test_the_light_option_names_are_the_models_own() -> None:
     from numina.models import countworld, countworld2
 
     assert tuple(sorted(PRESETS)) == arguments.PRESET_NAMES
+    assert CONTROLS == arguments.CONTROL_NAMES
     assert ("exact", *DETECTORS) == arguments.COUNTERS
     assert (arguments.HEAD_RULES, arguments.CROSS_HEADS) == (HEAD_RULES, CROSS_HEADS)
     assert (arguments.STATS, arguments.CACHE_METHODS) == (STATS, CACHE_METHODS)

@@ -19,9 +19,9 @@ from analysis.instance_heads import (
     instance_separation,
     latent_frame_sources,
     separation_summary,
-    token_instances,
 )
 from numina.evaluation.counters import ExactColourCounter
+from numina.evaluation.true_instances import token_instances
 from numina.store import AttentionStoreWriter
 
 # One row of six tokens: instance 1, instance 1, gap, gap, instance 2, instance 2.

@@ -113,7 +113,7 @@ def warn_unreached_targets(corrected: Layout, targets: dict[str, int]) -> None:
                 f"after correction {noun!r} still counts {counts[frames].tolist()} in latent frame(s) "
                 f"{frames}, not {target}: an added copy of an instance covered another one whole (the "
                 "release's placement lets copies overlap). The guided run follows this layout.",
-                stacklevel=3,  # the caller of run_numina
+                stacklevel=4,  # the caller of run_numina or generate_with_layout
             )
 
 
@@ -175,6 +175,85 @@ def generate_video(
         return plain_generation(pipeline, tokens.prompt, settings), None
     result = run_numina(pipeline, tokens, settings, options, None)
     return result.video, result
+
+
+def correct_to_targets(
+    layout: Layout, targets: dict[str, int], options: NuminaOptions
+) -> tuple[Layout, list[Edit]]:
+    """The layout corrected to `targets` by the options' rule (per frame, or whole tracks), with a
+    warning where a copy covered an instance so that the count is still wrong."""
+    correct = correct_tracked if options.track_instances else correct_layout
+    corrected, edits = correct(layout, targets, options.cost_weights, options.stride, options.disc_radius)
+    warn_unreached_targets(corrected, targets)
+    return corrected, edits
+
+
+def modulated_generation(
+    pipeline: Any,
+    tokens: PromptTokens,
+    settings: GenerationSettings,
+    options: NuminaOptions,
+    corrected: Layout,
+    output_type: str = "np",
+) -> tuple[str, Any, list[int]]:
+    """The final run: the video generated again from the same noise with the cross-attention biased
+    toward `corrected` (path "guided"), or plainly when there is nothing to bias ("regenerated"), and
+    the steps its cache skipped."""
+    columns = noun_positions(tokens, options.all_occurrences)
+    plan = ModulationPlan.from_layout(
+        corrected.to_dict(), columns, schedule_centre(settings.steps, options.follow_steps)
+    )
+    modulation_ends = next(
+        (step for step in range(settings.steps) if not is_active(step, plan.centre)), settings.steps
+    )
+    with (
+        CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens),
+        _step_cache(pipeline, options, "guided", settings.steps, modulation_ends) as hook,
+    ):
+        step_end = hook.step_end if hook else None
+        video = plain_generation(pipeline, tokens.prompt, settings, output_type, step_end)
+    return ("regenerated" if plan.empty else "guided"), video, list(hook.skipped) if hook else []
+
+
+@dataclass
+class LayoutRun:
+    """NUMINA's second half from a given layout: the layout corrected to the targets, its edits, and
+    the video generated toward it."""
+
+    video: Any
+    path: str  # "guided" or "regenerated"
+    layout: Layout
+    corrected: Layout
+    edits: list[Edit]
+    cached_steps: list[int]
+
+
+def generate_with_layout(
+    pipeline: Any,
+    tokens: PromptTokens,
+    settings: GenerationSettings,
+    options: NuminaOptions,
+    layout: Layout,
+    output_type: str = "np",
+) -> LayoutRun:
+    """Correct `layout` to `tokens.targets` and generate toward it: what `run_numina` does after its
+    walk-through, from a layout found some other way (e.g. the true instances of a video, the control
+    that measures correction and modulation apart from the layout: `numina.evaluation.controls`).
+    `layout` is on the token grid of `settings` (latent frames x H x W tokens), one map per target."""
+    if not tokens.targets:
+        raise ValueError(f"no targets for {tokens.prompt!r}: NUMINA needs {{noun: count}} to correct.")
+    check_correction(tokens.targets, stride=options.stride, disc_radius=options.disc_radius)
+    geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
+    missing = sorted(set(tokens.targets) - set(layout.nouns))
+    if missing or layout.shape != (geometry.frames, geometry.height, geometry.width):
+        raise ValueError(
+            f"the layout has nouns {list(layout.nouns)} on a {layout.shape} grid; this run needs "
+            f"{sorted(tokens.targets)} on {(geometry.frames, geometry.height, geometry.width)} "
+            "(latent frames, token rows, token columns)"
+        )
+    corrected, edits = correct_to_targets(layout, tokens.targets, options)
+    path, video, skipped = modulated_generation(pipeline, tokens, settings, options, corrected, output_type)
+    return LayoutRun(video, path, layout, corrected, edits, skipped)
 
 
 def run_numina(
@@ -243,32 +322,16 @@ def run_numina(
         memory.clear()
         layout = found["layout"]
         started = time.perf_counter()
-        correct = correct_tracked if options.track_instances else correct_layout
-        corrected, edits = correct(
-            layout, tokens.targets, options.cost_weights, options.stride, options.disc_radius
-        )
-        warn_unreached_targets(corrected, tokens.targets)
+        corrected, edits = correct_to_targets(layout, tokens.targets, options)
         timings["correct"] = time.perf_counter() - started
         started = time.perf_counter()
         if may_accept and found["right"]:
             check_generated(latents, tokens.prompt, settings.seed)
             path, video = "accepted", decode_latents(pipeline, latents, output_type)
         else:
-            columns = noun_positions(tokens, options.all_occurrences)
-            plan = ModulationPlan.from_layout(
-                corrected.to_dict(), columns, schedule_centre(settings.steps, options.follow_steps)
+            path, video, cached["guided"] = modulated_generation(
+                pipeline, tokens, settings, options, corrected, output_type
             )
-            path = "regenerated" if plan.empty else "guided"
-            modulation_ends = next(
-                (s for s in range(settings.steps) if not is_active(s, plan.centre)), settings.steps
-            )
-            with (
-                CrossAttentionModulation(pipeline.transformer, plan, prompt_length=tokens.n_tokens),
-                _step_cache(pipeline, options, "guided", settings.steps, modulation_ends) as hook,
-            ):
-                step_end = hook.step_end if hook else None
-                video = plain_generation(pipeline, tokens.prompt, settings, output_type, step_end)
-            cached["guided"] = list(hook.skipped) if hook else []
         timings["final"] = time.perf_counter() - started
         if writer is not None:
             for stage, state in zip(STAGES, (layout, corrected), strict=True):

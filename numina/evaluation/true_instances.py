@@ -1,0 +1,70 @@
+"""The instances a video really shows, on the transformer's token grid: per latent frame and noun, the
+exact counter's regions of the decoded frame that the latent frame ends on, as token labels.
+
+What the layout of NUMINA's walk-through tries to find, so it is the truth that a layout is scored
+against (gate G3, `analysis.instance_heads`) and the layout of the oracle control (gate G4,
+`numina.evaluation.controls`). May import numpy and numina (evaluation.counters, method.layout, models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from numina.evaluation.counters import ExactColourCounter
+from numina.method.layout import Layout, check_detected
+from numina.models import Geometry
+
+
+def token_instances(pixel_labels: np.ndarray, stride: int) -> np.ndarray:
+    """(H_px, W_px) instance labels -> (H_px / stride, W_px / stride) token labels: a token takes the
+    instance that covers most of its stride x stride pixels if that covers at least half of them, else 0
+    (rims and gaps belong to no instance)."""
+    height, width = pixel_labels.shape
+    if height % stride or width % stride:
+        raise ValueError(f"a frame of {height}x{width} pixels is not a whole number of {stride}-pixel tokens")
+    patches = pixel_labels.reshape(height // stride, stride, width // stride, stride).transpose(0, 2, 1, 3)
+    patches = patches.reshape(height // stride, width // stride, stride * stride)
+    labels = np.zeros(patches.shape[:2], dtype=np.int32)
+    for instance in np.unique(pixel_labels[pixel_labels > 0]):
+        covered = (patches == instance).sum(axis=-1)
+        labels[covered * 2 >= stride * stride] = instance
+    return labels
+
+
+def true_layout(
+    video: np.ndarray, counter: ExactColourCounter, nouns: Iterable[str], geometry: Geometry
+) -> Layout:
+    """The layout of what `video` (frames, H_px, W_px, 3) draws: per noun and latent frame, the
+    counter's instances in the last decoded frame the latent frame stands for (`Geometry.video_frames`;
+    frame 0 for latent frame 0), labelled 1..n on the token grid (`token_instances`). An instance that
+    covers no token by half vanishes, as it would from any layout on this grid."""
+    video = np.asarray(video)
+    expected = (geometry.num_frames, geometry.pixel_height, geometry.pixel_width)
+    if video.ndim != 4 or video.shape[:3] != expected:
+        raise ValueError(
+            f"a video of shape {video.shape} is not this geometry's (frames, height, width, 3): "
+            f"{(*expected, 3)}"
+        )
+    stride = geometry.pixel_height // geometry.height
+    if stride * geometry.height != geometry.pixel_height or stride * geometry.width != geometry.pixel_width:
+        raise ValueError(
+            f"tokens are not square: {geometry.pixel_height}x{geometry.pixel_width} pixels on "
+            f"{geometry.height}x{geometry.width} tokens"
+        )
+    sources = [geometry.video_frames(frame)[-1] for frame in range(geometry.frames)]
+    labels = {}
+    for noun in nouns:
+        pixels = counter.instances(video[sources], noun)
+        labels[noun] = np.stack([_renumbered(token_instances(frame, stride)) for frame in pixels])
+    return Layout(labels)
+
+
+def _renumbered(labels: np.ndarray) -> np.ndarray:
+    """Labels 1..n in the counter's order, with no gap where an instance vanished (a layout's detected
+    instances must be 1..99: `check_detected`)."""
+    kept = np.unique(labels[labels > 0])
+    lookup = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    lookup[kept] = np.arange(1, kept.size + 1)
+    return check_detected(lookup[labels])
