@@ -364,3 +364,22 @@ def test_first_block_cache_leaves_the_guided_runs_modulated_steps_unchanged(
     for step in range(4):
         torch.testing.assert_close(cached_latents[step], plain_latents[step], rtol=0, atol=0)
     assert not torch.equal(cached_latents[5], plain_latents[5])  # step 4 reused the cache
+
+
+def test_phrase_modulation_biases_the_numeral_and_adjectives_too(official, tiny_pipe, tokens) -> None:
+    from numina.method.generation import generate_with_layout
+    from numina.method.phase1 import modulated_positions
+    from numina.models import load_tokenizer, resolve_model
+
+    words = parse_prompt(
+        "against a white backdrop, two purple crosses and one cyan circle sinking down",
+        load_tokenizer(resolve_model("countworld2")),
+    )  # one token per word; the comma is position 4
+    assert modulated_positions(words, preset("official")) == {"crosses": [7], "circle": [11]}
+    phrase = preset("official", modulated_tokens="phrase")
+    assert modulated_positions(words, phrase) == {"crosses": [5, 6, 7], "circle": [9, 10, 11]}
+    result, _ = official
+    by_noun = generate_with_layout(tiny_pipe, tokens, SETTINGS, preset("official"), result.layout)
+    by_phrase = generate_with_layout(tiny_pipe, tokens, SETTINGS, phrase, result.layout)
+    assert by_phrase.edits == by_noun.edits
+    assert np.abs(by_phrase.video - by_noun.video).max() > 1e-3

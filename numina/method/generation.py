@@ -12,7 +12,8 @@
    is the video; otherwise it stops there.
 3. The layout is corrected (removals, additions) and the video is generated again from the same noise
    with the cross-attention modulated toward it. With nothing to correct this is the release's plain
-   second generation, identical to continuing the walk-through.
+   second generation, identical to continuing the walk-through. `generate_with_layout` is this step
+   alone, from a layout found another way (the controls of `numina.evaluation.controls`).
 
 The layout before and after correction, counts, chosen heads and edits go into the store (`layout/`
 group and attributes), which is complete only when the whole run finished. May import numpy, torch
@@ -38,7 +39,7 @@ from numina.method.correct import Edit, check_correction, correct_layout
 from numina.method.identify import HeadChoice, Phase1Data
 from numina.method.layout import Layout
 from numina.method.modulate import CrossAttentionModulation, ModulationPlan, is_active, schedule_centre
-from numina.method.phase1 import counts_are_right, identify_and_layout, method_spec, noun_positions
+from numina.method.phase1 import counts_are_right, identify_and_layout, method_spec, modulated_positions
 from numina.method.presets import NuminaOptions
 from numina.method.schedule import check_same_noise_level, options_schedule, transformer_calls
 from numina.method.tracking import correct_tracked
@@ -199,7 +200,7 @@ def modulated_generation(
     """The final run: the video generated again from the same noise with the cross-attention biased
     toward `corrected` (path "guided"), or plainly when there is nothing to bias ("regenerated"), and
     the steps its cache skipped."""
-    columns = noun_positions(tokens, options.all_occurrences)
+    columns = modulated_positions(tokens, options)
     plan = ModulationPlan.from_layout(
         corrected.to_dict(), columns, schedule_centre(settings.steps, options.follow_steps)
     )
@@ -221,7 +222,7 @@ class LayoutRun:
     the video generated toward it."""
 
     video: Any
-    path: str  # "guided" or "regenerated"
+    path: str  # "guided", "regenerated" (nothing to bias), or "accepted" (the oracle's right baseline)
     layout: Layout
     corrected: Layout
     edits: list[Edit]

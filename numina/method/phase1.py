@@ -40,6 +40,23 @@ def noun_positions(tokens: PromptTokens, all_occurrences: bool = False) -> dict[
     return positions
 
 
+def modulated_positions(tokens: PromptTokens, options: NuminaOptions) -> dict[str, list[int]]:
+    """Each target's token columns the guided run biases: its noun's (`noun_positions`, the release),
+    or with `modulated_tokens="phrase"` also the words from its numeral up to the noun ("three red
+    circles"), which carry what the noun's own token may not (a colour, an adjective)."""
+    positions = noun_positions(tokens, options.all_occurrences)
+    if options.modulated_tokens == "noun":
+        return positions
+    for noun in positions:
+        numeral = tokens.numeral_for(noun)
+        if numeral is not None and numeral.noun_word is not None:
+            phrase = range(numeral.words[0], numeral.noun_word + 1)
+            positions[noun] = sorted(
+                {*positions[noun], *(p for i in phrase for p in tokens.words[i].positions)}
+            )
+    return positions
+
+
 def captured_positions(tokens: PromptTokens, all_occurrences: bool = False) -> tuple[int, ...]:
     """The token positions a walk-through captures: the targets' nouns and the numerals counting them."""
     nouns = noun_positions(tokens, all_occurrences)

@@ -21,6 +21,8 @@ from numina.method.layout import LayoutOptions
 from numina.metrics.concentration import STATS
 from numina.metrics.separability import DEFAULT_WEIGHTS as SCORE_WEIGHTS
 
+MODULATED_TOKENS = ("noun", "phrase")  # the guided run's biased columns: the noun's, or its phrase's
+
 
 @dataclass(frozen=True)
 class NuminaOptions:
@@ -45,6 +47,9 @@ class NuminaOptions:
     cross_heads: str = "mean"  # noun map: mean over heads (release), concentration (paper), peak
     concentration_measure: str = "entropy"  # for cross_heads="concentration"
     all_occurrences: bool = False  # every occurrence of a repeated noun (release: the first only)
+    # Token columns the guided run biases: the noun's (release), or its whole phrase from the numeral on
+    # ("three red circles": the numeral and adjectives too, where the colour may be carried)
+    modulated_tokens: str = "noun"
     follow_steps: bool = False  # delta(t) centred at 25 * steps / 50 (release: 25 whatever the steps)
     early_accept: bool = False  # right count after the walk-through: finish its own latent, no second run
     track_instances: bool = False  # one label per object over time; remove whole tracks (release: per frame)
@@ -65,6 +70,7 @@ class NuminaOptions:
             "cross_heads": CROSS_HEADS,
             "concentration_measure": STATS,
             "cache_method": CACHE_METHODS,
+            "modulated_tokens": MODULATED_TOKENS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
