@@ -378,6 +378,8 @@ def test_phrase_modulation_biases_the_numeral_and_adjectives_too(official, tiny_
     assert modulated_positions(words, preset("official")) == {"crosses": [7], "circle": [11]}
     phrase = preset("official", modulated_tokens="phrase")
     assert modulated_positions(words, phrase) == {"crosses": [5, 6, 7], "circle": [9, 10, 11]}
+    every = modulated_positions(words, preset("official", modulated_tokens="prompt"))
+    assert every == {"crosses": list(range(15)), "circle": list(range(15))}  # 13 words, the comma and EOS
     result, _ = official
     by_noun = generate_with_layout(tiny_pipe, tokens, SETTINGS, preset("official"), result.layout)
     by_phrase = generate_with_layout(tiny_pipe, tokens, SETTINGS, phrase, result.layout)

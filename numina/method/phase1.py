@@ -41,19 +41,20 @@ def noun_positions(tokens: PromptTokens, all_occurrences: bool = False) -> dict[
 
 
 def modulated_positions(tokens: PromptTokens, options: NuminaOptions) -> dict[str, list[int]]:
-    """Each target's token columns the guided run biases: its noun's (`noun_positions`, the release),
-    or with `modulated_tokens="phrase"` also the words from its numeral up to the noun ("three red
-    circles"), which carry what the noun's own token may not (a colour, an adjective)."""
+    """Each target's token columns the guided run biases: its noun's (`noun_positions`, the release);
+    with `modulated_tokens="phrase"` also the words from its numeral up to the noun ("three red
+    circles"), which carry what the noun's own token may not (a colour); with "prompt" every token of
+    the prompt, EOS included (a bidirectional text encoder may spread an object over all of them)."""
     positions = noun_positions(tokens, options.all_occurrences)
-    if options.modulated_tokens == "noun":
-        return positions
-    for noun in positions:
-        numeral = tokens.numeral_for(noun)
-        if numeral is not None and numeral.noun_word is not None:
-            phrase = range(numeral.words[0], numeral.noun_word + 1)
-            positions[noun] = sorted(
-                {*positions[noun], *(p for i in phrase for p in tokens.words[i].positions)}
-            )
+    if options.modulated_tokens == "prompt":
+        return {noun: list(range(tokens.n_tokens)) for noun in positions}
+    if options.modulated_tokens == "phrase":
+        for noun in positions:
+            numeral = tokens.numeral_for(noun)
+            if numeral is not None and numeral.noun_word is not None:
+                phrase = range(numeral.words[0], numeral.noun_word + 1)
+                words = {p for i in phrase for p in tokens.words[i].positions}
+                positions[noun] = sorted({*positions[noun], *words})
     return positions
 
 

@@ -21,7 +21,8 @@ from numina.method.layout import LayoutOptions
 from numina.metrics.concentration import STATS
 from numina.metrics.separability import DEFAULT_WEIGHTS as SCORE_WEIGHTS
 
-MODULATED_TOKENS = ("noun", "phrase")  # the guided run's biased columns: the noun's, or its phrase's
+# The guided run's biased columns: the noun's, its phrase's, or every token of the prompt (a diagnostic)
+MODULATED_TOKENS = ("noun", "phrase", "prompt")
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,9 @@ class NuminaOptions:
     cross_heads: str = "mean"  # noun map: mean over heads (release), concentration (paper), peak
     concentration_measure: str = "entropy"  # for cross_heads="concentration"
     all_occurrences: bool = False  # every occurrence of a repeated noun (release: the first only)
-    # Token columns the guided run biases: the noun's (release), or its whole phrase from the numeral on
-    # ("three red circles": the numeral and adjectives too, where the colour may be carried)
+    # Token columns the guided run biases: the noun's (release), its whole phrase from the numeral on
+    # ("three red circles": the numeral and adjectives too), or every token of the prompt, EOS included
+    # (a diagnostic: does the model read an object from tokens other than its phrase's?)
     modulated_tokens: str = "noun"
     follow_steps: bool = False  # delta(t) centred at 25 * steps / 50 (release: 25 whatever the steps)
     early_accept: bool = False  # right count after the walk-through: finish its own latent, no second run
