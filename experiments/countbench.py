@@ -195,8 +195,10 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, f
         video, numina = control_video(method, pipeline, tokens, settings, options, counter)
     else:
         video, numina = generate_video(pipeline, tokens, settings, options)
-    if numina is not None:
+    if numina is not None:  # the layout's counts per latent frame, as found and as corrected
         result.update(numina_path=numina.path, edits=len(numina.edits))
+        for name, layout in (("layout_counts", numina.layout), ("corrected_counts", numina.corrected)):
+            result[name] = {noun: layout.counts(noun).tolist() for noun in item.targets}
     result["counts"] = {noun: counter.count(video, noun).tolist() for noun in item.targets}
     if scorer is not None:
         result["clip_score"] = scorer.score(video, item.prompt)

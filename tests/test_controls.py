@@ -3,6 +3,7 @@ oracle and the random head, and both as CountBench methods."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def _video_of_squares(geometry: Geometry) -> np.ndarray:
     video[0, 32:64, 16:48] = BLUE  # one blue square of 2 x 2 tokens
     video[8, 0:16, 48:64] = RED  # two red squares, one whole token each
     video[8, 48:64, 0:16] = RED
-    video[8, 20:26, 20:26] = RED  # 36 px of a 256-px token: under half a token, so no instance
+    video[8, 20:26, 20:26] = RED  # 36 px inside the token at row 1, column 1: under half of it
     return video
 
 
@@ -86,10 +87,14 @@ def test_the_true_layout_is_the_counters_instances_on_the_token_grid(tiny_pipe) 
     assert layout["cats"].tolist() == [
         [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
         [[0, 0, 0, 0]] * 4,
-        # the counter finds 3 regions; the small one covers no token by half and the rest are 1..2
-        [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0], [2, 0, 0, 0]],
+        # the counter finds 3 regions in raster order; the small one covers no token by half, so it
+        # keeps the token it covers most (row 1, column 1) and the count stays the counter's
+        [[0, 0, 0, 1], [0, 2, 0, 0], [0, 0, 0, 0], [3, 0, 0, 0]],
     ]
-    assert layout.counts("cats").tolist() == [1, 0, 2]
+    assert (
+        layout.counts("cats").tolist()
+        == counter.count(_video_of_squares(geometry)[[0, 4, 8]], "cats").tolist()
+    )
     assert layout["dogs"][0].tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0]]
     assert layout.counts("dogs").tolist() == [1, 0, 0]
     with pytest.raises(ValueError, match=r"is not this geometry's \(frames, height, width, 3\)"):
@@ -168,6 +173,11 @@ def test_countbench_runs_the_controls_and_pairs_them_with_the_baseline(
     videos = pd.read_csv(out / "videos.csv").set_index("method")
     assert videos.loc["oracle", "numina_path"] in ("accepted", "guided", "regenerated")
     assert videos.loc["random_head", "numina_path"] in ("guided", "regenerated")
+    oracle = json.loads((out / "videos" / "p003-s0-oracle.json").read_text())
+    baseline = json.loads((out / "videos" / "p003-s0-baseline.json").read_text())
+    # the oracle's layout counts what the counter counted in the baseline (latent frame f: frame 4f)
+    assert oracle["layout_counts"]["cat"] == baseline["counts"]["cat"][::4]
+    assert oracle["corrected_counts"]["cat"] == [1, 1]
 
 
 def test_the_controls_are_refused_where_they_cannot_run(
