@@ -3,13 +3,8 @@ oracle and the random head, and both as CountBench methods."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
-from experiment_scripts import load_experiment
 
 from numina.evaluation.controls import control_video, oracle_generation, random_head_options
 from numina.evaluation.counters import ExactColourCounter
@@ -91,10 +86,8 @@ def test_the_true_layout_is_the_counters_instances_on_the_token_grid(tiny_pipe) 
         # keeps the token it covers most (row 1, column 1) and the count stays the counter's
         [[0, 0, 0, 1], [0, 2, 0, 0], [0, 0, 0, 0], [3, 0, 0, 0]],
     ]
-    assert (
-        layout.counts("cats").tolist()
-        == counter.count(_video_of_squares(geometry)[[0, 4, 8]], "cats").tolist()
-    )
+    sources = _video_of_squares(geometry)[[0, 4, 8]]  # the last frame of each latent frame
+    assert layout.counts("cats").tolist() == counter.count(sources, "cats").tolist() == [1, 0, 3]
     assert layout["dogs"][0].tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0]]
     assert layout.counts("dogs").tolist() == [1, 0, 0]
     with pytest.raises(ValueError, match=r"is not this geometry's \(frames, height, width, 3\)"):
@@ -148,50 +141,3 @@ def test_the_oracle_needs_the_exact_counter_and_controls_are_named(tiny_pipe) ->
         ValueError, match=r"unknown control 'orcale'; controls are \['oracle', 'random_head'\]"
     ):
         control_video("orcale", tiny_pipe, tokens, SETTINGS, preset("official"), None)
-
-
-countbench = load_experiment("countbench")
-
-
-def _countbench_args(tiny_folder: Path, bench: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--model", str(tiny_folder), "--countbench", str(bench), "--out", str(out), "--prompts", "3",
-        "--seeds", "1", "--frames", "5", "--height", "64", "--width", "64", "--steps", "3",
-        "--wandb", "disabled", *extra,
-    ]  # fmt: skip
-
-
-def test_countbench_runs_the_controls_and_pairs_them_with_the_baseline(
-    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
-) -> None:
-    methods = "--methods", "baseline,oracle,random_head"
-    out = countbench.main(
-        _countbench_args(tiny_folder, countbench_dir, tmp_path / "g4", *methods, "--counter", "exact")
-    )
-    paired = pd.read_csv(out / "paired.csv")
-    assert paired["other"].tolist() == ["oracle", "random_head"]
-    videos = pd.read_csv(out / "videos.csv").set_index("method")
-    assert videos.loc["oracle", "numina_path"] in ("accepted", "guided", "regenerated")
-    assert videos.loc["random_head", "numina_path"] in ("guided", "regenerated")
-    oracle = json.loads((out / "videos" / "p003-s0-oracle.json").read_text())
-    baseline = json.loads((out / "videos" / "p003-s0-baseline.json").read_text())
-    # the oracle's layout counts what the counter counted in the baseline (latent frame f: frame 4f)
-    assert oracle["layout_counts"]["cat"] == baseline["counts"]["cat"][::4]
-    assert oracle["corrected_counts"]["cat"] == [1, 1]
-
-
-def test_the_controls_are_refused_where_they_cannot_run(
-    tiny_folder: Path, countbench_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit):  # the oracle's layout comes from the exact counter only
-        countbench.main(
-            _countbench_args(
-                tiny_folder, countbench_dir, tmp_path / "a", "--methods", "oracle", "--counter", "owlv2"
-            )
-        )
-    assert "--methods oracle builds its layout from the true instances" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists()
-    samples = load_experiment("countworld_samples")
-    with pytest.raises(SystemExit):  # a script that does not run the controls does not take them
-        samples.main(["--model", str(tiny_folder), "--methods", "oracle", "--out", str(tmp_path / "s.png")])
-    assert "unknown ['oracle']" in capsys.readouterr().err

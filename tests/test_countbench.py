@@ -159,3 +159,37 @@ def test_bad_requests_fail_before_any_model_work(
     assert not any((tmp_path / name).exists() for name in "abcd")
     with pytest.raises(SystemExit, match="guidance: 5.0 before, 3.0 now"):
         countbench.main(_args(tiny_folder, countbench_dir, single, "--guidance", "3"))
+
+
+def test_countbench_runs_the_controls_and_pairs_them_with_the_baseline(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path
+) -> None:
+    """G4's controls (numina.evaluation.controls) as methods: one prompt, 5 frames (2 latent frames)."""
+    controls = "--prompts", "3", "--frames", "5", "--methods", "baseline,oracle,random_head"
+    out = countbench.main(_args(tiny_folder, countbench_dir, tmp_path / "g4", *controls))
+    assert pd.read_csv(out / "paired.csv")["other"].tolist() == ["oracle", "random_head"]
+    oracle = json.loads((out / "videos" / "p003-s0-oracle.json").read_text())
+    baseline = json.loads((out / "videos" / "p003-s0-baseline.json").read_text())
+    # the oracle's layout counts what the counter counted in the baseline (latent frame f: frame 4f),
+    # and it regenerates only where that is not the target
+    drawn = baseline["counts"]["cat"][::4]
+    assert oracle["layout_counts"]["cat"] == drawn
+    assert oracle["corrected_counts"]["cat"] == [1, 1]
+    assert oracle["numina_path"] == ("accepted" if drawn == [1, 1] else "guided")
+    random_head = json.loads((out / "videos" / "p003-s0-random_head.json").read_text())
+    assert set(random_head) >= {"numina_path", "edits", "layout_counts", "corrected_counts"}
+
+
+def test_the_controls_are_refused_where_they_cannot_run(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):  # the oracle's layout comes from the exact counter only
+        countbench.main(
+            _args(tiny_folder, countbench_dir, tmp_path / "a", "--methods", "oracle", "--counter", "owlv2")
+        )
+    assert "--methods oracle builds its layout from the true instances" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    samples = load_experiment("countworld_samples")
+    with pytest.raises(SystemExit):  # a script that does not run the controls does not take them
+        samples.main(["--model", str(tiny_folder), "--methods", "oracle", "--out", str(tmp_path / "s.png")])
+    assert "unknown ['oracle']" in capsys.readouterr().err

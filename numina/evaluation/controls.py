@@ -23,6 +23,7 @@ import numpy as np
 from numina.evaluation.counters import ExactColourCounter
 from numina.evaluation.true_instances import true_layout
 from numina.method.generation import LayoutRun, generate_video, generate_with_layout
+from numina.method.phase1 import counts_are_right
 from numina.method.presets import NuminaOptions
 from numina.models import Geometry
 from numina.prompts import PromptTokens
@@ -52,7 +53,7 @@ def oracle_generation(
     baseline = plain_generation(pipeline, tokens.prompt, settings)
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
     layout = true_layout(baseline, counter, tokens.targets, geometry)
-    if all((layout.counts(noun) == target).all() for noun, target in tokens.targets.items()):
+    if counts_are_right(layout, tokens.targets):
         return LayoutRun(baseline, "accepted", layout, layout, [], [])
     return generate_with_layout(pipeline, tokens, settings, options, layout)
 

@@ -72,10 +72,7 @@ def _every_instance(pixel_labels: np.ndarray, stride: int) -> np.ndarray:
     labelled 1..n in the counter's order (a layout's detected instances must be 1..99:
     `check_detected`)."""
     labels = token_instances(pixel_labels, stride)
-    height, width = labels.shape
-    patches = (
-        pixel_labels.reshape(height, stride, width, stride).transpose(0, 2, 1, 3).reshape(height, width, -1)
-    )
+    patches = _patches(pixel_labels, stride)
     for instance in np.unique(pixel_labels[pixel_labels > 0]):
         if not (labels == instance).any():
             covered = np.where(labels == 0, (patches == instance).sum(axis=-1), 0)
