@@ -146,6 +146,39 @@ def test_the_hooks_bias_only_touched_rows_of_the_conditional_branch(tiny_pipe) -
     assert not transformer.blocks[0].attn2.norm_q._diffusers_hook.hooks  # all hooks removed
 
 
+def test_the_scale_multiplies_the_strength_and_leaves_the_gate(tiny_pipe) -> None:
+    """scale 0.5 at step 3 (delta 1.75) biases as scale 1 does where delta is 0.875; scale 10 at step
+    45 (delta 0.25, gate closed) leaves the model's output alone."""
+    transformer = tiny_pipe.transformer
+    generator = torch.Generator().manual_seed(2)
+    inputs = dict(
+        hidden_states=torch.randn(1, 16, 2, 8, 8, generator=generator),
+        timestep=torch.tensor([700.0]),
+        encoder_hidden_states=torch.randn(1, 512, transformer.config.text_dim, generator=generator),
+        return_dict=False,
+    )
+    labels = np.zeros((2, 4, 4), dtype=np.int64)
+    labels[0, 0, 0:2], labels[0, 3, 3], labels[0, 2, 0:2], labels[1, 1, 1] = 1, -1, 100, 100
+
+    def video(step: int, centre: float = 25.0, scale: float = 1.0) -> torch.Tensor:
+        plan = ModulationPlan.from_layout({"cat": labels}, {"cat": (1, 2)}, centre, scale)
+        with (
+            torch.no_grad(),
+            CrossAttentionModulation(transformer, plan),
+            transformer.cache_context("cond", step_index=step),
+        ):
+            return transformer(**inputs)[0]
+
+    half_strength_centre = 3 - math.atanh(1 / 6)  # 0.25 (4 - 3 tanh(3 - c)) = 0.875
+    assert delta(3, half_strength_centre) == pytest.approx(0.5 * delta(3), abs=1e-12)
+    halved = video(3, scale=0.5)
+    torch.testing.assert_close(halved, video(3, centre=half_strength_centre), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(halved, video(3))
+    gated = video(45, scale=10.0)
+    with torch.no_grad(), transformer.cache_context("cond", step_index=45):
+        assert torch.equal(gated, transformer(**inputs)[0])
+
+
 def test_an_empty_plan_installs_nothing(tiny_pipe) -> None:
     plan = ModulationPlan.from_layout({"cat": np.ones((2, 4, 4), dtype=np.int64)}, {"cat": (1,)})
     assert plan.empty

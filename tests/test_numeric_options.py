@@ -81,6 +81,8 @@ def test_scripts_refuse_bad_numbers_while_reading_arguments(
         (lambda: NuminaOptions(score_weights=(1.0, math.nan, 0.1)), "score_weights[1]"),
         (lambda: NuminaOptions(cost_weights=(1.0, 1.0)), "cost_weights"),
         (lambda: NuminaOptions(stride=0), "stride"),
+        (lambda: NuminaOptions(modulation_scale=0.0), "modulation_scale"),
+        (lambda: NuminaOptions(modulation_scale=math.inf), "modulation_scale"),
         (lambda: NuminaOptions(reference_step=-1), "reference_step"),
         (lambda: LayoutOptions(threshold=math.nan), "threshold"),
         (lambda: LayoutOptions(quantile=0.0), "quantile"),

@@ -202,7 +202,10 @@ def modulated_generation(
     the steps its cache skipped."""
     columns = modulated_positions(tokens, options)
     plan = ModulationPlan.from_layout(
-        corrected.to_dict(), columns, schedule_centre(settings.steps, options.follow_steps)
+        corrected.to_dict(),
+        columns,
+        schedule_centre(settings.steps, options.follow_steps),
+        options.modulation_scale,
     )
     modulation_ends = next(
         (step for step in range(settings.steps) if not is_active(step, plan.centre)), settings.steps

@@ -11,7 +11,8 @@ at the query positions of each latent frame, the same for every head:
 with m_ref the mean scaled logit from the frame's smallest detected instance (labels 1..99, fewest
 positions, ties to the lower label) to the noun's tokens, over heads, positions and tokens, computed
 in each block from that block's own q and k; delta(t) = 0.25 (4 - 3 tanh(t - c)), c = 25 (the
-release, for 50 steps) or 25 * steps / 50 (`follow_steps`).
+release, for 50 steps) or 25 * steps / 50 (`follow_steps`). A plan's `scale` (1 in the release)
+multiplies delta(t) in the bias, not in the gate, so a stronger or weaker pull is on at the same steps.
 
 How: everything the bias needs is turned into index tensors on the device once per run
 (`ModulationPlan.to`). Hooks keep the block's q, k, v (outputs of `norm_q`, `norm_k`, `to_v`); a hook
@@ -129,6 +130,7 @@ class ModulationPlan:
     nouns: tuple[NounModulation, ...]
     frames: int
     centre: float = RELEASE_CENTRE
+    scale: float = 1.0  # the bias's strength is scale * delta(t); the gate stays delta(t) > 0.25
 
     @classmethod
     def from_layout(
@@ -136,6 +138,7 @@ class ModulationPlan:
         labels: Mapping[str, np.ndarray],
         columns: Mapping[str, Sequence[int]],
         centre: float = RELEASE_CENTRE,
+        scale: float = 1.0,
     ) -> ModulationPlan:
         """`labels[noun]` (frames, H, W) corrected layout; `columns[noun]` its modulated token positions."""
         missing = sorted(set(labels) - set(columns))
@@ -145,7 +148,7 @@ class ModulationPlan:
         frames = {np.asarray(label).shape[0] for label in labels.values()}
         if len(frames) > 1:
             raise ValueError(f"the nouns' layouts have different frame counts: {sorted(frames)}")
-        return cls(nouns, frames.pop() if frames else 0, centre)
+        return cls(nouns, frames.pop() if frames else 0, centre, scale)
 
     @property
     def empty(self) -> bool:
@@ -249,19 +252,20 @@ class _ModulatedCall(CallState):
 
 
 class _StepHook(ModelHook):
-    """On the transformer: decides per call whether to modulate (conditional branch, delta > 0.25)."""
+    """On the transformer: decides per call whether to modulate (conditional branch, delta > 0.25) and
+    how strongly (scale * delta)."""
 
     _is_stateful = True  # reset by diffusers when a pipeline call ends
 
-    def __init__(self, state: _ModulatedCall, centre: float, context: DenoisingContext) -> None:
+    def __init__(self, state: _ModulatedCall, centre: float, scale: float, context: DenoisingContext) -> None:
         super().__init__()
-        self.state, self.centre, self.context = state, centre, context
+        self.state, self.centre, self.scale, self.context = state, centre, scale, context
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         step, branch = self.context.where("Cross-attention modulation")
         strength = delta(step, self.centre)
         self.state.end()
-        self.state.strength = strength if branch == "cond" and strength > GATE else None
+        self.state.strength = self.scale * strength if branch == "cond" and strength > GATE else None
         self.state.active = self.state.strength is not None
         return args, kwargs
 
@@ -361,7 +365,9 @@ class CrossAttentionModulation:
         if self.device_plan is None or self.device_plan.rows.device != device:
             self.device_plan = self.plan.to(device)  # built once, however often the hooks go on
         context = self._hooks.context(self.transformer)
-        self._hooks.register(self.transformer, "step", _StepHook(self.state, self.plan.centre, context))
+        self._hooks.register(
+            self.transformer, "step", _StepHook(self.state, self.plan.centre, self.plan.scale, context)
+        )
         for layer, (name, attention) in enumerate(attentions):
             for slot, module in (("q", attention.norm_q), ("k", attention.norm_k), ("v", attention.to_v)):
                 self._hooks.register(

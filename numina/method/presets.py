@@ -52,6 +52,9 @@ class NuminaOptions:
     # ("three red circles": the numeral and adjectives too), or every token of the prompt, EOS included
     # (a diagnostic: does the model read an object from tokens other than its phrase's?)
     modulated_tokens: str = "noun"
+    # The bias's strength as a multiple of delta(t) (release: 1; the gate delta(t) > 0.25 is unchanged):
+    # how hard the guided run must be pushed before the model's count follows the layout
+    modulation_scale: float = 1.0
     follow_steps: bool = False  # delta(t) centred at 25 * steps / 50 (release: 25 whatever the steps)
     early_accept: bool = False  # right count after the walk-through: finish its own latent, no second run
     track_instances: bool = False  # one label per object over time; remove whole tracks (release: per frame)
@@ -87,6 +90,7 @@ class NuminaOptions:
         check_reals("score_weights", self.score_weights, 3)
         check_reals("cost_weights", self.cost_weights, 3, low=0)
         check_real("cache_threshold", self.cache_threshold, 0)
+        check_real("modulation_scale", self.modulation_scale, 0, low_open=True)
         check_int("stride", self.stride, 1)
         check_int("disc_radius", self.disc_radius, 0)
 
