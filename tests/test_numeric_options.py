@@ -13,6 +13,7 @@ from experiment_scripts import load_experiment
 
 from numina.capture.spec import CaptureSpec, CrossAttentionCapture
 from numina.method.layout import LayoutOptions
+from numina.method.modulate import ModulationPlan
 from numina.method.presets import NuminaOptions
 from numina.models import load_pipeline
 from numina.prompts import parse_prompt
@@ -83,6 +84,7 @@ def test_scripts_refuse_bad_numbers_while_reading_arguments(
         (lambda: NuminaOptions(stride=0), "stride"),
         (lambda: NuminaOptions(modulation_scale=0.0), "modulation_scale"),
         (lambda: NuminaOptions(modulation_scale=math.inf), "modulation_scale"),
+        (lambda: ModulationPlan((), 0, scale=math.nan), "scale"),
         (lambda: NuminaOptions(reference_step=-1), "reference_step"),
         (lambda: LayoutOptions(threshold=math.nan), "threshold"),
         (lambda: LayoutOptions(quantile=0.0), "quantile"),

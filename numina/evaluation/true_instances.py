@@ -21,21 +21,26 @@ def token_instances(pixel_labels: np.ndarray, stride: int) -> np.ndarray:
     """(H_px, W_px) instance labels -> (H_px / stride, W_px / stride) token labels: a token takes the
     instance that covers most of its stride x stride pixels if that covers at least half of them, else 0
     (rims and gaps belong to no instance)."""
-    patches = _patches(pixel_labels, stride)
-    labels = np.zeros(patches.shape[:2], dtype=np.int32)
-    for instance in np.unique(pixel_labels[pixel_labels > 0]):
-        covered = (patches == instance).sum(axis=-1)
-        labels[covered * 2 >= stride * stride] = instance
-    return labels
+    return _majority(*_coverage(pixel_labels, stride), stride)
 
 
-def _patches(pixel_labels: np.ndarray, stride: int) -> np.ndarray:
-    """(H_px, W_px) -> (H_px / stride, W_px / stride, stride**2): each token's pixels."""
+def _coverage(pixel_labels: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """The instances of a frame (n,) and how many of each token's pixels each covers (n, H, W)."""
     height, width = pixel_labels.shape
     if height % stride or width % stride:
         raise ValueError(f"a frame of {height}x{width} pixels is not a whole number of {stride}-pixel tokens")
     patches = pixel_labels.reshape(height // stride, stride, width // stride, stride).transpose(0, 2, 1, 3)
-    return patches.reshape(height // stride, width // stride, stride * stride)
+    patches = patches.reshape(height // stride, width // stride, stride * stride)
+    instances = np.unique(pixel_labels[pixel_labels > 0])
+    return instances, (patches[None] == instances[:, None, None, None]).sum(axis=-1)
+
+
+def _majority(instances: np.ndarray, covered: np.ndarray, stride: int) -> np.ndarray:
+    """Each token's label: the instance covering at least half of its pixels, else 0."""
+    labels = np.zeros(covered.shape[1:], dtype=np.int32)
+    for instance, pixels in zip(instances, covered, strict=True):
+        labels[pixels * 2 >= stride * stride] = instance
+    return labels
 
 
 def true_layout(
@@ -71,13 +76,13 @@ def _every_instance(pixel_labels: np.ndarray, stride: int) -> np.ndarray:
     """`token_instances`, where an instance that took no token takes the free token it covers most,
     labelled 1..n in the counter's order (a layout's detected instances must be 1..99:
     `check_detected`)."""
-    labels = token_instances(pixel_labels, stride)
-    patches = _patches(pixel_labels, stride)
-    for instance in np.unique(pixel_labels[pixel_labels > 0]):
+    instances, covered = _coverage(pixel_labels, stride)
+    labels = _majority(instances, covered, stride)
+    for instance, pixels in zip(instances, covered, strict=True):
         if not (labels == instance).any():
-            covered = np.where(labels == 0, (patches == instance).sum(axis=-1), 0)
-            if covered.max() > 0:
-                labels[np.unravel_index(covered.argmax(), covered.shape)] = instance
+            free = np.where(labels == 0, pixels, 0)
+            if free.max() > 0:
+                labels[np.unravel_index(free.argmax(), free.shape)] = instance
     kept = np.unique(labels[labels > 0])
     lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.int32)
     lookup[kept] = np.arange(1, kept.size + 1)

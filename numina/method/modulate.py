@@ -20,7 +20,8 @@ on the output projection `to_out[0]` recomputes only the touched query rows, den
 text positions with the bias, and writes them over the fast kernel's output. No L x 512 tensor is
 built, nothing leaves the device, and untouched rows are the model's own output: with nothing to
 modulate the output is unchanged to the bit. May import numpy, torch, diffusers hooks,
-numina.capture, numina.compat and the layout labels (numina.method.layout and numina.method.correct).
+numina.capture, numina.checks, numina.compat and the layout labels (numina.method.layout and
+numina.method.correct).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from diffusers.hooks import ModelHook
 
 from numina.capture.hooks import CallState, HookSet, KeepOutputHook
 from numina.capture.spec import cross_attention_point
+from numina.checks import check_real
 from numina.compat import DenoisingContext, check_transformer
 from numina.method.correct import smallest_instance
 from numina.method.layout import ADDED_BASE, BACKGROUND, REMOVED
@@ -131,6 +133,9 @@ class ModulationPlan:
     frames: int
     centre: float = RELEASE_CENTRE
     scale: float = 1.0  # the bias's strength is scale * delta(t); the gate stays delta(t) > 0.25
+
+    def __post_init__(self) -> None:
+        check_real("scale", self.scale, 0, low_open=True)  # a NaN here would bias every touched row to NaN
 
     @classmethod
     def from_layout(
@@ -257,15 +262,15 @@ class _StepHook(ModelHook):
 
     _is_stateful = True  # reset by diffusers when a pipeline call ends
 
-    def __init__(self, state: _ModulatedCall, centre: float, scale: float, context: DenoisingContext) -> None:
+    def __init__(self, state: _ModulatedCall, plan: ModulationPlan, context: DenoisingContext) -> None:
         super().__init__()
-        self.state, self.centre, self.scale, self.context = state, centre, scale, context
+        self.state, self.plan, self.context = state, plan, context
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         step, branch = self.context.where("Cross-attention modulation")
-        strength = delta(step, self.centre)
+        strength = delta(step, self.plan.centre)
         self.state.end()
-        self.state.strength = self.scale * strength if branch == "cond" and strength > GATE else None
+        self.state.strength = self.plan.scale * strength if branch == "cond" and strength > GATE else None
         self.state.active = self.state.strength is not None
         return args, kwargs
 
@@ -365,9 +370,7 @@ class CrossAttentionModulation:
         if self.device_plan is None or self.device_plan.rows.device != device:
             self.device_plan = self.plan.to(device)  # built once, however often the hooks go on
         context = self._hooks.context(self.transformer)
-        self._hooks.register(
-            self.transformer, "step", _StepHook(self.state, self.plan.centre, self.plan.scale, context)
-        )
+        self._hooks.register(self.transformer, "step", _StepHook(self.state, self.plan, context))
         for layer, (name, attention) in enumerate(attentions):
             for slot, module in (("q", attention.norm_q), ("k", attention.norm_k), ("v", attention.to_v)):
                 self._hooks.register(
