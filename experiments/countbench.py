@@ -16,7 +16,8 @@ overlap); under torchrun each rank takes its shard and rank 0 builds the tables 
 so CPUs work too). The tables are built from whatever job files exist: `results.csv` (one row per
 prompt, seed, method, frame, noun), `videos.csv`, `summary.csv` (accuracy per method with 95%
 prompt-bootstrap intervals; by target count; by number of categories), `paired.csv` (each NUMINA
-method against the baseline on the same prompts and seeds), `figures/accuracy_by_target.{png,pdf}` and
+method against the baseline on the same prompts and seeds), `changes.csv` (where each method moved the
+counts against the baseline's), `figures/accuracy_by_target.{png,pdf}` and
 a W&B run (none when the tables are those the last run logged). While jobs run, NUMINA's phase-1
 stores live in `scratch/<host>-<pid>/`; a killed process's is removed when the folder is resumed on
 its host.
@@ -111,6 +112,7 @@ from numina.evaluation import (
     accuracy_by_categories,
     accuracy_by_target,
     accuracy_summary,
+    count_changes,
     count_rows,
     counts_table,
     paired_comparison,
@@ -208,7 +210,8 @@ def run_job(pipeline, item, seed: int, method: str, args, scorer, counter_for, f
 
 
 def tables(results: list[dict]) -> dict[str, pd.DataFrame]:
-    """results.csv rows, per-video scores, summaries and paired comparisons from the job results."""
+    """results.csv rows, per-video scores, summaries, paired comparisons and where each method moved
+    the counts (changes.csv) from the job results."""
     rows = [
         row
         for r in results
@@ -235,7 +238,8 @@ def tables(results: list[dict]) -> dict[str, pd.DataFrame]:
         if BASELINE in set(counts["method"])
         else pd.DataFrame()
     )
-    return {"results": counts, "videos": videos, "summary": summary, "paired": paired}
+    changes = count_changes(counts, BASELINE) if BASELINE in set(counts["method"]) else pd.DataFrame()
+    return {"results": counts, "videos": videos, "summary": summary, "paired": paired, "changes": changes}
 
 
 def accuracy_figure(summary: pd.DataFrame) -> Figure:
@@ -321,13 +325,13 @@ def main(argv: list[str] | None = None) -> Path:
     save_figure(figure, out / "figures" / "accuracy_by_target")
     overall = built["summary"][built["summary"]["breakdown"] == "overall"]
     samples = [video for video in sorted((out / "videos").glob("*.mp4")) if video.stem in wanted]
-    logged = "".join(built[name].to_csv() for name in ("summary", "paired", "videos"))
+    logged = "".join(built[name].to_csv() for name in ("summary", "paired", "changes", "videos"))
     logged += "\n".join(video.name for video in samples)
     if logged_already(out, logged, args.wandb):
         log.info("the tables are those the last W&B run logged: no new W&B run")
     else:
         with Tracker(out, name=out.name, config=config, mode=args.wandb, job_type="countbench") as tracker:
-            for name in ("summary", "paired", "videos"):
+            for name in ("summary", "paired", "changes", "videos"):
                 tracker.log_table(name, built[name])
             tracker.log_image("figures/accuracy_by_target", figure)
             for video in samples:

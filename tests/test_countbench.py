@@ -44,6 +44,9 @@ def test_a_run_writes_every_table(single: Path) -> None:
     assert set(summary["breakdown"]) == {"overall", "target", "n_categories"}
     paired = pd.read_csv(single / "paired.csv")
     assert paired[["baseline", "other", "n_prompts"]].values.tolist() == [["baseline", "official", 3]]
+    changes = pd.read_csv(single / "changes.csv")
+    assert changes["method"].tolist() == ["official"] and changes["rows"].tolist() == [len(results) // 2]
+    assert (changes["over"] + changes["under"] + changes["right"]).tolist() == [len(results) // 2]
     assert len(pd.read_csv(single / "videos.csv")) == 6
     assert (single / "figures" / "accuracy_by_target.png").stat().st_size > 0
     # the first --samples (2) prompts keep their first seed's videos, for W&B and for looking at

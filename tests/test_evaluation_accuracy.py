@@ -1,6 +1,9 @@
-"""numina.evaluation.accuracy: scores on a hand-computed table, breakdowns, cluster bootstrap, paired test."""
+"""numina.evaluation.accuracy: scores on a hand-computed table, breakdowns, cluster bootstrap, paired test,
+where the counts moved."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,6 +12,7 @@ from numina.evaluation.accuracy import (
     accuracy_by_categories,
     accuracy_by_target,
     accuracy_summary,
+    count_changes,
     counts_table,
     fidelity_summary,
     frame_scores,
@@ -240,6 +244,44 @@ def test_paired_comparison_errors() -> None:
         paired_comparison(counts_table(left + right))
     with pytest.raises(ValueError, match=r"method\(s\) 'numina' not in the counts table"):
         paired_comparison(counts_table(left))
+
+
+def test_count_changes_by_hand(hand: pd.DataFrame) -> None:
+    # Against HAND_COUNTS (the baseline), "numina" per frame:
+    #   p1 s0 cat (target 2): baseline 2,2,3 -> numina 2,1,2: right kept, right made wrong, over better
+    #   p1 s1 cat: baseline 2,2,2 -> numina 2,2,2: right kept x3
+    #   p2 s0 dog (3): 3,3,2 -> 3,3,1: right x2 kept, under worse; ball (1): 1,0,1 -> 1,0,3: right kept,
+    #     under unchanged, right made wrong
+    #   p2 s1 dog: 0,0,0 -> 1,2,0: under better x2, under unchanged; ball: 1,1,0 -> 1,1,1: right x2 kept,
+    #     under better
+    # So over 1 (1 better); under 6 (3 better, 1 worse, 2 unchanged); right 11 (2 made wrong, 9 kept).
+    other = {
+        ("p1", 0): {"cat": (2, [2, 1, 2])},
+        ("p1", 1): {"cat": (2, [2, 2, 2])},
+        ("p2", 0): {"dog": (3, [3, 3, 1]), "ball": (1, [1, 0, 3])},
+        ("p2", 1): {"dog": (3, [1, 2, 0]), "ball": (1, [1, 1, 1])},
+    }
+    both = pd.concat([hand, counts_table(_records(other, "numina"))])
+    row = count_changes(both).set_index("method").loc["numina"]
+    assert row["rows"] == 18
+    assert [row["over"], row["over_better"], row["over_worse"], row["over_unchanged"]] == [1, 1, 0, 0]
+    assert [row["under"], row["under_better"], row["under_worse"], row["under_unchanged"]] == [6, 3, 1, 2]
+    assert [row["right"], row["right_worse"], row["right_unchanged"]] == [11, 2, 9]
+    with pytest.raises(ValueError, match="method 'baseline' not in the counts table"):
+        count_changes(counts_table(_records(other, "numina")))
+
+
+G4_CPU = Path(__file__).resolve().parents[1] / "benchmarks/results/countworld2_step6242/g4_cpu"
+
+
+@pytest.mark.skipif(not G4_CPU.is_dir(), reason="the committed G4 CPU results are not in this checkout")
+def test_count_changes_gives_the_published_g4_table() -> None:
+    """The "where the counts moved" rows of RESULTS (G4 on the CPU) from the committed counts."""
+    table = count_changes(pd.read_csv(G4_CPU / "presets_paper_improved" / "results.csv")).set_index("method")
+    columns = ["over", "over_better", "over_worse", "over_unchanged", "under", "under_better"]
+    columns += ["under_worse", "under_unchanged", "right", "right_worse"]
+    assert table.loc["paper", columns].tolist() == [21, 5, 5, 11, 15, 5, 1, 9, 27, 7]
+    assert table.loc["improved", columns].tolist() == [21, 3, 3, 15, 15, 4, 1, 10, 27, 9]
 
 
 def test_fidelity_weighs_prompts_equally_and_signs_the_error() -> None:

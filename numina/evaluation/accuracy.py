@@ -7,6 +7,10 @@ frame); extra columns are kept and may be used for grouping. The release's proto
 over frames; benchmark = mean over prompts. With several seeds per prompt, a prompt's score is the mean
 over its seeds of the video scores, so every prompt weighs the same whatever its number of seeds.
 
+`count_changes` says where a method moved the counts against the baseline's: among the (prompt, seed,
+frame, noun) rows the baseline over-counted, under-counted or got right, how many the method made
+better, worse or left at the same error; an accuracy difference near zero can hide many moves both ways.
+
 `fidelity_summary` scores a layout instead of a video: its counts against those the counter found
 on the video the layout was taken from (drawn), not against the targets.
 
@@ -343,6 +347,46 @@ def paired_comparison(
         p_value=p_value,
         test=WILCOXON_TEST,
     )
+
+
+# The baseline's error classes of `count_changes`, and what each counts per class.
+CHANGE_CLASSES = ("over", "under", "right")
+
+
+def count_changes(counts: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
+    """Where each other method moved the counts, against the baseline's, on the rows both have.
+
+    Every (prompt_id, seed, frame, noun) row both methods counted is classed by the baseline's error
+    (`over`: count > target, `under`: count < target, `right`) and by the method's absolute error
+    against the baseline's: `better` (smaller), `worse` (larger) or `unchanged` (the same; for a row
+    the baseline got right, `worse` means made wrong). One row per method (sorted), with `rows` (shared
+    rows), `<class>` (how many rows the baseline had in that class) and `<class>_better`,
+    `<class>_worse`, `<class>_unchanged` (`right_better` is always 0 and left out).
+    """
+    table = _with_exact(counts)
+    methods = set(table["method"])
+    if baseline not in methods:
+        present = ", ".join(map(repr, sorted(methods, key=str)))
+        raise ValueError(f"method {baseline!r} not in the counts table; it has {present}")
+    keys = ["prompt_id", "seed", "frame", "noun"]
+    reference = table[table["method"] == baseline][keys + ["target", "count", "abs_error"]]
+    rows = []
+    for method in sorted(methods - {baseline}, key=str):
+        other = table[table["method"] == method][keys + ["abs_error"]]
+        shared = reference.merge(other, on=keys, suffixes=("", "_other"))
+        over, under = shared["count"] > shared["target"], shared["count"] < shared["target"]
+        error_class = np.select([over, under], ["over", "under"], "right")
+        change = np.sign(shared["abs_error_other"] - shared["abs_error"]).map(
+            {-1: "better", 0: "unchanged", 1: "worse"}
+        )
+        row: dict[str, Any] = {"baseline": baseline, "method": method, "rows": len(shared)}
+        for name in CHANGE_CLASSES:
+            in_class = change[error_class == name]
+            row[name] = len(in_class)
+            outcomes = ("unchanged", "worse") if name == "right" else ("better", "worse", "unchanged")
+            row.update({f"{name}_{outcome}": int((in_class == outcome).sum()) for outcome in outcomes})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 FIDELITY_COLUMNS = ("prompt_id", "frame", "noun", "drawn", "count")
