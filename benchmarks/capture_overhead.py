@@ -64,6 +64,7 @@ from diffusers import WanTransformer3DModel
 from numina.capture import AttentionCapture, MemoryStore, numina_spec, open_capture_store, reductions
 from numina.method.segments import COMPONENTS as SEGMENTS_COMPONENTS
 from numina.metrics import top_components
+from numina.metrics.lowrank import randomized_svd_components, release_score_components
 from numina.models import Geometry, get_variant
 from numina.store import measure_write_throughput
 
@@ -133,6 +134,12 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
     def self_components():
         return top_components(maps_once, part.components, part.oversample, part.iterations, 0)
 
+    def release_components():  # official's layout components: scikit-learn's algorithm in float64
+        return randomized_svd_components(maps_once, part.components, part.oversample, part.seed)
+
+    def release_scores():  # official's head-score components: seeded torch.svd_lowrank(q=3)
+        return release_score_components(maps_once, part.score_seed)
+
     def cross_one_layer():
         probs, mass = reductions.cross_attention_probabilities(q, k_text, tokens, PROMPT_LENGTH, True)
         return reductions.reduce_cross_attention(
@@ -145,6 +152,8 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
         ("self_components", self_components),
         ("self_total", self_all()),
         ("self_total_release", self_all(**RELEASE)),
+        ("release_components", release_components),
+        ("release_scores", release_scores),
         ("self_total_segments", self_all(**SEGMENTS)),
         ("cross_one_layer", cross_one_layer),
     ]:

@@ -17,7 +17,8 @@ so CPUs work too). The tables are built from whatever job files exist: `results.
 prompt, seed, method, frame, noun), `videos.csv`, `summary.csv` (accuracy per method with 95%
 prompt-bootstrap intervals; by target count; by number of categories), `paired.csv` (each NUMINA
 method against the baseline on the same prompts and seeds), `changes.csv` (where each method moved the
-counts against the baseline's), `figures/accuracy_by_target.{png,pdf}` and
+counts against the baseline's), `figures/accuracy_by_target.{png,pdf}`,
+`figures/paired_differences.{png,pdf}` (each method minus the baseline, with its interval) and
 a W&B run (none when the tables are those the last run logged). While jobs run, NUMINA's phase-1
 stores live in `scratch/<host>-<pid>/`; a killed process's is removed when the folder is resumed on
 its host.
@@ -260,6 +261,23 @@ def accuracy_figure(summary: pd.DataFrame) -> Figure:
     return figure
 
 
+def paired_figure(paired: pd.DataFrame) -> Figure:
+    """Each method's accuracy minus the baseline's on the same prompts, with its paired interval."""
+    rows = paired.sort_values("difference")
+    with mpl.rc_context(STYLE):
+        figure = Figure(figsize=(4.5, 0.6 + 0.35 * len(rows)), layout="constrained")
+        axis = figure.subplots()
+        positions = np.arange(len(rows))
+        errors = [rows["difference"] - rows["ci_low"], rows["ci_high"] - rows["difference"]]
+        axis.errorbar(rows["difference"], positions, xerr=errors, fmt="o", capsize=3)
+        axis.axvline(0, color="grey", lw=0.8)
+        axis.set_yticks(positions, rows["other"])
+        axis.set_xlabel("accuracy minus the baseline's (paired over prompts)")
+        confidence = rows["confidence"].iloc[0] if len(rows) else 0.95
+        axis.set_title(f"Against the baseline, {confidence:.0%} CI over {rows['n_prompts'].max()} prompts")
+    return figure
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -323,6 +341,8 @@ def main(argv: list[str] | None = None) -> Path:
         table.to_csv(out / f"{name}.csv", index=False)
     figure = accuracy_figure(built["summary"])
     save_figure(figure, out / "figures" / "accuracy_by_target")
+    if not built["paired"].empty:
+        save_figure(paired_figure(built["paired"]), out / "figures" / "paired_differences")
     overall = built["summary"][built["summary"]["breakdown"] == "overall"]
     samples = [video for video in sorted((out / "videos").glob("*.mp4")) if video.stem in wanted]
     logged = "".join(built[name].to_csv() for name in ("summary", "paired", "changes", "videos"))

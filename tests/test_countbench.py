@@ -49,6 +49,7 @@ def test_a_run_writes_every_table(single: Path) -> None:
     assert (changes["over"] + changes["under"] + changes["right"]).tolist() == [len(results) // 2]
     assert len(pd.read_csv(single / "videos.csv")) == 6
     assert (single / "figures" / "accuracy_by_target.png").stat().st_size > 0
+    assert (single / "figures" / "paired_differences.png").stat().st_size > 0
     # the first --samples (2) prompts keep their first seed's videos, for W&B and for looking at
     assert sorted(p.name for p in (single / "videos").glob("*.mp4")) == [
         "p000-s0-baseline.mp4", "p000-s0-official.mp4", "p003-s0-baseline.mp4", "p003-s0-official.mp4",
