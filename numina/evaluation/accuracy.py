@@ -349,7 +349,7 @@ def paired_comparison(
     )
 
 
-# The baseline's error classes of `count_changes`, and what each counts per class.
+# The baseline's error classes that `count_changes` sorts the rows into.
 CHANGE_CLASSES = ("over", "under", "right")
 
 
