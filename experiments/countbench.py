@@ -233,13 +233,11 @@ def tables(results: list[dict]) -> dict[str, pd.DataFrame]:
         ],
         ignore_index=True,
     )
-    methods = sorted(set(counts["method"]) - {BASELINE})
-    paired = (
-        pd.DataFrame([paired_comparison(counts, BASELINE, m).to_dict() for m in methods])
-        if BASELINE in set(counts["method"])
-        else pd.DataFrame()
-    )
-    changes = count_changes(counts, BASELINE) if BASELINE in set(counts["method"]) else pd.DataFrame()
+    paired, changes = pd.DataFrame(), pd.DataFrame()  # both need the baseline's videos
+    if BASELINE in set(counts["method"]):
+        methods = sorted(set(counts["method"]) - {BASELINE})
+        paired = pd.DataFrame([paired_comparison(counts, BASELINE, m).to_dict() for m in methods])
+        changes = count_changes(counts, BASELINE)
     return {"results": counts, "videos": videos, "summary": summary, "paired": paired, "changes": changes}
 
 
@@ -273,8 +271,8 @@ def paired_figure(paired: pd.DataFrame) -> Figure:
         axis.axvline(0, color="grey", lw=0.8)
         axis.set_yticks(positions, rows["other"])
         axis.set_xlabel("accuracy minus the baseline's (paired over prompts)")
-        confidence = rows["confidence"].iloc[0] if len(rows) else 0.95
-        axis.set_title(f"Against the baseline, {confidence:.0%} CI over {rows['n_prompts'].max()} prompts")
+        confidence, prompts = rows["confidence"].iloc[0], rows["n_prompts"].max()
+        axis.set_title(f"Against the baseline, {confidence:.0%} CI over {prompts} prompts")
     return figure
 
 
@@ -341,8 +339,9 @@ def main(argv: list[str] | None = None) -> Path:
         table.to_csv(out / f"{name}.csv", index=False)
     figure = accuracy_figure(built["summary"])
     save_figure(figure, out / "figures" / "accuracy_by_target")
-    if not built["paired"].empty:
-        save_figure(paired_figure(built["paired"]), out / "figures" / "paired_differences")
+    differences = None if built["paired"].empty else paired_figure(built["paired"])
+    if differences is not None:
+        save_figure(differences, out / "figures" / "paired_differences")
     overall = built["summary"][built["summary"]["breakdown"] == "overall"]
     samples = [video for video in sorted((out / "videos").glob("*.mp4")) if video.stem in wanted]
     logged = "".join(built[name].to_csv() for name in ("summary", "paired", "changes", "videos"))
@@ -354,6 +353,8 @@ def main(argv: list[str] | None = None) -> Path:
             for name in ("summary", "paired", "changes", "videos"):
                 tracker.log_table(name, built[name])
             tracker.log_image("figures/accuracy_by_target", figure)
+            if differences is not None:
+                tracker.log_image("figures/paired_differences", differences)
             for video in samples:
                 tracker.log_video(f"samples/{video.stem}", video, fps=16)
             tracker.log_scalars(

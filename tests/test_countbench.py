@@ -46,7 +46,10 @@ def test_a_run_writes_every_table(single: Path) -> None:
     assert paired[["baseline", "other", "n_prompts"]].values.tolist() == [["baseline", "official", 3]]
     changes = pd.read_csv(single / "changes.csv")
     assert changes["method"].tolist() == ["official"] and changes["rows"].tolist() == [len(results) // 2]
-    assert (changes["over"] + changes["under"] + changes["right"]).tolist() == [len(results) // 2]
+    baseline = results[results["method"] == "baseline"]
+    right = baseline["count"] == baseline["target"]
+    assert changes["right"].tolist() == [int(right.sum())]
+    assert changes["over"].tolist() == [int((baseline["count"] > baseline["target"]).sum())]
     assert len(pd.read_csv(single / "videos.csv")) == 6
     assert (single / "figures" / "accuracy_by_target.png").stat().st_size > 0
     assert (single / "figures" / "paired_differences.png").stat().st_size > 0

@@ -274,7 +274,6 @@ def test_count_changes_by_hand(hand: pd.DataFrame) -> None:
 G4_CPU = Path(__file__).resolve().parents[1] / "benchmarks/results/countworld2_step6242/g4_cpu"
 
 
-@pytest.mark.skipif(not G4_CPU.is_dir(), reason="the committed G4 CPU results are not in this checkout")
 def test_count_changes_gives_the_published_g4_table() -> None:
     """The "where the counts moved" rows of RESULTS (G4 on the CPU) from the committed counts."""
     table = count_changes(pd.read_csv(G4_CPU / "presets_paper_improved" / "results.csv")).set_index("method")
