@@ -49,6 +49,8 @@ GENERATION_RUNS: dict[str, tuple[dict, bool]] = {
     "walkthrough_5_steps": ({"walkthrough_steps": 5}, False),
     "walkthrough_no_cfg": ({"walkthrough_guidance": 1.0}, False),
     "walkthrough_10_steps_no_cfg": ({"walkthrough_steps": 10, "walkthrough_guidance": 1.0}, False),
+    # The 10-step walk-through without CFG at a 25-step final run (the 14B rows: 50 steps do not fit a call).
+    "walkthrough_5_steps_no_cfg": ({"walkthrough_steps": 5, "walkthrough_guidance": 1.0}, False),
 }
 
 
