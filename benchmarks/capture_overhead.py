@@ -13,9 +13,15 @@ side by side in one process (alternating, CUDA events, median):
                   instead of 3;
 - capture-hdf5:   the same into the HDF5 store through its background writer (per-chunk fletcher32
                   checksums on);
-- hooks-idle:     capture installed, at a step it does not capture (the cost on the other 49 steps).
+- hooks-idle:     capture installed, at a step it does not capture (the cost on the other 49 steps);
+- *-background:   the same with `AttentionCapture(background=True)`: reductions in a worker thread
+                  on a side stream, beside the model's later blocks;
+- after-hdf5:     the step after an HDF5 capture, while the store's writer thread drains it.
 
-It also checks that the outputs are bit-identical, times each reduction on its own, reports peak GPU
+Only the forward is timed: hooks go on and off outside the timing (their CPU cost, once per
+generation, is reported as `install_remove_ms`), and each store is closed before the next variant.
+It also checks that the outputs are bit-identical (and the background capture's numbers the inline
+one's), times each reduction on its own, reports peak GPU
 memory and the HDF5 write throughput. Results go to a JSON file and a printed table.
 
     python benchmarks/capture_overhead.py --variant wan2.1-1.3b \
@@ -51,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default: numina.capture.reductions.MAP_CHUNK_BYTES)",
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="folder for torch.profiler tables (kernels by GPU time) of one plain step and one step of "
+        "each capture-memory variant",
+    )
     return parser
 
 
@@ -58,6 +71,7 @@ if __name__ == "__main__":  # --help and argument errors answer before the impor
     build_parser().parse_args()
 
 
+import numpy as np
 import torch
 from diffusers import WanTransformer3DModel
 
@@ -229,44 +243,77 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
 
     plain_out = forward(model, inputs, step)
-    memory_sink = MemoryStore(spec, geometry)
-    with AttentionCapture(model, spec, geometry, memory_sink):
+    inline_sink, background_sink = MemoryStore(spec, geometry), MemoryStore(spec, geometry)
+    with AttentionCapture(model, spec, geometry, inline_sink):
         capture_out = forward(model, inputs, step)
-    identical = bool(torch.equal(plain_out, capture_out))
-    del plain_out, capture_out, memory_sink
+    with AttentionCapture(model, spec, geometry, background_sink, background=True):
+        background_out = forward(model, inputs, step)
+    identical = bool(torch.equal(plain_out, capture_out)) and bool(torch.equal(plain_out, background_out))
+    background_identical = all(
+        np.array_equal(inline_sink[name].values, background_sink[name].values, equal_nan=True)
+        for name in inline_sink.datasets
+    )
+    del plain_out, capture_out, background_out, inline_sink, background_sink
+
+    def timed_forward(at_step: int) -> float:
+        """GPU ms of one forward (CUDA events); hooks are installed and removed outside it."""
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        forward(model, inputs, at_step)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
 
     def plain():
-        forward(model, inputs, step)
+        return timed_forward(step)
 
-    def capture_memory(**changes):
+    def capture_memory(background: bool = False, **changes):
         """The capture into memory, with `changes` to its self-attention settings."""
         part = dataclasses.replace(spec.self_attention, **changes)
         changed = dataclasses.replace(spec, self_attention=part)
 
         def run():
-            with AttentionCapture(model, changed, geometry, MemoryStore(changed, geometry)):
-                forward(model, inputs, step)
+            with AttentionCapture(model, changed, geometry, MemoryStore(changed, geometry), background):
+                return timed_forward(step)
 
         return run
 
     writers = []
+    close_seconds = []
 
-    def capture_hdf5():
-        writer = open_capture_store(tmp / f"run{len(writers)}.h5", spec, geometry, {"benchmark": True})
-        with AttentionCapture(model, spec, geometry, writer):
-            forward(model, inputs, step)
-        writers.append(writer)
+    def capture_hdf5(background: bool = False, timed_step: int = step):
+        """The capture into the HDF5 store, its writer closed (drained) after the timing. With
+        `timed_step` after `step`: the capture step runs untimed and the next (uncaptured) step is
+        timed, while the writer thread turns the capture into the file beside it."""
+
+        def run():
+            writer = open_capture_store(tmp / f"run{len(writers)}.h5", spec, geometry, {"benchmark": True})
+            with AttentionCapture(model, spec, geometry, writer, background):
+                if timed_step != step:
+                    forward(model, inputs, step)
+                elapsed = timed_forward(timed_step)
+            closing = time.perf_counter()
+            writer.close()
+            close_seconds.append(time.perf_counter() - closing)
+            writers.append(writer)
+            return elapsed
+
+        return run
 
     def hooks_idle():
         with AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry)):
-            forward(model, inputs, step + 1)
+            return timed_forward(step + 1)
 
     variants = {
         "plain": plain,
         "capture-memory": capture_memory(),
+        "capture-memory-background": capture_memory(background=True),
         "capture-release": capture_memory(**RELEASE),
+        "capture-release-background": capture_memory(background=True, **RELEASE),
         "capture-segments": capture_memory(**SEGMENTS),
-        "capture-hdf5": capture_hdf5,
+        "capture-hdf5": capture_hdf5(),
+        "capture-hdf5-background": capture_hdf5(background=True),
+        "after-hdf5": capture_hdf5(timed_step=step + 1),
         "hooks-idle": hooks_idle,
     }
     peak = {}
@@ -279,12 +326,25 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):  # alternate, so drift hits every variant alike
         for name, fn in variants.items():
-            times[name] += time_call(fn, 1)
-    flush_start = time.perf_counter()
-    for writer in writers:
-        writer.close()
-    flush_seconds = time.perf_counter() - flush_start
+            times[name].append(fn())
+    install_ms = []
+    for _ in range(args.repeats):
+        capture = AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry))
+        started = time.perf_counter()
+        capture.install()
+        capture.remove()
+        install_ms.append((time.perf_counter() - started) * 1000)
     store_bytes = sum(path.stat().st_size for path in tmp.glob("run*.h5"))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        for name in ("plain", "capture-memory", "capture-memory-background"):
+            activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            with torch.profiler.profile(activities=activities) as profile:
+                variants[name]()
+            table = profile.key_averages().table(
+                sort_by="cuda_time_total", row_limit=60, max_name_column_width=90
+            )
+            (args.profile / f"{name}.txt").write_text(table)
 
     median = {name: statistics.median(values) for name, values in times.items()}
     result = {
@@ -296,6 +356,7 @@ def main() -> None:
         "repeats": args.repeats,
         "map_chunk_bytes": args.map_chunk_bytes,
         "identical_output": identical,
+        "background_capture_identical": background_identical,
         "median_ms": median,
         "ratio_to_plain": {name: value / median["plain"] for name, value in median.items()},
         "all_ms": times,
@@ -303,7 +364,8 @@ def main() -> None:
         "reduction_ms": reduction_breakdown(geometry, spec, args.repeats),
         "accuracy": accuracy_check(geometry, spec),
         "store_mb_per_run": store_bytes / len(writers) / 2**20,
-        "store_close_seconds_total": flush_seconds,
+        "store_close_seconds_total": sum(close_seconds),
+        "install_remove_ms": statistics.median(install_ms),
         "hdf5_write_throughput": measure_write_throughput(tmp / "throughput.h5"),
     }
     print(json.dumps(result, indent=1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -451,3 +452,65 @@ def test_quantity_names_ask_for_a_capture_and_read_it_back(tiny_pipe, geometry: 
         CaptureSpec.requesting(["blocks.0.attn1.score_components"])
     with pytest.raises(ValueError, match="at least one quantity"):
         CaptureSpec.requesting([])
+
+
+def test_a_background_capture_equals_the_inline_one_and_leaves_the_output(
+    tiny_pipe, geometry: Geometry, tmp_path: Path
+) -> None:
+    """`background=True` (the reductions in a worker thread): the same output, the same numbers in
+    every dataset, in memory and through the HDF5 writer, and the thread is gone after the capture."""
+    spec = _spec(geometry)
+    inline = MemoryStore(spec, geometry)
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, inline):
+        plain = _generate(tiny_pipe)
+    memory = MemoryStore(spec, geometry)
+    writer = open_capture_store(tmp_path / "background.h5", spec, geometry)
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, TeeSink(memory, writer), background=True):
+        background = _generate(tiny_pipe)
+    writer.close()
+    assert torch.equal(plain, background)
+    assert not [thread for thread in threading.enumerate() if thread.name == "numina-capture"]
+    with open_store(tmp_path / "background.h5") as store:
+        for name in inline.datasets:
+            assert inline[name].written() == memory[name].written() != [], name
+            np.testing.assert_array_equal(inline[name].values, memory[name].values, err_msg=name)
+            np.testing.assert_array_equal(inline[name].values, store[name].values, err_msg=name)
+
+
+class _FailingSink(MemoryStore):
+    def write(self, name: str, index, data) -> None:
+        if name == "cross_attention/text_mass" and index["layer"] == LAYER:
+            raise ValueError("planted failure")
+        super().write(name, index, data)
+
+
+def test_a_background_reduction_error_ends_the_call_that_made_it(tiny_pipe, geometry: Geometry) -> None:
+    """An error in the worker is raised in the pipeline call whose capture failed (not lost, not
+    later), and the hooks are gone after it."""
+    spec = _spec(geometry)
+    sink = _FailingSink(spec, geometry)
+    capture = AttentionCapture(tiny_pipe.transformer, spec, geometry, sink, background=True)
+    with capture, pytest.raises(ValueError, match="planted failure"):  # raised inside, not at exit
+        _generate(tiny_pipe)
+    assert not HookRegistry.check_if_exists_or_initialize(tiny_pipe.transformer).hooks
+    assert torch.equal(_generate(tiny_pipe), _generate(tiny_pipe))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_background_capture_on_a_side_stream_equals_the_inline_one(tiny_folder: Path) -> None:
+    """On CUDA the worker runs on a side stream: the same kernels on the same inputs, so the same
+    numbers, and the model's output is the plain one."""
+    from numina.models import load_pipeline
+
+    pipe = load_pipeline(str(tiny_folder), dtype=torch.bfloat16).to("cuda")
+    geometry = Geometry.from_pipeline(pipe, FRAMES, SIZE, SIZE)
+    spec = _spec(geometry)
+    plain = _generate(pipe)
+    stores = {}
+    for background in (False, True):
+        stores[background] = MemoryStore(spec, geometry)
+        with AttentionCapture(pipe.transformer, spec, geometry, stores[background], background=background):
+            assert torch.equal(_generate(pipe), plain)
+    for name in stores[False].datasets:
+        assert stores[False][name].written() == stores[True][name].written(), name
+        np.testing.assert_array_equal(stores[False][name].values, stores[True][name].values, err_msg=name)

@@ -19,12 +19,14 @@ numina.capture/compat/metrics/models.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from numina.capture import reductions
+from numina.capture.background import SideStreamWorker
 from numina.capture.names import (
     CROSS_PROBS,
     CROSS_PROMPT_MASS,
@@ -79,9 +81,17 @@ class _StepContextHook(ModelHook):
 
     _is_stateful = True  # reset by diffusers when a pipeline call ends
 
-    def __init__(self, state: _CaptureCall, spec: CaptureSpec, sink: Sink, context: DenoisingContext) -> None:
+    def __init__(
+        self,
+        state: _CaptureCall,
+        spec: CaptureSpec,
+        sink: Sink,
+        context: DenoisingContext,
+        worker: SideStreamWorker | None,
+    ) -> None:
         super().__init__()
         self.state, self.spec, self.sink, self.context = state, spec, sink, context
+        self.worker = worker
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         state = self.state
@@ -101,11 +111,21 @@ class _StepContextHook(ModelHook):
             if timestep is not None:
                 # (batch,) or, with expanded timesteps (Wan2.2), (batch, tokens): the video's first token
                 value = timestep.reshape(timestep.shape[0], -1)[self.spec.batch_index, 0].float()
-                self.sink.write(TIMESTEP, {"step": state.step, "branch": state.branch}, value)
+                write = functools.partial(
+                    self.sink.write, TIMESTEP, {"step": state.step, "branch": state.branch}, value
+                )
+                if self.worker is None:
+                    write()
+                else:  # the worker is the sink's only writer
+                    self.worker.submit(write, [value])
         return args, kwargs
 
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
-        self.state.end()
+        try:
+            if self.worker is not None and self.state.active:
+                self.worker.wait()  # the call's captures are in the sink when the call returns
+        finally:
+            self.state.end()
         return output
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -177,13 +197,23 @@ class _AttentionHook(ModelHook):
         state = self.capture.state
         if state.active:
             query, key = state.tensors.pop(self.q_slot), state.tensors.pop(self.k_slot)
-            with torch.no_grad():
-                if self.kind == "self":
-                    self.capture.record_self_attention(
-                        self.layer, module.heads, query, key, state.tensors["rotary"]
-                    )
-                else:
-                    self.capture.record_cross_attention(self.layer, module.heads, query, key)
+            capture, index = self.capture, self.capture._index(self.layer)
+            if self.kind == "self":
+                rotary = state.tensors["rotary"]
+                record = functools.partial(
+                    capture.record_self_attention, index, module.heads, query, key, rotary
+                )
+                tensors = [query, key, *rotary]
+            else:
+                record = functools.partial(
+                    capture.record_cross_attention, index, module.heads, query, key, state.uniform_padding
+                )
+                tensors = [query, key]
+            if capture.worker is None:
+                with torch.no_grad():
+                    record()
+            else:
+                capture.worker.submit(record, tensors)
         return output
 
 
@@ -198,14 +228,24 @@ class AttentionCapture:
     """
 
     def __init__(
-        self, transformer: torch.nn.Module, spec: CaptureSpec, geometry: Geometry, sink: Sink
+        self,
+        transformer: torch.nn.Module,
+        spec: CaptureSpec,
+        geometry: Geometry,
+        sink: Sink,
+        background: bool = False,
     ) -> None:
+        """`background`: compute the reductions in a `SideStreamWorker` (a thread, and on CUDA a side
+        stream), beside the model's later blocks instead of before them; the numbers are the same.
+        The sink is then written from that thread only, and holds a call's captures when it returns."""
         if spec.steps is None or spec.heads is None:
             raise ValueError(
                 "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
             )
         self.transformer, self.spec, self.geometry, self.sink = transformer, spec, geometry, sink
         self.state = _CaptureCall()
+        self.background = background
+        self.worker: SideStreamWorker | None = None
         self._hooks = HookSet(HOOK_PREFIX)
         all_heads = tuple(spec.heads) == tuple(range(geometry.heads))
         self._head_index = None if all_heads else torch.tensor(spec.heads)
@@ -217,8 +257,12 @@ class AttentionCapture:
         self.install()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        try:
+            self.remove()
+        except Exception:
+            if exc_type is None:  # else the error in flight is the one to see
+                raise
 
     def install(self) -> None:
         """Register the hooks (named `numina.capture.*`) on the transformer and the captured blocks."""
@@ -239,8 +283,10 @@ class AttentionCapture:
         }
         check_transformer(self.transformer, "Attention capture", list(attentions.items()))
         context = self._hooks.context(self.transformer)
+        if self.background:
+            self.worker = SideStreamWorker(next(self.transformer.parameters()).device)
         self._hooks.register(
-            self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink, context)
+            self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink, context, self.worker)
         )
         for name, kind, layer in points:
             attention = attentions[name]
@@ -254,8 +300,14 @@ class AttentionCapture:
             self._hooks.register(attention, name, hook)
 
     def remove(self) -> None:
-        """Remove every hook this capture installed; the model is as before."""
-        self._hooks.remove()
+        """Remove every hook this capture installed; the model is as before. Raises a background
+        reduction's error that no call has raised yet."""
+        worker, self.worker = self.worker, None
+        try:
+            if worker is not None:
+                worker.close()
+        finally:
+            self._hooks.remove()
 
     def _index(self, layer: int) -> dict[str, Any]:
         return {"step": self.state.step, "branch": self.state.branch, "layer": layer}
@@ -266,9 +318,9 @@ class AttentionCapture:
         return self._head_index
 
     def record_self_attention(
-        self, layer: int, heads: int, query: torch.Tensor, key: torch.Tensor, rotary: Any
+        self, index: dict[str, Any], heads: int, query: torch.Tensor, key: torch.Tensor, rotary: Any
     ) -> None:
-        """Frame-local self-attention of one block, reduced, written to the sink."""
+        """Frame-local self-attention of one block, reduced, written to the sink at `index`."""
         part, geometry = self.spec.self_attention, self.geometry
         head_index = self._heads(query.device)
         q = reductions.apply_rotary(reductions.split_heads(query, heads, head_index), rotary)
@@ -276,7 +328,6 @@ class AttentionCapture:
         reduced = reductions.self_attention_reductions(
             q, k, geometry.frames, geometry.height, geometry.width, part
         )
-        index = self._index(layer)
         if part.maps:
             self.sink.write(SELF_MAPS, index, reduced["maps"])
         # float32: the layout clusters these values, and they are small (heads x frames x tpf x k)
@@ -287,8 +338,11 @@ class AttentionCapture:
         if "score_components" in reduced:
             self.sink.write(SELF_SCORE_COMPONENTS, index, reduced["score_components"])
 
-    def record_cross_attention(self, layer: int, heads: int, query: torch.Tensor, key: torch.Tensor) -> None:
-        """Cross-attention probabilities of one block at the chosen tokens, written to the sink."""
+    def record_cross_attention(
+        self, index: dict[str, Any], heads: int, query: torch.Tensor, key: torch.Tensor, uniform_padding: bool
+    ) -> None:
+        """Cross-attention probabilities of one block at the chosen tokens, written to the sink at
+        `index`; `uniform_padding` as `reductions.cross_attention_probabilities` takes it."""
         part, geometry = self.spec.cross_attention, self.geometry
         head_index = self._heads(query.device)
         if self._token_index.device != query.device:
@@ -296,12 +350,11 @@ class AttentionCapture:
         q = reductions.split_heads(query, heads, head_index)
         k = reductions.split_heads(key, heads, head_index)
         probs, text_mass = reductions.cross_attention_probabilities(
-            q, k, self._token_index, part.prompt_length, self.state.uniform_padding
+            q, k, self._token_index, part.prompt_length, uniform_padding
         )
         reduced = reductions.reduce_cross_attention(
             probs, text_mass, geometry.frames, geometry.height, geometry.width, part.stats
         )
-        index = self._index(layer)
         self.sink.write(CROSS_TEXT_MASS, index, reduced["text_mass"])
         if part.maps:
             self.sink.write(CROSS_PROBS, index, reduced["probs"].to(torch.float16))
