@@ -16,7 +16,8 @@ side by side in one process (alternating, CUDA events, median):
 - hooks-idle:     capture installed, at a step it does not capture (the cost on the other 49 steps);
 - *-background:   the same with `AttentionCapture(background=True)`: reductions in a worker thread
                   on a side stream, beside the model's later blocks;
-- after-hdf5:     the step after an HDF5 capture, while the store's writer thread drains it.
+- after-hdf5:     the step after an HDF5 capture, while the store's writer thread drains it;
+- plain-again:    the plain step once more, elsewhere in the order: how far two identical rows differ.
 
 Only the forward is timed: hooks go on and off outside the timing (their CPU cost, once per
 generation, is reported as `install_remove_ms`), and each store is closed before the next variant.
@@ -244,7 +245,7 @@ def main() -> None:
 
     plain_out = forward(model, inputs, step)
     inline_sink, background_sink = MemoryStore(spec, geometry), MemoryStore(spec, geometry)
-    with AttentionCapture(model, spec, geometry, inline_sink):
+    with AttentionCapture(model, spec, geometry, inline_sink, background=False):
         capture_out = forward(model, inputs, step)
     with AttentionCapture(model, spec, geometry, background_sink, background=True):
         background_out = forward(model, inputs, step)
@@ -301,12 +302,13 @@ def main() -> None:
         return run
 
     def hooks_idle():
-        with AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry)):
+        with AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry), background=False):
             return timed_forward(step + 1)
 
     variants = {
         "plain": plain,
         "capture-memory": capture_memory(),
+        "plain-again": plain,  # the same step again, elsewhere in the order: the timing's own noise
         "capture-memory-background": capture_memory(background=True),
         "capture-release": capture_memory(**RELEASE),
         "capture-release-background": capture_memory(background=True, **RELEASE),
@@ -324,9 +326,11 @@ def main() -> None:
         torch.cuda.synchronize()
         peak[name] = torch.cuda.max_memory_allocated() / 2**30
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):  # alternate, so drift hits every variant alike
-        for name, fn in variants.items():
-            times[name].append(fn())
+    names = list(variants)
+    for repeat in range(args.repeats):
+        # each round starts one variant further on, so that drift and order hit every variant alike
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            times[name].append(variants[name]())
     install_ms = []
     for _ in range(args.repeats):
         capture = AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry))

@@ -233,11 +233,12 @@ class AttentionCapture:
         spec: CaptureSpec,
         geometry: Geometry,
         sink: Sink,
-        background: bool = False,
+        background: bool | None = None,
     ) -> None:
         """`background`: compute the reductions in a `SideStreamWorker` (a thread, and on CUDA a side
         stream), beside the model's later blocks instead of before them; the numbers are the same.
-        The sink is then written from that thread only, and holds a call's captures when it returns."""
+        The sink is then written from that thread only, and holds a call's captures when it returns.
+        None (the default): on CUDA devices, where it was measured faster (benchmarks/RESULTS.md)."""
         if spec.steps is None or spec.heads is None:
             raise ValueError(
                 "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
@@ -283,8 +284,9 @@ class AttentionCapture:
         }
         check_transformer(self.transformer, "Attention capture", list(attentions.items()))
         context = self._hooks.context(self.transformer)
-        if self.background:
-            self.worker = SideStreamWorker(next(self.transformer.parameters()).device)
+        device = next(self.transformer.parameters()).device
+        if self.background or (self.background is None and device.type == "cuda"):
+            self.worker = SideStreamWorker(device)
         self._hooks.register(
             self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink, context, self.worker)
         )
