@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -461,8 +463,9 @@ def test_a_background_capture_equals_the_inline_one_and_leaves_the_output(
     every dataset, in memory and through the HDF5 writer, and the thread is gone after the capture."""
     spec = _spec(geometry)
     inline = MemoryStore(spec, geometry)
-    with AttentionCapture(tiny_pipe.transformer, spec, geometry, inline):
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, inline) as capture:
         plain = _generate(tiny_pipe)
+        assert capture.worker is None  # the default computes in line on a CPU
     memory = MemoryStore(spec, geometry)
     writer = open_capture_store(tmp_path / "background.h5", spec, geometry)
     with AttentionCapture(tiny_pipe.transformer, spec, geometry, TeeSink(memory, writer), background=True):
@@ -475,6 +478,27 @@ def test_a_background_capture_equals_the_inline_one_and_leaves_the_output(
             assert inline[name].written() == memory[name].written() != [], name
             np.testing.assert_array_equal(inline[name].values, memory[name].values, err_msg=name)
             np.testing.assert_array_equal(inline[name].values, store[name].values, err_msg=name)
+
+
+class _SlowSink(MemoryStore):
+    def write(self, name: str, index, data) -> None:
+        time.sleep(0.02)
+        super().write(name, index, data)
+
+
+def test_a_background_capture_is_in_the_sink_when_its_call_returns(tiny_pipe, geometry: Geometry) -> None:
+    """The captured call waits for the worker: a sink that writes slowly holds every write of the last
+    step's capture as soon as the pipeline returns, with no step after it to wait through."""
+    spec = dataclasses.replace(_spec(geometry), steps=(STEPS - 1,))
+    sink = _SlowSink(spec, geometry)
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink, background=True):
+        _generate(tiny_pipe)
+        written = {name: len(sink[name].written()) for name in sink.datasets}
+    inline = MemoryStore(spec, geometry)
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, inline, background=False):
+        _generate(tiny_pipe)
+    assert written == {name: len(inline[name].written()) for name in inline.datasets}
+    assert sum(written.values()) > 0
 
 
 class _FailingSink(MemoryStore):

@@ -8,7 +8,9 @@
 - on each captured block: hooks on the attention's `norm_q` / `norm_k` that keep a reference to the
   query and key the block computed anyway, and a hook on the attention module that takes RoPE's
   angles on the way in and, on the way out, computes the maps of `numina.capture.reductions` and
-  hands them to the sink (the HDF5 writer's background thread, or memory).
+  hands them to the sink (the HDF5 writer's background thread, or memory). Where the model runs on
+  CUDA the reductions run by default in a `numina.capture.background.SideStreamWorker`, beside the
+  model's later blocks; elsewhere, or with `background=False`, in the hook itself.
 
 Nothing the model computes is replaced or modified: hooks only read inputs and outputs and return them
 untouched, so capturing never changes the output (tested to the bit). Outside the captured steps and
@@ -87,11 +89,11 @@ class _StepContextHook(ModelHook):
         spec: CaptureSpec,
         sink: Sink,
         context: DenoisingContext,
-        worker: SideStreamWorker | None,
+        capture: AttentionCapture,
     ) -> None:
         super().__init__()
         self.state, self.spec, self.sink, self.context = state, spec, sink, context
-        self.worker = worker
+        self.capture = capture
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         state = self.state
@@ -107,6 +109,8 @@ class _StepContextHook(ModelHook):
                 reductions.padding_is_uniform(context[self.spec.batch_index], prompt_length)
             )
         if state.active:
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            worker = self.capture.worker_on(hidden.device)
             timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
             if timestep is not None:
                 # (batch,) or, with expanded timesteps (Wan2.2), (batch, tokens): the video's first token
@@ -114,16 +118,16 @@ class _StepContextHook(ModelHook):
                 write = functools.partial(
                     self.sink.write, TIMESTEP, {"step": state.step, "branch": state.branch}, value
                 )
-                if self.worker is None:
+                if worker is None:
                     write()
                 else:  # the worker is the sink's only writer
-                    self.worker.submit(write, [value])
+                    worker.submit(write, [value])
         return args, kwargs
 
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
         try:
-            if self.worker is not None and self.state.active:
-                self.worker.wait()  # the call's captures are in the sink when the call returns
+            if self.capture.worker is not None and self.state.active:
+                self.capture.worker.wait()  # the call's captures are in the sink when the call returns
         finally:
             self.state.end()
         return output
@@ -155,6 +159,13 @@ class HookSet:
         context = DenoisingContext.attach(transformer)
         self.contexts.append((transformer, context))
         return context
+
+    def worker_on(self, device: torch.device) -> SideStreamWorker | None:
+        """The background worker, started at the first captured call on the device the model runs on
+        then (offloading hooks move a model only as it runs); None where reductions run in line."""
+        if self.worker is None and (self.background or (self.background is None and device.type == "cuda")):
+            self.worker = SideStreamWorker(device)
+        return self.worker
 
     def remove(self) -> None:
         for module, name in reversed(self.installed):
@@ -238,7 +249,8 @@ class AttentionCapture:
         """`background`: compute the reductions in a `SideStreamWorker` (a thread, and on CUDA a side
         stream), beside the model's later blocks instead of before them; the numbers are the same.
         The sink is then written from that thread only, and holds a call's captures when it returns.
-        None (the default): on CUDA devices, where it was measured faster (benchmarks/RESULTS.md)."""
+        None (the default): where the model runs on a CUDA device, where it was measured faster
+        (benchmarks/RESULTS.md)."""
         if spec.steps is None or spec.heads is None:
             raise ValueError(
                 "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
@@ -284,11 +296,8 @@ class AttentionCapture:
         }
         check_transformer(self.transformer, "Attention capture", list(attentions.items()))
         context = self._hooks.context(self.transformer)
-        device = next(self.transformer.parameters()).device
-        if self.background or (self.background is None and device.type == "cuda"):
-            self.worker = SideStreamWorker(device)
         self._hooks.register(
-            self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink, context, self.worker)
+            self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink, context, self)
         )
         for name, kind, layer in points:
             attention = attentions[name]
@@ -300,6 +309,13 @@ class AttentionCapture:
                 attention.norm_k, f"{name}.k", KeepOutputHook(self.state, hook.k_slot, self.spec.batch_index)
             )
             self._hooks.register(attention, name, hook)
+
+    def worker_on(self, device: torch.device) -> SideStreamWorker | None:
+        """The background worker, started at the first captured call on the device the model runs on
+        then (offloading hooks move a model only as it runs); None where reductions run in line."""
+        if self.worker is None and (self.background or (self.background is None and device.type == "cuda")):
+            self.worker = SideStreamWorker(device)
+        return self.worker
 
     def remove(self) -> None:
         """Remove every hook this capture installed; the model is as before. Raises a background
