@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from numina.arguments import integer
+from numina.arguments import integer, real
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="float32 self-attention maps the capture forms at a time (a huge value: all heads at once; "
         "default: numina.capture.reductions.MAP_CHUNK_BYTES)",
+    )
+    parser.add_argument(
+        "--rest", type=real(0), default=0.25, help="seconds the GPU idles before each timed variant"
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -328,8 +331,10 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for repeat in range(args.repeats):
-        # each round starts one variant further on, so that drift and order hit every variant alike
+        # each round starts one variant further on, so that drift and order hit every variant alike,
+        # and each variant after the same rest (the GPU's clocks follow its recent load)
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            time.sleep(args.rest)
             times[name].append(variants[name]())
     install_ms = []
     for _ in range(args.repeats):
@@ -358,6 +363,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "repeats": args.repeats,
+        "rest_seconds": args.rest,
         "map_chunk_bytes": args.map_chunk_bytes,
         "identical_output": identical,
         "background_capture_identical": background_identical,
