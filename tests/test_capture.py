@@ -538,3 +538,26 @@ def test_a_background_capture_on_a_side_stream_equals_the_inline_one(tiny_folder
     for name in stores[False].datasets:
         assert stores[False][name].written() == stores[True][name].written(), name
         np.testing.assert_array_equal(stores[False][name].values, stores[True][name].values, err_msg=name)
+
+
+def test_the_side_stream_worker_runs_jobs_in_order_and_skips_those_after_an_error() -> None:
+    from numina.capture.background import SideStreamWorker
+
+    worker, ran = SideStreamWorker(torch.device("cpu")), []
+    for index in range(5):
+        worker.submit(lambda index=index: ran.append(index))
+    worker.wait()
+    assert ran == [0, 1, 2, 3, 4]
+
+    def fail() -> None:
+        raise RuntimeError("job 6 failed")
+
+    worker.submit(lambda: ran.append(5))
+    worker.submit(fail)
+    worker.submit(lambda: ran.append(7))  # skipped: the call it belongs to has already failed
+    with pytest.raises(RuntimeError, match="job 6 failed"):
+        worker.wait()
+    worker.submit(lambda: ran.append(8))  # the error was handed over: the next call's jobs run
+    worker.close()
+    assert ran == [0, 1, 2, 3, 4, 5, 8]
+    assert not worker._thread.is_alive()
