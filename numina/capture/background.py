@@ -48,7 +48,8 @@ class SideStreamWorker:
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(self.device))
             for tensor in tensors:
-                tensor.record_stream(self.stream)
+                if tensor.device == self.device:
+                    tensor.record_stream(self.stream)
         self._jobs.put((job, event))
 
     def wait(self) -> None:

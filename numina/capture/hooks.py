@@ -160,13 +160,6 @@ class HookSet:
         self.contexts.append((transformer, context))
         return context
 
-    def worker_on(self, device: torch.device) -> SideStreamWorker | None:
-        """The background worker, started at the first captured call on the device the model runs on
-        then (offloading hooks move a model only as it runs); None where reductions run in line."""
-        if self.worker is None and (self.background or (self.background is None and device.type == "cuda")):
-            self.worker = SideStreamWorker(device)
-        return self.worker
-
     def remove(self) -> None:
         for module, name in reversed(self.installed):
             HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
@@ -220,11 +213,12 @@ class _AttentionHook(ModelHook):
                     capture.record_cross_attention, index, module.heads, query, key, state.uniform_padding
                 )
                 tensors = [query, key]
-            if capture.worker is None:
+            worker = capture.worker
+            if worker is None or query.device != worker.device:  # (a model split over devices)
                 with torch.no_grad():
                     record()
             else:
-                capture.worker.submit(record, tensors)
+                worker.submit(record, tensors)
         return output
 
 
