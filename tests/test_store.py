@@ -361,7 +361,6 @@ def test_named_array_from_numpy() -> None:
 
 
 def test_to_xarray(tmp_path: Path) -> None:
-    pytest.importorskip("xarray")
     path = tmp_path / "attention.h5"
     expected = write_reference(path)
     with open_store(path) as store:
