@@ -41,6 +41,20 @@ from pathlib import Path
 
 from numina.arguments import integer, real
 
+VARIANTS = (
+    "plain",
+    "capture-memory",
+    "plain-again",
+    "capture-memory-background",
+    "capture-release",
+    "capture-release-background",
+    "capture-segments",
+    "capture-hdf5",
+    "capture-hdf5-background",
+    "after-hdf5",
+    "hooks-idle",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The options (declared without torch, so that --help and argument errors answer at once)."""
@@ -50,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=integer(1), default=480)
     parser.add_argument("--width", type=integer(1), default=832)
     parser.add_argument("--repeats", type=integer(1), default=10)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="the rows to time (plain always is: the ratios divide by it)",
+    )
     parser.add_argument(
         "--map-chunk-bytes",
         type=integer(1),
@@ -308,7 +329,7 @@ def main() -> None:
         with AttentionCapture(model, spec, geometry, MemoryStore(spec, geometry), background=False):
             return timed_forward(step + 1)
 
-    variants = {
+    every_variant = {
         "plain": plain,
         "capture-memory": capture_memory(),
         "plain-again": plain,  # the same step again, elsewhere in the order: the timing's own noise
@@ -321,6 +342,7 @@ def main() -> None:
         "after-hdf5": capture_hdf5(timed_step=step + 1),
         "hooks-idle": hooks_idle,
     }
+    variants = {name: every_variant[name] for name in VARIANTS if name == "plain" or name in args.variants}
     peak = {}
     for name, fn in variants.items():  # warm-up, and peak memory of each variant on its own
         torch.cuda.synchronize()
@@ -346,7 +368,9 @@ def main() -> None:
     store_bytes = sum(path.stat().st_size for path in tmp.glob("run*.h5"))
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-        for name in ("plain", "capture-memory", "capture-memory-background"):
+        for name in [
+            name for name in ("plain", "capture-memory", "capture-memory-background") if name in variants
+        ]:
             activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             with torch.profiler.profile(activities=activities) as profile:
                 variants[name]()
@@ -373,15 +397,15 @@ def main() -> None:
         "peak_memory_gib": peak,
         "reduction_ms": reduction_breakdown(geometry, spec, args.repeats),
         "accuracy": accuracy_check(geometry, spec),
-        "store_mb_per_run": store_bytes / len(writers) / 2**20,
+        "store_mb_per_run": store_bytes / len(writers) / 2**20 if writers else None,
         "store_close_seconds_total": sum(close_seconds),
         "install_remove_ms": statistics.median(install_ms),
         "hdf5_write_throughput": measure_write_throughput(tmp / "throughput.h5"),
     }
     print(json.dumps(result, indent=1))
-    print(f"\n{'variant':<18}{'median ms':>12}{'x plain':>10}{'peak GiB':>10}")
+    print(f"\n{'variant':<28}{'median ms':>12}{'x plain':>10}{'peak GiB':>10}")
     for name in variants:
-        print(f"{name:<18}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{peak[name]:>10.1f}")
+        print(f"{name:<28}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{peak[name]:>10.1f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
