@@ -32,6 +32,10 @@ class SideStreamWorker:
     it gets there. `wait()` returns when every job has run and makes the caller's stream wait for the
     side stream, so what the jobs wrote can be read; it raises the first job's error, if one failed
     (the jobs after it are skipped). `close()` waits and stops the thread.
+
+    What the jobs allocate comes from the side stream's pool and is reused only by later jobs, each
+    ordered after everything the caller's stream had queued when it was submitted; so the caller may
+    use and free what the jobs wrote, after `wait()`, without telling the allocator.
     """
 
     def __init__(self, device: torch.device) -> None:
