@@ -281,13 +281,8 @@ def main() -> None:
     del plain_out, capture_out, background_out, inline_sink, background_sink
 
     def timed_forward(at_step: int) -> float:
-        """GPU ms of one forward (CUDA events); hooks are installed and removed outside it."""
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        forward(model, inputs, at_step)
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end)
+        """GPU ms of one forward; hooks are installed and removed outside it."""
+        return time_call(lambda: forward(model, inputs, at_step), 1)[0]
 
     def plain():
         return timed_forward(step)
@@ -368,9 +363,10 @@ def main() -> None:
     store_bytes = sum(path.stat().st_size for path in tmp.glob("run*.h5"))
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-        for name in [
+        profiled = [
             name for name in ("plain", "capture-memory", "capture-memory-background") if name in variants
-        ]:
+        ]
+        for name in profiled:
             activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             with torch.profiler.profile(activities=activities) as profile:
                 variants[name]()

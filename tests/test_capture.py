@@ -464,14 +464,14 @@ def test_a_background_capture_equals_the_inline_one_and_leaves_the_output(
     spec = _spec(geometry)
     inline = MemoryStore(spec, geometry)
     with AttentionCapture(tiny_pipe.transformer, spec, geometry, inline) as capture:
-        plain = _generate(tiny_pipe)
+        inline_output = _generate(tiny_pipe)
         assert capture.worker is None  # the default computes in line on a CPU
     memory = MemoryStore(spec, geometry)
     writer = open_capture_store(tmp_path / "background.h5", spec, geometry)
     with AttentionCapture(tiny_pipe.transformer, spec, geometry, TeeSink(memory, writer), background=True):
         background = _generate(tiny_pipe)
     writer.close()
-    assert torch.equal(plain, background)
+    assert torch.equal(inline_output, background)
     assert not [thread for thread in threading.enumerate() if thread.name == "numina-capture"]
     with open_store(tmp_path / "background.h5") as store:
         for name in inline.datasets:

@@ -83,17 +83,10 @@ class _StepContextHook(ModelHook):
 
     _is_stateful = True  # reset by diffusers when a pipeline call ends
 
-    def __init__(
-        self,
-        state: _CaptureCall,
-        spec: CaptureSpec,
-        sink: Sink,
-        context: DenoisingContext,
-        capture: AttentionCapture,
-    ) -> None:
+    def __init__(self, capture: AttentionCapture, context: DenoisingContext) -> None:
         super().__init__()
-        self.state, self.spec, self.sink, self.context = state, spec, sink, context
-        self.capture = capture
+        self.capture, self.context = capture, context
+        self.state, self.spec, self.sink = capture.state, capture.spec, capture.sink
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         state = self.state
@@ -290,9 +283,7 @@ class AttentionCapture:
         }
         check_transformer(self.transformer, "Attention capture", list(attentions.items()))
         context = self._hooks.context(self.transformer)
-        self._hooks.register(
-            self.transformer, "step", _StepContextHook(self.state, self.spec, self.sink, context, self)
-        )
+        self._hooks.register(self.transformer, "step", _StepContextHook(self, context))
         for name, kind, layer in points:
             attention = attentions[name]
             hook = _AttentionHook(self, layer, kind)

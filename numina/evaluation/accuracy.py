@@ -368,7 +368,7 @@ def count_changes(counts: pd.DataFrame, baseline: str = "baseline") -> pd.DataFr
     if baseline not in methods:
         present = ", ".join(map(repr, sorted(methods, key=str)))
         raise ValueError(f"method {baseline!r} not in the counts table; it has {present}")
-    keys = ["prompt_id", "seed", "frame", "noun"]
+    keys = [key for key in KEY_COLUMNS if key != "method"]
     reference = table[table["method"] == baseline][keys + ["target", "count", "abs_error"]]
     rows = []
     for method in sorted(methods - {baseline}, key=str):
