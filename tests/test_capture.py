@@ -540,6 +540,26 @@ def test_a_background_capture_on_a_side_stream_equals_the_inline_one(tiny_folder
         np.testing.assert_array_equal(stores[False][name].values, stores[True][name].values, err_msg=name)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_capture_runs_in_line_unless_asked_and_its_worker_has_the_highest_priority(
+    tiny_folder: Path,
+) -> None:
+    """In line by default (the worker's extra memory, benchmarks/RESULTS.md); the worker's side
+    stream at the device's highest priority, where it was measured faster at the 14B shape."""
+    from numina.capture.background import SideStreamWorker
+    from numina.models import load_pipeline
+
+    pipe = load_pipeline(str(tiny_folder), dtype=torch.bfloat16).to("cuda")
+    geometry = Geometry.from_pipeline(pipe, FRAMES, SIZE, SIZE)
+    sink = MemoryStore(_spec(geometry), geometry)
+    with AttentionCapture(pipe.transformer, _spec(geometry), geometry, sink) as capture:
+        _generate(pipe)
+        assert capture.worker is None
+    worker = SideStreamWorker(torch.device("cuda"))
+    assert worker.stream.priority == torch.cuda.Stream.priority_range()[1]
+    worker.close()
+
+
 def test_the_side_stream_worker_runs_jobs_in_order_and_skips_those_after_an_error() -> None:
     from numina.capture.background import SideStreamWorker
 

@@ -8,9 +8,9 @@
 - on each captured block: hooks on the attention's `norm_q` / `norm_k` that keep a reference to the
   query and key the block computed anyway, and a hook on the attention module that takes RoPE's
   angles on the way in and, on the way out, computes the maps of `numina.capture.reductions` and
-  hands them to the sink (the HDF5 writer's background thread, or memory). Where the model runs on
-  CUDA the reductions run by default in a `numina.capture.background.SideStreamWorker`, beside the
-  model's later blocks; elsewhere, or with `background=False`, in the hook itself.
+  hands them to the sink (the HDF5 writer's background thread, or memory). By default in the hook
+  itself; with `background=True` in a `numina.capture.background.SideStreamWorker`, beside the
+  model's later blocks.
 
 Nothing the model computes is replaced or modified: hooks only read inputs and outputs and return them
 untouched, so capturing never changes the output (tested to the bit). Outside the captured steps and
@@ -231,13 +231,13 @@ class AttentionCapture:
         spec: CaptureSpec,
         geometry: Geometry,
         sink: Sink,
-        background: bool | None = None,
+        background: bool = False,
     ) -> None:
         """`background`: compute the reductions in a `SideStreamWorker` (a thread, and on CUDA a side
         stream), beside the model's later blocks instead of before them; the numbers are the same.
         The sink is then written from that thread only, and holds a call's captures when it returns.
-        None (the default): where the model runs on a CUDA device, where it was measured faster
-        (benchmarks/RESULTS.md)."""
+        Off by default: on an H100 it made the captured step 1-6% faster but raised its peak memory
+        by 1.5-1.8 GiB at the 1.3B shape and 9-10 GiB at 14B (benchmarks/RESULTS.md)."""
         if spec.steps is None or spec.heads is None:
             raise ValueError(
                 "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
@@ -298,7 +298,7 @@ class AttentionCapture:
     def worker_on(self, device: torch.device) -> SideStreamWorker | None:
         """The background worker, started at the first captured call on the device the model runs on
         then (offloading hooks move a model only as it runs); None where reductions run in line."""
-        if self.worker is None and (self.background or (self.background is None and device.type == "cuda")):
+        if self.worker is None and self.background:
             self.worker = SideStreamWorker(device)
         return self.worker
 
