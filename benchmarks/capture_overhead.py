@@ -23,7 +23,9 @@ Only the forward is timed: hooks go on and off outside the timing (their CPU cos
 generation, is reported as `install_remove_ms`), and each store is closed before the next variant.
 It also checks that the outputs are bit-identical (and the background capture's numbers the inline
 one's), times each reduction on its own, reports peak GPU
-memory and the HDF5 write throughput. Results go to a JSON file and a printed table.
+memory and the HDF5 write throughput. Results go to a JSON file and a printed table. `--memory-trace`
+adds, last, what holds GPU memory at the peak of a captured step (in line and in the background),
+replayed from the caching allocator's trace.
 
     python benchmarks/capture_overhead.py --variant wan2.1-1.3b \
         --out benchmarks/results/capture_overhead_wan2.1-1.3b.json
@@ -83,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
+        "--memory-trace",
+        type=Path,
+        default=None,
+        help="JSON file: what holds GPU memory at the peak of one step of each capture-memory variant "
+        "(from the caching allocator's trace), by stream and by the code that allocated it",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -110,6 +119,58 @@ from numina.store import measure_write_throughput
 NUM_STEPS, PROMPT_LENGTH, TOKENS = 50, 16, (2, 3)  # a numeral and a noun among 16 prompt positions
 RELEASE = {"estimator": "release"}  # official's capture: the release's estimators
 SEGMENTS = {"components": SEGMENTS_COMPONENTS}  # the `segments` extraction's 12 components
+
+
+def traced_step(run) -> list[dict]:
+    """The caching allocator's trace of events (torch.cuda.memory._snapshot's device trace) over one
+    call of `run`, on the current device."""
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
+    try:
+        run()
+        torch.cuda.synchronize()
+        trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    return trace
+
+
+def allocating_code(frames: list[dict]) -> str:
+    """The innermost frame of this project's or diffusers' code that made an allocation."""
+    for frame in frames:
+        name = frame.get("filename", "")
+        if "/numina/" in name or "/diffusers/" in name or "/benchmarks/" in name:
+            return f"{name.rsplit('/', 1)[-1]}:{frame.get('line')} {frame.get('name')}"
+    return "other"
+
+
+def held_at_peak(trace: list[dict], top: int = 15) -> dict:
+    """Replays an allocator trace (blocks held from `alloc` until `free_completed`, so a block a side
+    stream still uses counts until that stream is done) and tells, at the moment most bytes were held
+    within the trace: the GiB held, and the largest holders by stream and by allocating code."""
+    held: dict[int, dict] = {}
+    peak_bytes, peak_blocks, now = 0, {}, 0
+    for event in trace:
+        if event["action"] == "alloc":
+            held[event["addr"]] = event
+            now += event["size"]
+            if now > peak_bytes:
+                peak_bytes, peak_blocks = now, dict(held)
+        elif event["action"] == "free_completed" and event["addr"] in held:
+            now -= held.pop(event["addr"])["size"]
+    by_stream: dict[str, int] = {}
+    by_code: dict[str, int] = {}
+    for block in peak_blocks.values():
+        stream = str(block.get("stream", "?"))
+        by_stream[stream] = by_stream.get(stream, 0) + block["size"]
+        code = f"stream {stream}: {allocating_code(block.get('frames', []))}"
+        by_code[code] = by_code.get(code, 0) + block["size"]
+    largest = sorted(by_code.items(), key=lambda item: -item[1])[:top]
+    return {
+        "peak_gib_over_trace_start": peak_bytes / 2**30,
+        "by_stream_gib": {stream: size / 2**30 for stream, size in by_stream.items()},
+        "by_code_gib": {code: size / 2**30 for code, size in largest},
+    }
 
 
 def build_model(variant: str) -> WanTransformer3DModel:
@@ -405,6 +466,12 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
+    if args.memory_trace:  # last: the timings above are saved whatever happens here
+        traced = [name for name in ("capture-memory", "capture-memory-background") if name in variants]
+        held = {name: held_at_peak(traced_step(variants[name])) for name in traced}
+        args.memory_trace.parent.mkdir(parents=True, exist_ok=True)
+        args.memory_trace.write_text(json.dumps(held, indent=1))
+        print(json.dumps(held, indent=1))
 
 
 if __name__ == "__main__":
