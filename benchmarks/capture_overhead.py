@@ -22,10 +22,10 @@ side by side in one process (alternating, CUDA events, median):
 Only the forward is timed: hooks go on and off outside the timing (their CPU cost, once per
 generation, is reported as `install_remove_ms`), and each store is closed before the next variant.
 It also checks that the outputs are bit-identical (and the background capture's numbers the inline
-one's), times each reduction on its own, reports peak GPU
-memory and the HDF5 write throughput. Results go to a JSON file and a printed table. `--memory-trace`
-adds, last, what holds GPU memory at the peak of a captured step (in line and in the background),
-replayed from the caching allocator's trace.
+one's), times each reduction on its own, reports peak GPU memory and the HDF5 write throughput.
+Results go to a JSON file and a printed table. `--memory-trace` adds, last, what holds GPU memory at
+the peak of a captured step (in line and in the background), replayed from the caching allocator's
+trace.
 
     python benchmarks/capture_overhead.py --variant wan2.1-1.3b \
         --out benchmarks/results/capture_overhead_wan2.1-1.3b.json
@@ -39,9 +39,10 @@ import json
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-from numina.arguments import integer, real
+from numina.arguments import check_output, integer, real
 
 VARIANTS = (
     "plain",
@@ -101,8 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args() -> argparse.Namespace:
+    """The arguments, every output path checked before the model is built: a path that cannot be
+    written would otherwise end a paid GPU call after its timings."""
+    parser = build_parser()
+    args = parser.parse_args()
+    outputs = {"--out": args.out, "--memory-trace": args.memory_trace}
+    for option, path in outputs.items():
+        if path is not None:
+            check_output(parser, path.parent, option)
+    if args.profile is not None:
+        check_output(parser, args.profile, "--profile")
+    return args
+
+
 if __name__ == "__main__":  # --help and argument errors answer before the imports below
-    build_parser().parse_args()
+    parse_args()
 
 
 import numpy as np
@@ -136,7 +151,8 @@ def traced_step(run) -> list[dict]:
 
 
 def allocating_code(frames: list[dict]) -> str:
-    """The innermost frame of this project's or diffusers' code that made an allocation."""
+    """The innermost frame of this project's (numina, benchmarks) or diffusers' code that made an
+    allocation."""
     for frame in frames:
         name = frame.get("filename", "")
         if "/numina/" in name or "/diffusers/" in name or "/benchmarks/" in name:
@@ -144,32 +160,38 @@ def allocating_code(frames: list[dict]) -> str:
     return "other"
 
 
+def replay_allocations(trace: list[dict]) -> tuple[dict[int, dict], int, int]:
+    """The blocks held after the last event (by address; held from `alloc` until `free_completed`),
+    the most bytes held after any event, and that event's index (-1 for an empty trace)."""
+    held: dict[int, dict] = {}
+    now, peak_bytes, peak_at = 0, 0, -1
+    for at, event in enumerate(trace):
+        if event["action"] == "alloc":
+            held[event["addr"]] = event
+            now += event["size"]
+        elif event["action"] == "free_completed" and event["addr"] in held:
+            now -= held.pop(event["addr"])["size"]
+        if now > peak_bytes:
+            peak_bytes, peak_at = now, at
+    return held, peak_bytes, peak_at
+
+
 def held_at_peak(trace: list[dict], top: int = 15) -> dict:
     """Replays an allocator trace (blocks held from `alloc` until `free_completed`, so a block a side
     stream still uses counts until that stream is done) and tells, at the moment most bytes were held
     within the trace: the GiB held, and the largest holders by stream and by allocating code."""
-    held: dict[int, dict] = {}
-    peak_bytes, peak_blocks, now = 0, {}, 0
-    for event in trace:
-        if event["action"] == "alloc":
-            held[event["addr"]] = event
-            now += event["size"]
-            if now > peak_bytes:
-                peak_bytes, peak_blocks = now, dict(held)
-        elif event["action"] == "free_completed" and event["addr"] in held:
-            now -= held.pop(event["addr"])["size"]
-    by_stream: dict[str, int] = {}
-    by_code: dict[str, int] = {}
+    _, peak_bytes, peak_at = replay_allocations(trace)
+    # replayed again up to the peak, so that the blocks are not copied at every new high of a long trace
+    peak_blocks, _, _ = replay_allocations(trace[: peak_at + 1])
+    by_stream, by_code = Counter(), Counter()
     for block in peak_blocks.values():
         stream = str(block.get("stream", "?"))
-        by_stream[stream] = by_stream.get(stream, 0) + block["size"]
-        code = f"stream {stream}: {allocating_code(block.get('frames', []))}"
-        by_code[code] = by_code.get(code, 0) + block["size"]
-    largest = sorted(by_code.items(), key=lambda item: -item[1])[:top]
+        by_stream[stream] += block["size"]
+        by_code[f"stream {stream}: {allocating_code(block.get('frames', []))}"] += block["size"]
     return {
         "peak_gib_over_trace_start": peak_bytes / 2**30,
         "by_stream_gib": {stream: size / 2**30 for stream, size in by_stream.items()},
-        "by_code_gib": {code: size / 2**30 for code, size in largest},
+        "by_code_gib": {code: size / 2**30 for code, size in by_code.most_common(top)},
     }
 
 
@@ -314,7 +336,7 @@ def accuracy_check(geometry: Geometry, spec) -> dict[str, float]:
 
 
 def main() -> None:
-    args = build_parser().parse_args()
+    args = parse_args()
     if args.map_chunk_bytes is not None:
         reductions.MAP_CHUNK_BYTES = args.map_chunk_bytes  # read by the hooks at every capture
 

@@ -1,5 +1,6 @@
-"""benchmarks/capture_overhead.py: the replay of a CUDA allocator trace that says what holds memory at
-the peak (the GPU run itself is a benchmark, not a test)."""
+"""benchmarks/capture_overhead.py: its output paths checked before the model is built, and the replay
+of a CUDA allocator trace that says what holds memory at the peak (the GPU run itself is a benchmark,
+not a test)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,24 @@ def script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--out", "result.json"), ("--memory-trace", "held.json"), ("--profile", "tables")],
+)
+def test_an_output_path_under_a_file_is_refused_before_the_model_is_built(
+    script, option: str, value: str, tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setattr("sys.argv", ["capture_overhead.py", option, str(blocker / value)])
+    with pytest.raises(SystemExit):
+        script.parse_args()
+    assert f"{option} {blocker}" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["capture_overhead.py", option, str(tmp_path / "results" / value)])
+    parsed = script.parse_args()  # a folder yet to be made is fine
+    assert getattr(parsed, option.removeprefix("--").replace("-", "_")) == tmp_path / "results" / value
 
 
 def _event(action: str, addr: int, size: int, stream: int = 0, file: str = "", line: int = 1) -> dict:
