@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import threading
 import time
@@ -239,6 +240,45 @@ def test_heads_per_chunk_at_full_size() -> None:
     assert reductions.heads_per_chunk(3, 64, chunk_bytes=3 * 3 * 64**2 * 4) == 3
 
 
+def test_heads_are_chunked_into_as_few_near_equal_chunks_as_fit() -> None:
+    def sizes(heads: int, per_chunk: int) -> list[int]:
+        chunks = reductions.head_chunks(heads, per_chunk)
+        assert chunks[0].start == 0 and chunks[-1].stop == heads
+        assert all(left.stop == right.start for left, right in itertools.pairwise(chunks))
+        return [chunk.stop - chunk.start for chunk in chunks]
+
+    assert sizes(12, 5) == [4, 4, 4]  # Wan2.1-1.3B at 1 GiB of maps: not 5 + 5 + 2
+    assert sizes(40, 5) == [5] * 8  # Wan2.1-14B
+    assert sizes(7, 3) == [3, 2, 2]
+    assert sizes(3, 100) == [3]
+    assert sizes(2, 1) == [1, 1]
+
+
+def test_rope_applied_a_chunk_at_a_time_changes_no_number() -> None:
+    """The reductions rotate each chunk's queries and keys themselves (no float32 copy of every head):
+    in any chunking, the same numbers, to the bit, as rotating all heads first."""
+    frames, height, width, heads, dim = 3, 4, 5, 5, 16
+    tokens = frames * height * width
+    generator = torch.Generator().manual_seed(3)
+    query, key = torch.randn(2, tokens, heads, dim, generator=generator).to(torch.bfloat16)
+    angles = torch.rand(1, tokens, 1, dim // 2, generator=generator).repeat_interleave(2, dim=-1) * 6
+    rotary = (angles.cos(), angles.sin())
+    part = SelfAttentionCapture(layers=(0,), maps=True)
+    rotated = reductions.apply_rotary(query, rotary), reductions.apply_rotary(key, rotary)
+    head_bytes = frames * (height * width) ** 2 * 4
+    for chunk_bytes in (head_bytes, 2 * head_bytes, heads * head_bytes):
+        rotated_first = reductions.self_attention_reductions(
+            *rotated, frames, height, width, part, chunk_bytes
+        )
+        chunked = reductions.self_attention_reductions(
+            query, key, frames, height, width, part, chunk_bytes, rotary=rotary
+        )
+        for name, values in rotated_first.items():
+            torch.testing.assert_close(chunked[name], values, rtol=0, atol=0, msg=name)
+    unrotated = reductions.self_attention_reductions(query, key, frames, height, width, part)
+    assert not torch.equal(unrotated["maps"], chunked["maps"])  # the rotation did act
+
+
 def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometry, monkeypatch) -> None:
     """Prompt embeddings whose padding differs per position: the exact shortcut must not be used."""
     full_softmax_calls = _count_full_softmax(monkeypatch)
@@ -331,6 +371,23 @@ def test_capture_into_the_store_has_named_dimensions(tiny_pipe, geometry: Geomet
         torch.testing.assert_close(
             torch.from_numpy(scores), _read(sink, "self_attention/scores", step=1, branch="cond", layer=3)
         )
+
+
+def test_installing_a_capture_creates_the_store_file_before_the_model_runs(
+    tiny_pipe, geometry: Geometry, tmp_path: Path
+) -> None:
+    """The HDF5 store lays out its file when the capture is installed, not inside the first captured
+    step in the model's thread; through a TeeSink too, beside sinks that have no start()."""
+    spec = _spec(geometry)
+    for wrap in (lambda writer: writer, lambda writer: TeeSink(MemoryStore(spec, geometry), writer)):
+        path = tmp_path / f"attention{len(list(tmp_path.iterdir()))}.h5"
+        writer = open_capture_store(path, spec, geometry)
+        assert not writer.started and not writer.partial_path.exists()
+        with AttentionCapture(tiny_pipe.transformer, spec, geometry, wrap(writer)):
+            assert writer.started and writer.partial_path.exists()
+        writer.close()
+        with open_store(path) as store:
+            assert store["self_attention/scores"].written() == []  # nothing ran: nothing written
 
 
 def test_a_capture_in_memory_reads_as_the_same_capture_in_a_file(

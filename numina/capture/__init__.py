@@ -1,8 +1,8 @@
 """The hook layer: capture per-head, per-step attention reductions from a Wan transformer."""
 
-from numina.capture.hooks import AttentionCapture, Sink
+from numina.capture.hooks import AttentionCapture
 from numina.capture.names import quantity_name, read
-from numina.capture.sinks import MemoryStore, TeeSink
+from numina.capture.sinks import MemoryStore, Sink, TeeSink
 from numina.capture.spec import (
     CaptureSpec,
     CrossAttentionCapture,

@@ -22,7 +22,7 @@ numina.capture/compat/metrics/models.
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -41,17 +41,12 @@ from numina.capture.names import (
     SELF_SINGULAR_VALUES,
     TIMESTEP,
 )
+from numina.capture.sinks import Sink, start_sink
 from numina.capture.spec import CaptureSpec, cross_attention_point, self_attention_point
 from numina.compat import DenoisingContext, check_transformer
 from numina.models.geometry import Geometry
 
 HOOK_PREFIX = "numina.capture"
-
-
-class Sink(Protocol):
-    """Where captured tensors go: `numina.store.AttentionStoreWriter` or `MemoryStore`."""
-
-    def write(self, name: str, index: dict[str, Any], data: Any) -> None: ...
 
 
 class CallState:
@@ -294,6 +289,7 @@ class AttentionCapture:
                 attention.norm_k, f"{name}.k", KeepOutputHook(self.state, hook.k_slot, self.spec.batch_index)
             )
             self._hooks.register(attention, name, hook)
+        start_sink(self.sink)
 
     def worker_on(self, device: torch.device) -> SideStreamWorker | None:
         """The background worker, started at the first captured call on the device the model runs on
@@ -326,10 +322,10 @@ class AttentionCapture:
         """Frame-local self-attention of one block, reduced, written to the sink at `index`."""
         part, geometry = self.spec.self_attention, self.geometry
         head_index = self._heads(query.device)
-        q = reductions.apply_rotary(reductions.split_heads(query, heads, head_index), rotary)
-        k = reductions.apply_rotary(reductions.split_heads(key, heads, head_index), rotary)
+        q = reductions.split_heads(query, heads, head_index)
+        k = reductions.split_heads(key, heads, head_index)
         reduced = reductions.self_attention_reductions(
-            q, k, geometry.frames, geometry.height, geometry.width, part
+            q, k, geometry.frames, geometry.height, geometry.width, part, rotary=rotary
         )
         if part.maps:
             self.sink.write(SELF_MAPS, index, reduced["maps"])

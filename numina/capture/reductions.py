@@ -95,13 +95,24 @@ def reduce_self_attention(
 
 # Float32 self-attention maps formed at once: the softmax holds twice this, on top of the block's own
 # activations. 1 GiB keeps 5 heads x 21 frames x 1560^2 per product at the 14B shape (fast batched
-# products) and all 12 heads of the 1.3B shape in 3 chunks.
+# products) and all 12 heads of the 1.3B shape in 3 chunks (4 + 4 + 4, `head_chunks`).
 MAP_CHUNK_BYTES = 2**30
 
 
 def heads_per_chunk(frames: int, tokens_per_frame: int, chunk_bytes: int = MAP_CHUNK_BYTES) -> int:
     """How many heads' float32 maps (frames x tpf x tpf each) fit in `chunk_bytes`; at least one."""
     return max(1, chunk_bytes // (frames * tokens_per_frame**2 * 4))
+
+
+def head_chunks(heads: int, per_chunk: int) -> list[slice]:
+    """`heads` split into as few chunks of at most `per_chunk` as possible, of sizes that differ by at
+    most one (12 heads at 5 a chunk: 4 + 4 + 4, not 5 + 5 + 2, so the largest chunk's maps are smaller)."""
+    count = -(-heads // per_chunk)
+    size, larger = divmod(heads, count)
+    bounds = [0]
+    for index in range(count):
+        bounds.append(bounds[-1] + size + (index < larger))
+    return [slice(start, end) for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def self_attention_reductions(
@@ -112,18 +123,24 @@ def self_attention_reductions(
     width: int,
     part: SelfAttentionCapture,
     chunk_bytes: int | None = None,
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """`reduce_self_attention` of the frame-local maps of (L, h, d) queries and keys, a chunk of heads
     at a time (`chunk_bytes` of maps, `MAP_CHUNK_BYTES` by default); adds the maps themselves
-    (h, F, tpf, tpf, float16) when `part.maps` asks for them.
+    (h, F, tpf, tpf, float16) when `part.maps` asks for them. With `rotary` (see `apply_rotary`), the
+    queries and keys are rotated a chunk at a time too, so no float32 copy of all heads is made.
 
-    Every head's result is that of all heads at once: the components' random probe is shared by the
-    whole batch, so chunking changes no number.
+    Every head's result is that of all heads at once: RoPE acts on each head alone and the
+    components' random probe is shared by the whole batch, so chunking changes no number.
     """
-    step = heads_per_chunk(frames, height * width, chunk_bytes or MAP_CHUNK_BYTES)
+    per_chunk = heads_per_chunk(frames, height * width, chunk_bytes or MAP_CHUNK_BYTES)
     chunks = []
-    for start in range(0, query.shape[1], step):
-        maps = frame_local_attention(query[:, start : start + step], key[:, start : start + step], frames)
+    for heads in head_chunks(query.shape[1], per_chunk):
+        q, k = query[:, heads], key[:, heads]
+        if rotary is not None:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        maps = frame_local_attention(q, k, frames)
+        del q, k
         reduced = reduce_self_attention(maps, height, width, part)
         if part.maps:
             reduced["maps"] = maps.to(torch.float16)

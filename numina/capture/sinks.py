@@ -1,4 +1,5 @@
-"""A capture kept in memory and read as the HDF5 store is, and a sink that writes to several.
+"""Where the capture hooks write: the `Sink` protocol, a capture kept in memory and read as the HDF5
+store is, and a sink that writes to several.
 
 `MemoryStore(spec, geometry)` takes the capture hooks' writes as `AttentionStoreWriter` does (same
 datasets, from `numina.capture.spec.store_layout`) and answers `store["cross_attention/probs"]` with
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,6 +25,24 @@ from numina.store import CoordinateError, NamedArray
 from numina.store.attrs import decode_log, encode_log_entry
 from numina.store.named_array import Key, NumpySource
 from numina.store.writer import tensor_to_numpy
+
+
+class Sink(Protocol):
+    """Where captured tensors go: `numina.store.AttentionStoreWriter` or `MemoryStore`.
+
+    A sink may also have `start()`, which the capture calls when it is installed: the HDF5 store then
+    creates and lays out its file before the model runs, not inside the first captured step, in the
+    model's thread.
+    """
+
+    def write(self, name: str, index: dict[str, Any], data: Any) -> None: ...
+
+
+def start_sink(sink: Any) -> None:
+    """Call the sink's `start()`, if it has one (see `Sink`)."""
+    start = getattr(sink, "start", None)
+    if start is not None:
+        start()
 
 
 class _Records:
@@ -167,6 +186,11 @@ class TeeSink:
 
     def __init__(self, *sinks: Any) -> None:
         self.sinks = sinks
+
+    def start(self) -> None:
+        """Start each sink that has a `start()` (the HDF5 store creates its file)."""
+        for sink in self.sinks:
+            start_sink(sink)
 
     def write(self, name: str, index: dict[str, Any], data: torch.Tensor) -> None:
         for sink in self.sinks:
