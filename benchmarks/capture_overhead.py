@@ -12,7 +12,7 @@ side by side in one process (alternating, CUDA events, median):
 - capture-segments: the same keeping 12 components per token (what the `segments` extraction reads)
                   instead of 3;
 - capture-hdf5:   the same into the HDF5 store through its background writer (per-chunk fletcher32
-                  checksums on);
+                  checksums on; the file is made when the capture is installed, outside the timing);
 - hooks-idle:     capture installed, at a step it does not capture (the cost on the other 49 steps);
 - *-background:   the same with `AttentionCapture(background=True)`: reductions in a worker thread
                   on a side stream, beside the model's later blocks;
