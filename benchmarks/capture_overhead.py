@@ -25,7 +25,8 @@ It also checks that the outputs are bit-identical (and the background capture's 
 one's), times each reduction on its own, reports peak GPU memory and the HDF5 write throughput.
 Results go to a JSON file and a printed table. `--memory-trace` adds, last, what holds GPU memory at
 the peak of a captured step (in line and in the background), replayed from the caching allocator's
-trace.
+trace; `--profile` adds torch.profiler tables and, per profiled step, what the device did: each
+stream's busy time, the model's stream's idle gaps and how long two streams ran at once.
 
     python benchmarks/capture_overhead.py --variant wan2.1-1.3b \
         --out benchmarks/results/capture_overhead_wan2.1-1.3b.json
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import statistics
 import tempfile
@@ -44,6 +46,15 @@ from pathlib import Path
 
 from numina.arguments import check_output, integer, real
 
+# Profiled with --profile (after-hdf5's window spans the captured step and the timed one after it).
+PROFILED = (
+    "plain",
+    "capture-memory",
+    "capture-memory-background",
+    "capture-hdf5",
+    "capture-hdf5-background",
+    "after-hdf5",
+)
 VARIANTS = (
     "plain",
     "capture-memory",
@@ -96,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         type=Path,
         default=None,
-        help="folder for torch.profiler tables (kernels by GPU time) of one plain step and one step of "
-        "each capture-memory variant",
+        help="folder for torch.profiler tables (kernels by GPU time, tables.txt) and device timelines "
+        "(timeline.json: per stream busy ms, the model's stream's idle gaps, the streams' overlap) of one "
+        f"step of each of {', '.join(PROFILED)} that runs",
     )
     return parser
 
@@ -192,6 +204,78 @@ def held_at_peak(trace: list[dict], top: int = 15) -> dict:
         "peak_gib_over_trace_start": peak_bytes / 2**30,
         "by_stream_gib": {stream: size / 2**30 for stream, size in by_stream.items()},
         "by_code_gib": {code: size / 2**30 for code, size in by_code.most_common(top)},
+    }
+
+
+GPU_EVENTS = ("kernel", "gpu_memcpy", "gpu_memset")  # the chrome trace's categories of device work
+
+
+def merged_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of (start, end) intervals, as sorted disjoint intervals."""
+    union: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if union and start <= union[-1][1]:
+            union[-1] = (union[-1][0], max(union[-1][1], end))
+        else:
+            union.append((start, end))
+    return union
+
+
+def gpu_timeline(events: list[dict], gap_ms: float = 0.05, top: int = 10) -> dict:
+    """What the device did over one profiled step, from a torch.profiler chrome trace's events.
+
+    Per CUDA stream: kernels (copies and memsets included) and ms busy. For the busiest stream (the
+    model's): its idle ms over the window from the first to the last device event of any stream, the
+    gaps longer than `gap_ms` (count, ms) and the `top` longest with the kernels on either side; and
+    the ms during which two or more streams were busy at once (the overlap a side stream buys).
+    """
+    work = [event for event in events if event.get("cat") in GPU_EVENTS and event.get("ph") == "X"]
+    if not work:
+        raise ValueError("the trace holds no device events: profile with ProfilerActivity.CUDA")
+    by_stream: dict[str, list[dict]] = {}
+    for event in work:
+        by_stream.setdefault(str(event.get("args", {}).get("stream", event.get("tid"))), []).append(event)
+    begin = min(event["ts"] for event in work)
+    finish = max(event["ts"] + event["dur"] for event in work)
+    spans = {
+        stream: merged_spans([(e["ts"], e["ts"] + e["dur"]) for e in events])
+        for stream, events in by_stream.items()
+    }
+    busy = {stream: sum(end - start for start, end in union) for stream, union in spans.items()}
+    main = max(busy, key=busy.get)
+    ends = {e["ts"] + e["dur"]: e["name"] for e in by_stream[main]}
+    starts = {e["ts"]: e["name"] for e in by_stream[main]}
+    gaps = [
+        {
+            "at_ms": (left[1] - begin) / 1000,
+            "ms": (right[0] - left[1]) / 1000,
+            "after": ends.get(left[1], "?")[:80],
+            "before": starts.get(right[0], "?")[:80],
+        }
+        for left, right in itertools.pairwise(spans[main])
+        if right[0] - left[1] > gap_ms * 1000
+    ]
+    changes = sorted(
+        [(start, 1) for union in spans.values() for start, _ in union]
+        + [(end, -1) for union in spans.values() for _, end in union]
+    )
+    overlap, running, since = 0.0, 0, begin
+    for at, change in changes:
+        if running >= 2:
+            overlap += at - since
+        running, since = running + change, at
+    return {
+        "window_ms": (finish - begin) / 1000,
+        "streams": {s: {"events": len(by_stream[s]), "busy_ms": busy[s] / 1000} for s in by_stream},
+        "main_stream": main,
+        "main_idle_ms": (finish - begin - busy[main]) / 1000,
+        "main_gaps_over_threshold": {
+            "threshold_ms": gap_ms,
+            "count": len(gaps),
+            "ms": sum(g["ms"] for g in gaps),
+        },
+        "main_longest_gaps": sorted(gaps, key=lambda gap: -gap["ms"])[:top],
+        "two_or_more_streams_busy_ms": overlap / 1000,
     }
 
 
@@ -446,9 +530,8 @@ def main() -> None:
     store_bytes = sum(path.stat().st_size for path in tmp.glob("run*.h5"))
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-        profiled = [
-            name for name in ("plain", "capture-memory", "capture-memory-background") if name in variants
-        ]
+        profiled = [name for name in PROFILED if name in variants]
+        tables, timelines = [], {}
         for name in profiled:
             activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             with torch.profiler.profile(activities=activities) as profile:
@@ -456,7 +539,12 @@ def main() -> None:
             table = profile.key_averages().table(
                 sort_by="cuda_time_total", row_limit=60, max_name_column_width=90
             )
-            (args.profile / f"{name}.txt").write_text(table)
+            tables.append(f"== {name}\n{table}")
+            trace = tmp / f"{name}.trace.json"
+            profile.export_chrome_trace(str(trace))
+            timelines[name] = gpu_timeline(json.loads(trace.read_text())["traceEvents"])
+        (args.profile / "tables.txt").write_text("\n\n".join(tables))
+        (args.profile / "timeline.json").write_text(json.dumps(timelines, indent=1))
 
     median = {name: statistics.median(values) for name, values in times.items()}
     result = {

@@ -390,6 +390,19 @@ def test_installing_a_capture_creates_the_store_file_before_the_model_runs(
             assert store["self_attention/scores"].written() == []  # nothing ran: nothing written
 
 
+def test_a_sink_that_cannot_start_leaves_the_model_without_hooks(tiny_pipe, geometry: Geometry) -> None:
+    class FullDisk:
+        def start(self) -> None:
+            raise OSError(28, "No space left on device")
+
+        def write(self, name: str, index, data) -> None:
+            raise AssertionError("never written")
+
+    with pytest.raises(OSError, match="No space left"):
+        AttentionCapture(tiny_pipe.transformer, _spec(geometry), geometry, FullDisk()).install()
+    assert not HookRegistry.check_if_exists_or_initialize(tiny_pipe.transformer).hooks
+
+
 def test_a_capture_in_memory_reads_as_the_same_capture_in_a_file(
     tiny_pipe, geometry: Geometry, tmp_path: Path
 ) -> None:

@@ -1,13 +1,15 @@
-"""benchmarks/capture_overhead.py: its output paths checked before the model is built, and the replay
-of a CUDA allocator trace that says what holds memory at the peak (the GPU run itself is a benchmark,
-not a test)."""
+"""benchmarks/capture_overhead.py: its output paths checked before the model is built, the replay
+of a CUDA allocator trace that says what holds memory at the peak, and the device timeline read from
+a profiler trace (the GPU run itself is a benchmark, not a test)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "capture_overhead.py"
 GIB = 2**30
@@ -69,3 +71,61 @@ def test_held_at_peak_counts_a_block_until_its_free_completes(script) -> None:
         "stream 7: attention.py:5 f": 2,
         "stream 7: reductions.py:20 f": 1,
     }
+
+
+def _work(category: str, name: str, stream: int, start: float, end: float) -> dict:
+    return {
+        "ph": "X",
+        "cat": category,
+        "name": name,
+        "ts": start,
+        "dur": end - start,
+        "args": {"stream": stream},
+    }
+
+
+def test_the_gpu_timeline_finds_the_models_stream_its_gaps_and_the_overlap(script) -> None:
+    """Hand-made trace (microseconds): the model's stream 7 runs a [0, 100], b [100, 300], c [500, 600]
+    (busy 400 of the 600-us window, one 200-us gap between b and c); a side stream 20 runs s [250, 550];
+    a copy on stream 30 [50, 60]. Two streams are busy in [50, 60], [250, 300] and [500, 550]: 110 us.
+    Host events are ignored."""
+    events = [
+        _work("kernel", "a", 7, 0, 100),
+        _work("kernel", "b", 7, 100, 300),
+        _work("kernel", "c", 7, 500, 600),
+        _work("kernel", "s", 20, 250, 550),
+        _work("gpu_memcpy", "copy", 30, 50, 60),
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": -50, "dur": 1000, "args": {}},
+    ]
+    timeline = script.gpu_timeline(events, gap_ms=0.05)
+    assert timeline["main_stream"] == "7"
+    assert timeline["window_ms"] == pytest.approx(0.6)
+    assert timeline["streams"]["7"] == {"events": 3, "busy_ms": pytest.approx(0.4)}
+    assert timeline["streams"]["20"]["busy_ms"] == pytest.approx(0.3)
+    assert timeline["main_idle_ms"] == pytest.approx(0.2)
+    assert timeline["main_gaps_over_threshold"]["count"] == 1
+    gap = timeline["main_longest_gaps"][0]
+    assert (gap["at_ms"], gap["ms"], gap["after"], gap["before"]) == (
+        pytest.approx(0.3),
+        pytest.approx(0.2),
+        "b",
+        "c",
+    )
+    assert timeline["two_or_more_streams_busy_ms"] == pytest.approx(0.11)
+    assert script.gpu_timeline(events, gap_ms=0.5)["main_gaps_over_threshold"]["count"] == 0
+    with pytest.raises(ValueError, match="no device events"):
+        script.gpu_timeline(events[-1:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_gpu_timeline_reads_a_real_profiler_trace(script, tmp_path: Path) -> None:
+    matrix = torch.randn(512, 512, device="cuda")
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        for _ in range(3):
+            matrix = matrix @ matrix.T / 512
+        torch.cuda.synchronize()
+    profile.export_chrome_trace(str(tmp_path / "trace.json"))
+    timeline = script.gpu_timeline(json.loads((tmp_path / "trace.json").read_text())["traceEvents"])
+    main = timeline["streams"][timeline["main_stream"]]
+    assert main["events"] >= 3 and 0 < main["busy_ms"] <= timeline["window_ms"]

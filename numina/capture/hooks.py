@@ -278,6 +278,7 @@ class AttentionCapture:
             for name, kind, layer in points
         }
         check_transformer(self.transformer, "Attention capture", list(attentions.items()))
+        start_sink(self.sink)  # before any hook: a sink that cannot start leaves the model untouched
         context = self._hooks.context(self.transformer)
         self._hooks.register(self.transformer, "step", _StepContextHook(self, context))
         for name, kind, layer in points:
@@ -290,7 +291,6 @@ class AttentionCapture:
                 attention.norm_k, f"{name}.k", KeepOutputHook(self.state, hook.k_slot, self.spec.batch_index)
             )
             self._hooks.register(attention, name, hook)
-        start_sink(self.sink)
 
     def worker_on(self, device: torch.device) -> SideStreamWorker | None:
         """The background worker, started at the first captured call on the device the model runs on
