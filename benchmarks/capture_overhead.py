@@ -467,8 +467,9 @@ def main() -> None:
 
     writers = []
     close_seconds = []
+    queue_wait_ms: dict[str, list[float]] = {}
 
-    def capture_hdf5(background: bool = False, timed_step: int = step):
+    def capture_hdf5(name: str, background: bool = False, timed_step: int = step):
         """The capture into the HDF5 store, its writer closed (drained) after the timing. With
         `timed_step` after `step`: the capture step runs untimed and the next (uncaptured) step is
         timed, while the writer thread turns the capture into the file beside it."""
@@ -483,6 +484,7 @@ def main() -> None:
             writer.close()
             close_seconds.append(time.perf_counter() - closing)
             writers.append(writer)
+            queue_wait_ms.setdefault(name, []).append(writer.stats["wait_seconds"] * 1000)
             return elapsed
 
         return run
@@ -499,9 +501,9 @@ def main() -> None:
         "capture-release": capture_memory(**RELEASE),
         "capture-release-background": capture_memory(background=True, **RELEASE),
         "capture-segments": capture_memory(**SEGMENTS),
-        "capture-hdf5": capture_hdf5(),
-        "capture-hdf5-background": capture_hdf5(background=True),
-        "after-hdf5": capture_hdf5(timed_step=step + 1),
+        "capture-hdf5": capture_hdf5("capture-hdf5"),
+        "capture-hdf5-background": capture_hdf5("capture-hdf5-background", background=True),
+        "after-hdf5": capture_hdf5("after-hdf5", timed_step=step + 1),
         "hooks-idle": hooks_idle,
     }
     variants = {name: every_variant[name] for name in VARIANTS if name == "plain" or name in args.variants}
@@ -527,7 +529,9 @@ def main() -> None:
         capture.install()
         capture.remove()
         install_ms.append((time.perf_counter() - started) * 1000)
-    store_bytes = sum(path.stat().st_size for path in tmp.glob("run*.h5"))
+    # the HDF5 runs so far (the profiled ones below would add to them)
+    store_mb_per_run = sum(path.stat().st_size for path in tmp.glob("run*.h5")) / max(len(writers), 1) / 2**20
+    store_queue_wait_ms = {name: list(values) for name, values in queue_wait_ms.items()}
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         profiled = [name for name in PROFILED if name in variants]
@@ -564,8 +568,11 @@ def main() -> None:
         "peak_memory_gib": peak,
         "reduction_ms": reduction_breakdown(geometry, spec, args.repeats),
         "accuracy": accuracy_check(geometry, spec),
-        "store_mb_per_run": store_bytes / len(writers) / 2**20 if writers else None,
+        "store_mb_per_run": store_mb_per_run if writers else None,
         "store_close_seconds_total": sum(close_seconds),
+        # per HDF5 run, how long the model's thread waited on the writer's full queue (it holds 16
+        # writes, each waiting for its GPU copy: a full queue keeps the model's thread near the GPU)
+        "store_queue_wait_ms": store_queue_wait_ms,
         "install_remove_ms": statistics.median(install_ms),
         "hdf5_write_throughput": measure_write_throughput(tmp / "throughput.h5"),
     }
