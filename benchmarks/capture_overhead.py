@@ -530,7 +530,8 @@ def main() -> None:
         capture.remove()
         install_ms.append((time.perf_counter() - started) * 1000)
     # the HDF5 runs so far (the profiled ones below would add to them)
-    store_mb_per_run = sum(path.stat().st_size for path in tmp.glob("run*.h5")) / max(len(writers), 1) / 2**20
+    store_bytes = sum(path.stat().st_size for path in tmp.glob("run*.h5"))
+    store_mb_per_run = store_bytes / len(writers) / 2**20 if writers else None
     store_queue_wait_ms = {name: list(values) for name, values in queue_wait_ms.items()}
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -568,7 +569,7 @@ def main() -> None:
         "peak_memory_gib": peak,
         "reduction_ms": reduction_breakdown(geometry, spec, args.repeats),
         "accuracy": accuracy_check(geometry, spec),
-        "store_mb_per_run": store_mb_per_run if writers else None,
+        "store_mb_per_run": store_mb_per_run,
         "store_close_seconds_total": sum(close_seconds),
         # per HDF5 run, how long the model's thread waited on the writer's full queue (it holds 16
         # writes, each waiting for its GPU copy: a full queue keeps the model's thread near the GPU)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
-from experiment_scripts import EXPERIMENTS, load_experiment
+from experiment_scripts import EXPERIMENTS, load_benchmark, load_experiment
 
 from numina.countworld.world import words_outside_vocabulary
 from numina.models.geometry import Geometry
@@ -163,11 +162,6 @@ def test_benchmark_counts_are_checked_before_a_gpu_is_held(
     script: str, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A zero repeat count would end a paid GPU call with a division by zero after the model was built."""
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{script}", EXPERIMENTS.parent / "benchmarks" / f"{script}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     with pytest.raises(SystemExit):
-        module.build_parser().parse_args(argv)
+        load_benchmark(script).build_parser().parse_args(argv)
     assert "the value must be an integer >= 1" in capsys.readouterr().err

@@ -3,7 +3,6 @@ an easy scene, and benchmarks/layout_planted.py end to end on a tiny suite."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from itertools import combinations
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from experiment_scripts import load_benchmark
 
 from numina.capture.reductions import reduce_self_attention
 from numina.capture.spec import SelfAttentionCapture
@@ -34,8 +34,6 @@ from numina.evaluation.planted import (
 )
 from numina.method.layout import build_layout
 from numina.method.presets import preset
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "layout_planted.py"
 
 
 def _chebyshev(a: np.ndarray, b: np.ndarray) -> int:
@@ -289,10 +287,7 @@ def test_official_layout_is_the_same_on_cpu_and_gpu(difficulty: str) -> None:
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("benchmarks_layout_planted", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("layout_planted")
 
 
 def test_script_rejects_bad_options_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

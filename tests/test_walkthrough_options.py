@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "walkthrough_options.py"
+from experiment_scripts import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("benchmarks_walkthrough_options", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("walkthrough_options")
 
 
 @pytest.mark.parametrize(

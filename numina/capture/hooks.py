@@ -231,9 +231,10 @@ class AttentionCapture:
         """`background`: compute the reductions in a `SideStreamWorker` (a thread, and on CUDA a side
         stream), beside the model's later blocks instead of before them; the numbers are the same.
         The sink is then written from that thread only, and holds a call's captures when it returns.
-        Off by default: on an H100 it made the captured step 0.4-5% faster but raised its peak memory
-        by 1.5-1.9 GiB at the 1.3B shape and 8.6-10 GiB at 14B, mostly the model's queries and keys
-        waiting for a side stream that runs far behind the model (benchmarks/RESULTS.md)."""
+        Off by default: on an H100, at the highest stream priority, it made the captured step 0.4-5.3%
+        faster but raised its peak memory by 1.5-1.9 GiB at the 1.3B shape and 9.4-9.9 GiB at 14B,
+        mostly the model's queries and keys waiting for a side stream that runs far behind the model
+        (benchmarks/RESULTS.md)."""
         if spec.steps is None or spec.heads is None:
             raise ValueError(
                 "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
