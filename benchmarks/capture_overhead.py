@@ -6,7 +6,8 @@ side by side in one process (alternating, CUDA events, median):
 
 - plain:          the transformer forward, no hooks;
 - capture-memory: the same forward with the default NUMINA capture (self-attention reduced at the
-                  reference layer, the chosen tokens' cross-attention at every layer) into memory;
+                  reference layer, the chosen tokens' cross-attention at every layer) into memory,
+                  in line (`AttentionCapture(background=False)`);
 - capture-release: the same with the release's estimators (`estimator="release"`, what `official`
                   captures: scikit-learn-exact layout components in float64 and svd_lowrank scores);
 - capture-segments: the same keeping 12 components per token (what the `segments` extraction reads)
@@ -14,8 +15,9 @@ side by side in one process (alternating, CUDA events, median):
 - capture-hdf5:   the same into the HDF5 store through its background writer (per-chunk fletcher32
                   checksums on; the file is made when the capture is installed, outside the timing);
 - hooks-idle:     capture installed, at a step it does not capture (the cost on the other 49 steps);
-- *-background:   the same with `AttentionCapture(background=True)`: reductions in a worker thread
-                  on a side stream, beside the model's later blocks;
+- *-background:   the same with `AttentionCapture(background=True)`, the default on CUDA: the
+                  self-attention reductions in a worker thread on a side stream, beside the model's
+                  later blocks;
 - after-hdf5:     the step after an HDF5 capture, while the store's writer thread drains it;
 - plain-again:    the plain step once more, elsewhere in the order: how far two identical rows differ.
 

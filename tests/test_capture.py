@@ -233,6 +233,26 @@ def test_self_attention_chunks_change_no_number() -> None:
             torch.testing.assert_close(chunked[name], whole[name], rtol=1e-4, atol=1e-5)
 
 
+def test_one_eigen_decomposition_for_all_chunks_gives_each_chunks_own_numbers() -> None:
+    """The converged estimator finishes every chunk with one joint eigen-decomposition (one host sync):
+    each chunk's components, singular values and scores are those of `top_components` on that chunk
+    alone, to the bit."""
+    frames, height, width, heads = 3, 4, 5, 5
+    generator = torch.Generator().manual_seed(6)
+    query, key = torch.randn(2, frames * height * width, heads, 16, generator=generator)
+    part = SelfAttentionCapture(layers=(0,))
+    head_bytes = frames * (height * width) ** 2 * 4
+    for per_chunk in (1, 2, heads):
+        reduced = reductions.self_attention_reductions(
+            query, key, frames, height, width, part, per_chunk * head_bytes
+        )
+        for chunk in reductions.head_chunks(heads, per_chunk):
+            maps = reductions.frame_local_attention(query[:, chunk], key[:, chunk], frames)
+            alone = reductions.reduce_self_attention(maps, height, width, part)
+            for name, values in alone.items():
+                torch.testing.assert_close(reduced[name][chunk], values, rtol=0, atol=0, msg=name)
+
+
 def test_heads_per_chunk_at_full_size() -> None:
     # 21 frames of 30 x 52 tokens: one head's float32 maps are 21 * 1560^2 * 4 = 204,422,400 bytes.
     assert reductions.heads_per_chunk(21, 1560) == 5  # 2**30 / 204,422,400 = 5.25
@@ -550,6 +570,35 @@ def test_a_background_capture_equals_the_inline_one_and_leaves_the_output(
             np.testing.assert_array_equal(inline[name].values, store[name].values, err_msg=name)
 
 
+def test_a_background_capture_holds_only_the_self_attention_blocks_tensors(
+    tiny_pipe, geometry: Geometry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is handed the query, key and RoPE angles of the self-attention blocks only: the
+    cross-attention is reduced in the hook, so no cross block's query waits (in memory, on CUDA) for a
+    side stream that lags behind the model. Every block's writes still go through the worker."""
+    from numina.capture.background import SideStreamWorker
+
+    handed: dict[str, list[int]] = {}  # tensors handed over with each job, by what the job does
+    submit = SideStreamWorker.submit
+
+    def counting_submit(worker, job, tensors=()) -> None:
+        tensors = list(tensors)
+        handed.setdefault(getattr(job.func, "__name__", "?"), []).append(len(tensors))
+        submit(worker, job, tensors)
+
+    monkeypatch.setattr(SideStreamWorker, "submit", counting_submit)
+    spec = _spec(geometry)
+    sink = MemoryStore(spec, geometry)
+    with AttentionCapture(tiny_pipe.transformer, spec, geometry, sink, background=True):
+        _generate(tiny_pipe)
+    calls = len(spec.steps) * len(spec.branches)
+    assert handed == {
+        "write": [1] * calls,  # the timestep, a 0-d tensor
+        "record_self_attention": [4] * calls * len(spec.self_attention.layers),  # q, k, cos, sin
+        "write_all": [0] * calls * len(spec.cross_attention.layers),  # reduced in the hook
+    }
+
+
 class _SlowSink(MemoryStore):
     def write(self, name: str, index, data) -> None:
         time.sleep(0.02)
@@ -611,23 +660,23 @@ def test_a_background_capture_on_a_side_stream_equals_the_inline_one(tiny_folder
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_the_capture_runs_in_line_unless_asked_and_its_worker_has_the_highest_priority(
+def test_the_capture_runs_in_the_background_on_cuda_unless_asked_and_at_the_highest_priority(
     tiny_folder: Path,
 ) -> None:
-    """In line by default (the worker's extra memory, benchmarks/RESULTS.md); the worker's side
-    stream at the device's highest priority, where it was measured faster at the 14B shape."""
-    from numina.capture.background import SideStreamWorker
+    """On CUDA the default capture starts a worker (measured faster, benchmarks/RESULTS.md) and
+    `background=False` keeps it in line; the worker's side stream has the device's highest priority,
+    where it was measured faster at the 14B shape."""
     from numina.models import load_pipeline
 
     pipe = load_pipeline(str(tiny_folder), dtype=torch.bfloat16).to("cuda")
     geometry = Geometry.from_pipeline(pipe, FRAMES, SIZE, SIZE)
-    sink = MemoryStore(_spec(geometry), geometry)
-    with AttentionCapture(pipe.transformer, _spec(geometry), geometry, sink) as capture:
-        _generate(pipe)
-        assert capture.worker is None
-    worker = SideStreamWorker(torch.device("cuda"))
-    assert worker.stream.priority == torch.cuda.Stream.priority_range()[1]
-    worker.close()
+    for background, started in ((None, True), (False, False)):
+        sink = MemoryStore(_spec(geometry), geometry)
+        with AttentionCapture(pipe.transformer, _spec(geometry), geometry, sink, background) as capture:
+            _generate(pipe)
+            assert (capture.worker is not None) == started, background
+            if started:
+                assert capture.worker.stream.priority == torch.cuda.Stream.priority_range()[1]
 
 
 def test_the_side_stream_worker_runs_jobs_in_order_and_skips_those_after_an_error() -> None:

@@ -8,9 +8,10 @@
 - on each captured block: hooks on the attention's `norm_q` / `norm_k` that keep a reference to the
   query and key the block computed anyway, and a hook on the attention module that takes RoPE's
   angles on the way in and, on the way out, computes the maps of `numina.capture.reductions` and
-  hands them to the sink (the HDF5 writer's background thread, or memory). By default in the hook
-  itself; with `background=True` in a `numina.capture.background.SideStreamWorker`, beside the
-  model's later blocks.
+  hands them to the sink (the HDF5 writer's background thread, or memory). The cross-attention
+  reductions (a few small kernels) run in the hook itself. The self-attention reductions run there
+  too on a CPU; on CUDA devices, by default, in a `numina.capture.background.SideStreamWorker`,
+  beside the model's later blocks, and that worker then writes everything to the sink.
 
 Nothing the model computes is replaced or modified: hooks only read inputs and outputs and return them
 untouched, so capturing never changes the output (tested to the bit). Outside the captured steps and
@@ -197,10 +198,13 @@ class _AttentionHook(ModelHook):
                 )
                 tensors = [query, key, *rotary]
             else:
-                record = functools.partial(
-                    capture.record_cross_attention, index, module.heads, query, key, state.uniform_padding
-                )
-                tensors = [query, key]
+                # Reduced here even with a worker: a few small kernels, where handing the query to the
+                # side stream would hold it (335 MB a block at the 14B shape) for as long as the side
+                # stream lags behind the model; only the small results wait for the worker's write.
+                with torch.no_grad():
+                    writes = capture.cross_attention_writes(module.heads, query, key, state.uniform_padding)
+                record = functools.partial(capture.write_all, index, writes)
+                tensors = []
             worker = capture.worker
             if worker is None or query.device != worker.device:  # (a model split over devices)
                 with torch.no_grad():
@@ -226,15 +230,16 @@ class AttentionCapture:
         spec: CaptureSpec,
         geometry: Geometry,
         sink: Sink,
-        background: bool = False,
+        background: bool | None = None,
     ) -> None:
-        """`background`: compute the reductions in a `SideStreamWorker` (a thread, and on CUDA a side
-        stream), beside the model's later blocks instead of before them; the numbers are the same.
-        The sink is then written from that thread only, and holds a call's captures when it returns.
-        Off by default: on an H100, at the highest stream priority, it made the captured step 0.4-5.3%
-        faster but raised its peak memory by 1.5-1.9 GiB at the 1.3B shape and 9.4-9.9 GiB at 14B,
-        mostly the model's queries and keys waiting for a side stream that runs far behind the model
-        (benchmarks/RESULTS.md)."""
+        """`background`: compute the self-attention reductions in a `SideStreamWorker` (a thread, and
+        on CUDA a side stream), beside the model's later blocks instead of before them; the numbers are
+        the same. The sink is then written from that thread only, and holds a call's captures when it
+        returns. None (the default): in the background where the model runs on a CUDA device, in line
+        elsewhere (on a CPU the worker would only compete for the same cores). On an H100 the captured
+        step took x1.045-1.054 of a plain step in the background against x1.065-1.074 in line at the
+        Wan2.1-1.3B shape (+0.1-0.5 GiB of peak memory), and x1.024-1.037 against x1.035 at 14B
+        (+1.0-2.0 GiB, below the generation's own peak; benchmarks/RESULTS.md)."""
         if spec.steps is None or spec.heads is None:
             raise ValueError(
                 "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
@@ -296,7 +301,8 @@ class AttentionCapture:
     def worker_on(self, device: torch.device) -> SideStreamWorker | None:
         """The background worker, started at the first captured call on the device the model runs on
         then (offloading hooks move a model only as it runs); None where reductions run in line."""
-        if self.worker is None and self.background:
+        wanted = self.background if self.background is not None else device.type == "cuda"
+        if self.worker is None and wanted:
             self.worker = SideStreamWorker(device)
         return self.worker
 
@@ -339,11 +345,11 @@ class AttentionCapture:
         if "score_components" in reduced:
             self.sink.write(SELF_SCORE_COMPONENTS, index, reduced["score_components"])
 
-    def record_cross_attention(
-        self, index: dict[str, Any], heads: int, query: torch.Tensor, key: torch.Tensor, uniform_padding: bool
-    ) -> None:
-        """Cross-attention probabilities of one block at the chosen tokens, written to the sink at
-        `index`; `uniform_padding` as `reductions.cross_attention_probabilities` takes it."""
+    def cross_attention_writes(
+        self, heads: int, query: torch.Tensor, key: torch.Tensor, uniform_padding: bool
+    ) -> list[tuple[str, torch.Tensor]]:
+        """Cross-attention probabilities of one block at the chosen tokens, reduced, as the (dataset,
+        tensor) pairs to write; `uniform_padding` as `reductions.cross_attention_probabilities` takes it."""
         part, geometry = self.spec.cross_attention, self.geometry
         head_index = self._heads(query.device)
         if self._token_index.device != query.device:
@@ -356,9 +362,15 @@ class AttentionCapture:
         reduced = reductions.reduce_cross_attention(
             probs, text_mass, geometry.frames, geometry.height, geometry.width, part.stats
         )
-        self.sink.write(CROSS_TEXT_MASS, index, reduced["text_mass"])
+        writes = [(CROSS_TEXT_MASS, reduced["text_mass"])]
         if part.maps:
-            self.sink.write(CROSS_PROBS, index, reduced["probs"].to(torch.float16))
-            self.sink.write(CROSS_PROMPT_MASS, index, reduced["prompt_mass"].to(torch.float16))
+            writes.append((CROSS_PROBS, reduced["probs"].to(torch.float16)))
+            writes.append((CROSS_PROMPT_MASS, reduced["prompt_mass"].to(torch.float16)))
         if part.stats:
-            self.sink.write(CROSS_STATS, index, reduced["stats"])
+            writes.append((CROSS_STATS, reduced["stats"]))
+        return writes
+
+    def write_all(self, index: dict[str, Any], writes: list[tuple[str, torch.Tensor]]) -> None:
+        """Write each (dataset, tensor) pair to the sink at `index`."""
+        for name, data in writes:
+            self.sink.write(name, index, data)

@@ -79,6 +79,23 @@ def small_eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return eigenvalues.to(gram.dtype), eigenvectors.to(gram.dtype)
 
 
+def small_eigh_of_each(grams: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`small_eigh` of each batch of Gram matrices (same trailing shape), as separate calls give it,
+    with one host sync: the batches are solved together (each matrix on its own) and split again.
+    Where that fails anywhere (see `small_eigh`), each batch is solved on its own instead, so the
+    float64 fallback covers the failing batch only, as before."""
+    joint = torch.cat(grams)
+    try:
+        eigenvalues, eigenvectors = torch.linalg.eigh(joint)
+        solved = joint.dtype == torch.float64 or bool(torch.isfinite(eigenvectors).all())
+    except torch.linalg.LinAlgError:
+        solved = False
+    if not solved:
+        return [small_eigh(gram) for gram in grams]
+    sizes = [gram.shape[0] for gram in grams]
+    return list(zip(eigenvalues.split(sizes), eigenvectors.split(sizes), strict=True))
+
+
 def top_components(
     maps: torch.Tensor,
     k: int = 3,
@@ -108,18 +125,39 @@ def top_components(
     n, m = maps.shape[-2:]
     if k > min(n, m):
         raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
+    basis, gram = top_component_factors(maps, k, oversample, iterations, seed, centre, tf32)
+    return scores_from_gram(basis, *small_eigh(gram), k)
+
+
+def top_component_factors(
+    maps: torch.Tensor,
+    k: int = 3,
+    oversample: int = 10,
+    iterations: int = 7,
+    seed: int = 0,
+    centre: bool = True,
+    tf32: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`top_components` up to its eigen-decomposition, with no host sync: the orthonormal basis Q
+    (..., n, width) of the maps' range and the Gram matrix (Q^T A_c)(Q^T A_c)^T (..., width, width).
+    `scores_from_gram(basis, *small_eigh(gram), k)` finishes it; several batches' Gram matrices can
+    share one `small_eigh` (one host sync for all)."""
+    if maps.dtype not in (torch.float32, torch.float64):
+        maps = maps.float()
+    n, m = maps.shape[-2:]
+    if k > min(n, m):
+        raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
     width = min(-(-(k + oversample) // 8) * 8, n, m)
     generator = torch.Generator(device=maps.device).manual_seed(seed)
     probe = torch.randn(m, width, generator=generator, device=maps.device, dtype=maps.dtype)
-    return _subspace_scores(maps, probe, k, iterations, centre, tf32)
+    return _subspace_factors(maps, probe, iterations, centre, tf32)
 
 
-def _subspace_scores(
-    maps: torch.Tensor, probe: torch.Tensor, k: int, iterations: int, centre: bool, tf32: bool = False
+def _subspace_factors(
+    maps: torch.Tensor, probe: torch.Tensor, iterations: int, centre: bool, tf32: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores U[:, :k] S[:k] and singular values of the (optionally column-centred) maps from the range
-    of A_c (A_c^T A_c)^iterations probe, scikit-learn's `randomized_svd` with any basis normaliser (each
-    spans the same subspace) and its sign rule (largest-magnitude entry of each left vector positive)."""
+    """The basis Q of the range of A_c (A_c^T A_c)^iterations probe (scikit-learn's `randomized_svd`
+    with any basis normaliser: each spans the same subspace) and the Gram matrix of Q^T A_c."""
     # Centring stays implicit (A_c = A - 1 mean^T enters each product as a rank-1 correction), so the
     # maps are never copied: at full size they are gigabytes.
     mean = maps.mean(dim=-2, keepdim=True) if centre else None  # (..., 1, m)
@@ -138,9 +176,16 @@ def _subspace_scores(
             basis = orthonormalize(times(orthonormalize(transposed_times(basis), passes=1)), passes=1)
         basis = orthonormalize(basis)
         small = transposed_times(basis).transpose(-1, -2)  # Q^T A_c: (..., width, m)
-    # SVD of the small factor through the eigen-decomposition of its width x width Gram matrix
-    # (batched eigh of tiny matrices is fast on GPUs; a batched SVD of width x m is not).
-    eigenvalues, eigenvectors = small_eigh(small @ small.transpose(-1, -2))
+    # The SVD of the small factor goes through the eigen-decomposition of its width x width Gram
+    # matrix (batched eigh of tiny matrices is fast on GPUs; a batched SVD of width x m is not).
+    return basis, small @ small.transpose(-1, -2)
+
+
+def scores_from_gram(
+    basis: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores U[:, :k] S[:k] and singular values from the basis and its Gram matrix's eigen-
+    decomposition, with scikit-learn's sign rule (largest-magnitude entry of each left vector positive)."""
     top = eigenvectors.flip(-1)[..., :k]
     singular = eigenvalues.flip(-1)[..., :k].clamp_min(0).sqrt()
     left = basis @ top
@@ -148,6 +193,14 @@ def _subspace_scores(
     signs = torch.sign(torch.gather(left, -2, largest))
     left = left * torch.where(signs == 0, torch.ones_like(signs), signs)
     return left * singular.unsqueeze(-2), singular
+
+
+def _subspace_scores(
+    maps: torch.Tensor, probe: torch.Tensor, k: int, iterations: int, centre: bool, tf32: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_subspace_factors` finished by `small_eigh` and `scores_from_gram`."""
+    basis, gram = _subspace_factors(maps, probe, iterations, centre, tf32)
+    return scores_from_gram(basis, *small_eigh(gram), k)
 
 
 def scikit_learn_iterations(k: int, n: int, m: int) -> int:
