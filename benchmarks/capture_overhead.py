@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default: numina.capture.reductions.MAP_CHUNK_BYTES)",
     )
     parser.add_argument(
+        "--map-products",
+        choices=("tf32", "float16"),
+        default=None,
+        help="how the capture's power iterations multiply the maps: TF32 products of float32 maps, or "
+        "the maps stored in float16 (default: numina.capture.reductions.MAP_PRODUCTS)",
+    )
+    parser.add_argument(
         "--rest", type=real(0), default=0.25, help="seconds the GPU idles before each timed variant"
     )
     parser.add_argument("--out", type=Path, default=None)
@@ -339,8 +346,10 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
 
     maps_once = self_maps()
 
-    def self_components():
-        return top_components(maps_once, part.components, part.oversample, part.iterations, 0)
+    def self_components(products: str = "tf32"):
+        return lambda: top_components(
+            maps_once, part.components, part.oversample, part.iterations, 0, products=products
+        )
 
     def release_components():  # official's layout components: scikit-learn's algorithm in float64
         return randomized_svd_components(maps_once, part.components, part.oversample, part.seed)
@@ -357,7 +366,8 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
     results = {}
     for name, fn in [
         ("self_maps", self_maps),
-        ("self_components", self_components),
+        ("self_components", self_components()),
+        ("self_components_float16", self_components("float16")),
         ("self_total", self_all()),
         ("self_total_release", self_all(**RELEASE)),
         ("release_components", release_components),
@@ -371,7 +381,7 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
 
 
 def accuracy_check(geometry: Geometry, spec) -> dict[str, float]:
-    """The device path (bf16 inputs, float32/TF32 products) against float64 references.
+    """The device path (bf16 inputs, float32/TF32 products, and float16 maps) against float64 references.
 
     Self-attention: queries/keys with planted structure (each frame's positions fall in 4 quadrant
     groups sharing a direction, plus noise), so the top 3 components are well separated; the
@@ -389,6 +399,7 @@ def accuracy_check(geometry: Geometry, spec) -> dict[str, float]:
     maps = reductions.frame_local_attention(q, q, frames)
     part = spec.self_attention
     components, _ = top_components(maps, part.components, part.oversample, part.iterations, 0)
+    half, _ = top_components(maps, part.components, part.oversample, part.iterations, 0, products="float16")
     reference_maps = torch.softmax(
         (
             q.double().transpose(0, 1).unflatten(1, (frames, -1))
@@ -401,7 +412,10 @@ def accuracy_check(geometry: Geometry, spec) -> dict[str, float]:
     u, s, _ = torch.linalg.svd(centred)
     exact = u[..., :3] * s[..., None, :3]
     exact = exact * torch.sign(torch.gather(exact, -2, exact.abs().argmax(-2, keepdim=True)))
-    component_error = ((components.double() - exact).norm(dim=(-2, -1)) / exact.norm(dim=(-2, -1))).max()
+
+    def component_error(estimate: torch.Tensor) -> float:
+        return ((estimate.double() - exact).norm(dim=(-2, -1)) / exact.norm(dim=(-2, -1))).max().item()
+
     map_error = (maps.double() - reference_maps).abs().max() / reference_maps.abs().max()
 
     k = torch.randn(geometry.text_length, geometry.heads, dim, device="cuda", generator=generator)
@@ -415,7 +429,8 @@ def accuracy_check(geometry: Geometry, spec) -> dict[str, float]:
     cross_error = (probs.double() - reference).abs().max() / reference.abs().max()
     return {
         "self_maps_max_rel_error": map_error.item(),
-        "self_components_max_rel_error": component_error.item(),
+        "self_components_max_rel_error": component_error(components),
+        "self_components_float16_max_rel_error": component_error(half),
         "self_singular_value_gap": (s[..., 2] / s[..., 3]).min().item(),
         "cross_probs_max_rel_error": cross_error.item(),
     }
@@ -425,6 +440,8 @@ def main() -> None:
     args = parse_args()
     if args.map_chunk_bytes is not None:
         reductions.MAP_CHUNK_BYTES = args.map_chunk_bytes  # read by the hooks at every capture
+    if args.map_products is not None:
+        reductions.MAP_PRODUCTS = args.map_products
 
     model = build_model(args.variant)
     variant = get_variant(args.variant)
@@ -563,6 +580,7 @@ def main() -> None:
         "repeats": args.repeats,
         "rest_seconds": args.rest,
         "map_chunk_bytes": args.map_chunk_bytes,
+        "map_products": reductions.MAP_PRODUCTS,
         "identical_output": identical,
         "background_capture_identical": background_identical,
         "median_ms": median,

@@ -233,6 +233,25 @@ def test_self_attention_chunks_change_no_number() -> None:
             torch.testing.assert_close(chunked[name], whole[name], rtol=1e-4, atol=1e-5)
 
 
+def test_the_capture_multiplies_maps_as_map_products_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`self_attention_reductions(products=...)`, and `MAP_PRODUCTS` when it is not given, reach the
+    components: each head's are those of `top_components` with the same products on its own maps."""
+    frames, height, width, heads = 2, 4, 6, 3
+    generator = torch.Generator().manual_seed(5)
+    query, key = torch.randn(2, frames * height * width, heads, 16, generator=generator)
+    part = SelfAttentionCapture(layers=(0,))
+    maps = reductions.frame_local_attention(query, key, frames)
+    expected = {products: top_components(maps, products=products)[0] for products in ("tf32", "float16")}
+    assert not torch.equal(expected["tf32"], expected["float16"])
+    for products in ("tf32", "float16"):
+        arguments = (query, key, frames, height, width, part)
+        given = reductions.self_attention_reductions(*arguments, products=products)
+        monkeypatch.setattr(reductions, "MAP_PRODUCTS", products)
+        default = reductions.self_attention_reductions(*arguments)
+        for reduced in (given, default):
+            torch.testing.assert_close(reduced["components"].flatten(-3, -2), expected[products])
+
+
 def test_one_eigen_decomposition_for_all_chunks_gives_each_chunks_own_numbers() -> None:
     """The converged estimator finishes every chunk with one joint eigen-decomposition (one host sync):
     each chunk's components, singular values and scores are those of `top_components` on that chunk

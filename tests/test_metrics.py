@@ -12,6 +12,7 @@ from sklearn.utils.extmath import randomized_svd
 from numina.evaluation.planted import CaseSpec, generate_case
 from numina.metrics import concentration_stats, separability, top_components
 from numina.metrics.lowrank import (
+    half_maps,
     randomized_svd_components,
     release_score_components,
     scikit_learn_iterations,
@@ -93,6 +94,77 @@ def test_top_components_agree_with_scikit_learn_on_attention_maps() -> None:
         matrix = maps[index].numpy()
         u, s, _ = randomized_svd(matrix - matrix.mean(axis=0, keepdims=True), 3, random_state=0)
         np.testing.assert_allclose(scores[index].numpy(), u * s, atol=2e-4)
+
+
+def _planted_maps(device: str = "cpu") -> torch.Tensor:
+    """Self-attention maps of a planted scene (3 instances and another noun's, 2 frames, 20 x 24)."""
+    case = generate_case(CaseSpec(20, 24, 3, others=1, difficulty="easy", frames=2, seed=4))
+    return torch.from_numpy(case.self_maps).to(device)
+
+
+def _exact_components(maps: torch.Tensor) -> torch.Tensor:
+    centred = maps.double() - maps.double().mean(dim=-2, keepdim=True)
+    u, s, _ = torch.linalg.svd(centred)
+    exact = u[..., :3] * s[..., None, :3]
+    return exact * torch.sign(torch.gather(exact, -2, exact.abs().argmax(-2, keepdim=True)))
+
+
+def _relative_error(estimate: torch.Tensor, exact: torch.Tensor) -> float:
+    return ((estimate.double() - exact).norm(dim=-2) / exact.norm(dim=-2)).max().item()
+
+
+def test_maps_stored_in_float16_keep_the_components_of_float32_ones() -> None:
+    """`products="float16"`: the maps scaled by their width and rounded to float16, multiplied with
+    float32 sums. The components stay within 3e-3 of a float64 SVD on a planted scene (float32
+    products: 2e-5), and the rounding did act (the numbers differ from float32's)."""
+    maps = _planted_maps()
+    stored, scale = half_maps(maps)
+    assert stored.dtype == torch.float16 and scale == maps.shape[-1]
+    torch.testing.assert_close(stored.float() / scale, maps, rtol=1e-3, atol=1e-7)
+    exact = _exact_components(maps)
+    native, native_singular = top_components(maps, products="native")
+    half, half_singular = top_components(maps, products="float16")
+    assert _relative_error(native, exact) < 1e-4
+    assert _relative_error(half, exact) < 3e-3
+    torch.testing.assert_close(half_singular, native_singular, rtol=1e-3, atol=0)
+    assert not torch.equal(half, native)
+
+
+def test_the_products_option_is_checked() -> None:
+    maps = _planted_maps()
+    with pytest.raises(ValueError, match="products='bfloat16' is not one of"):
+        top_components(maps, products="bfloat16")
+    with pytest.raises(ValueError, match="these are torch.float64"):
+        top_components(maps.double(), products="float16")
+
+
+def test_the_accuracy_benchmark_emulates_the_estimators_own_iterations() -> None:
+    """benchmarks/map_products_accuracy.py rounds the products of its own copy of the iterations:
+    unrounded, and with float16 maps, it gives `top_components`' numbers; TF32 rounding moves them."""
+    from experiment_scripts import load_benchmark
+
+    benchmark = load_benchmark("map_products_accuracy")
+    maps = _planted_maps()
+    for mode, products in (("float32", "native"), ("float16 maps", "float16")):
+        emulated, singular = benchmark.emulated_components(maps, mode)
+        library, library_singular = top_components(maps, products=products)
+        torch.testing.assert_close(emulated, library, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(singular, library_singular, rtol=1e-6, atol=0)
+    truncated, _ = benchmark.emulated_components(maps, "tf32 truncated")
+    assert _relative_error(truncated, _exact_components(maps)) > 1e-4
+    assert benchmark.truncated_tf32(torch.tensor([1 + 2**-10 + 2**-11])).item() == 1 + 2**-10
+    assert benchmark.rounded_tf32(torch.tensor([1 + 2**-10 + 2**-11])).item() == 1 + 2**-9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_float16_maps_on_cuda_match_their_cpu_emulation() -> None:
+    """On CUDA the float16 maps are multiplied by cuBLAS with float32 results; on a CPU the rounded
+    operands are multiplied in float32: the same products, summed in another order."""
+    maps = _planted_maps()
+    on_cpu, _ = top_components(maps, products="float16")
+    on_cuda, _ = top_components(maps.cuda(), products="float16")
+    assert _relative_error(on_cuda.cpu(), on_cpu.double()) < 1e-3
+    assert _relative_error(on_cuda.cpu(), _exact_components(maps)) < 3e-3
 
 
 def test_top_components_survive_rank_deficient_and_flat_maps() -> None:

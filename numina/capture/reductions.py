@@ -114,6 +114,10 @@ def self_attention_outputs(
 # activations. 1 GiB keeps 5 heads x 21 frames x 1560^2 per product at the 14B shape (fast batched
 # products) and all 12 heads of the 1.3B shape in 3 chunks (4 + 4 + 4, `head_chunks`).
 MAP_CHUNK_BYTES = 2**30
+# How the power iterations multiply the maps (numina.metrics.lowrank.PRODUCTS): TF32 products of the
+# float32 maps on CUDA; "float16" stores them in float16 (half the bytes read, as close to a float64
+# SVD on planted maps; not yet timed on a GPU).
+MAP_PRODUCTS = "tf32"
 
 
 def heads_per_chunk(frames: int, tokens_per_frame: int, chunk_bytes: int = MAP_CHUNK_BYTES) -> int:
@@ -141,17 +145,19 @@ def self_attention_reductions(
     part: SelfAttentionCapture,
     chunk_bytes: int | None = None,
     rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+    products: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """`reduce_self_attention` of the frame-local maps of (L, h, d) queries and keys, a chunk of heads
     at a time (`chunk_bytes` of maps, `MAP_CHUNK_BYTES` by default); adds the maps themselves
     (h, F, tpf, tpf, float16) when `part.maps` asks for them. With `rotary` (see `apply_rotary`), the
     queries and keys are rotated a chunk at a time too, so no float32 copy of all heads is made.
+    `products`: how the converged estimator multiplies the maps (`MAP_PRODUCTS` by default).
 
     Every head's computation is that of all heads at once: RoPE acts on each head alone and the
-    components' random probe is shared by the whole batch. On a CPU chunking changes no number
-    (tested); on CUDA the batched products' kernels may change with the batch's size, and so the
-    last bits: at the 1.3B shape on random queries, one chunk of 12 heads against 4 + 4 + 4 moved
-    the components by up to 1.3e-4 and the scores by 7.5e-4 (an H100; benchmarks/RESULTS.md).
+    components' random probe is shared by the whole batch. On a CPU chunking moves no number by more
+    than float32 rounding (tested); on CUDA the batched products' kernels may change with the batch's
+    size: at the 1.3B shape on random queries, one chunk of 12 heads against 4 + 4 + 4 moved the
+    components by up to 1.3e-4 and the scores by 7.5e-4 (an H100; benchmarks/RESULTS.md).
     """
     per_chunk = heads_per_chunk(frames, height * width, chunk_bytes or MAP_CHUNK_BYTES)
     chunks, factors = [], []
@@ -165,7 +171,14 @@ def self_attention_reductions(
             reduced = reduce_self_attention(maps, height, width, part)
         else:  # finished after the loop: one eigen-decomposition (one host sync) for every chunk
             factors.append(
-                top_component_factors(maps, part.components, part.oversample, part.iterations, part.seed)
+                top_component_factors(
+                    maps,
+                    part.components,
+                    part.oversample,
+                    part.iterations,
+                    part.seed,
+                    products=products or MAP_PRODUCTS,
+                )
             )
             reduced = {}
         if part.maps:

@@ -5,7 +5,8 @@ C = U S). A full SVD of every (head, frame) map is far too slow at full size (25
 Wan2.1-1.3B), so this module runs randomised subspace iterations (the algorithm of scikit-learn's
 `randomized_svd`: Gaussian range, power iterations with re-orthonormalisation, small exact SVD) batched
 over all leading dimensions, with matrix products only. Three estimators:
-- `top_components`: this project's converged one (seeded, TF32 on CUDA);
+- `top_components`: this project's converged one (seeded; its big products on TF32 tensor cores on
+  CUDA, or with the maps stored in float16, `products`);
 - `randomized_svd_components`: scikit-learn's `randomized_svd` number for number (its start matrix,
   width, iteration count and sign rule), in float64 on every device: the release's layout components;
 - `release_score_components`: the release's head-score estimator, `torch.svd_lowrank(q=3)`, seeded.
@@ -21,6 +22,9 @@ import numpy as np
 import torch
 
 _SHIFT = {torch.float32: 1e-6, torch.float64: 1e-13}
+# How the power iterations multiply the maps: in the maps' own dtype ("native"); on TF32 tensor cores on
+# CUDA, natively elsewhere ("tf32"); or with the maps stored in float16 (`half_maps`).
+PRODUCTS = ("native", "tf32", "float16")
 
 
 def orthonormalize(matrix: torch.Tensor, passes: int = 2) -> torch.Tensor:
@@ -103,7 +107,7 @@ def top_components(
     iterations: int = 7,
     seed: int = 0,
     centre: bool = True,
-    tf32: bool = True,
+    products: str = "tf32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Principal component scores C = U[:, :k] S[:k] of each (optionally column-centred) map.
 
@@ -115,7 +119,10 @@ def top_components(
         iterations: power iterations (scikit-learn's `n_iter='auto'` gives 7 for k=3 at this size).
         seed: seed of the Gaussian test matrix, shared by every map in the batch (reproducible).
         centre: subtract each column's mean first (NUMINA centres A by its column mean).
-        tf32: on CUDA, run the float32 products on TF32 tensor cores (see `tensor_core_products`).
+        products: how the maps are multiplied (`PRODUCTS`): "tf32" runs the float32 products on TF32
+            tensor cores on CUDA (see `tensor_core_products`) and natively elsewhere; "float16"
+            stores the maps in float16 (see `half_maps`), half the bytes the iterations read;
+            "native" multiplies in the maps' dtype.
 
     Returns:
         (scores, singular_values): (..., n, k) and (..., k), in the dtype of `maps` (float32 or wider).
@@ -125,7 +132,7 @@ def top_components(
     n, m = maps.shape[-2:]
     if k > min(n, m):
         raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
-    basis, gram = top_component_factors(maps, k, oversample, iterations, seed, centre, tf32)
+    basis, gram = top_component_factors(maps, k, oversample, iterations, seed, centre, products)
     return scores_from_gram(basis, *small_eigh(gram), k)
 
 
@@ -136,7 +143,7 @@ def top_component_factors(
     iterations: int = 7,
     seed: int = 0,
     centre: bool = True,
-    tf32: bool = True,
+    products: str = "tf32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`top_components` up to its eigen-decomposition, with no host sync: the orthonormal basis Q
     (..., n, width) of the maps' range and the Gram matrix (Q^T A_c)(Q^T A_c)^T (..., width, width).
@@ -147,30 +154,70 @@ def top_component_factors(
     n, m = maps.shape[-2:]
     if k > min(n, m):
         raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
+    if products not in PRODUCTS:
+        raise ValueError(f"products={products!r} is not one of {list(PRODUCTS)}.")
+    if products == "float16" and maps.dtype != torch.float32:
+        raise ValueError(f"products='float16' stores float32 maps in float16; these are {maps.dtype}.")
     width = min(-(-(k + oversample) // 8) * 8, n, m)
     generator = torch.Generator(device=maps.device).manual_seed(seed)
     probe = torch.randn(m, width, generator=generator, device=maps.device, dtype=maps.dtype)
-    return _subspace_factors(maps, probe, iterations, centre, tf32)
+    return _subspace_factors(maps, probe, iterations, centre, products)
+
+
+def half_maps(maps: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Float32 maps (..., n, m) stored in float16 for the power iterations' products, and the scale
+    they were multiplied by first.
+
+    A softmax row of m entries averages 1/m, so the maps are scaled by m before rounding: they sit
+    in float16's normal range (entries below 6e-5 / m, which carry no weight, become subnormal), and
+    each entry keeps float16's 11 significant bits, as many as TF32 keeps of a float32 product's
+    inputs. On planted maps at 30 x 52 (CPU emulation) the components came out as close to a
+    float64 SVD as with TF32 products (benchmarks/RESULTS.md), for half the bytes read.
+    """
+    scale = float(maps.shape[-1])
+    return maps.mul(scale).to(torch.float16), scale
+
+
+def _half_product(stored: torch.Tensor, right: torch.Tensor, scale: float) -> torch.Tensor:
+    """stored (..., n, m) float16 @ right (..., m, w) float32, divided by `scale`, in float32: the
+    products of the float16-rounded operands accumulated in float32. CUDA multiplies float16 with a
+    float32 result; elsewhere the rounded operands are multiplied in float32 (the same products)."""
+    rounded = right.to(torch.float16)
+    if not stored.is_cuda:
+        return (stored.float() @ rounded.float()).div_(scale)
+    batch = stored.shape[:-2]
+    left = stored.reshape(-1, *stored.shape[-2:])
+    right_batch = rounded.expand(*batch, *rounded.shape[-2:]).reshape(-1, *rounded.shape[-2:])
+    product = torch.bmm(left, right_batch, out_dtype=torch.float32)
+    return product.reshape(*batch, *product.shape[-2:]).div_(scale)
 
 
 def _subspace_factors(
-    maps: torch.Tensor, probe: torch.Tensor, iterations: int, centre: bool, tf32: bool = False
+    maps: torch.Tensor, probe: torch.Tensor, iterations: int, centre: bool, products: str = "native"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The basis Q of the range of A_c (A_c^T A_c)^iterations probe (scikit-learn's `randomized_svd`
-    with any basis normaliser: each spans the same subspace) and the Gram matrix of Q^T A_c."""
+    with any basis normaliser: each spans the same subspace) and the Gram matrix of Q^T A_c, with
+    the maps multiplied as `products` says (`PRODUCTS`)."""
     # Centring stays implicit (A_c = A - 1 mean^T enters each product as a rank-1 correction), so the
-    # maps are never copied: at full size they are gigabytes.
+    # maps are never copied (but for `half_maps`): at full size they are gigabytes.
     mean = maps.mean(dim=-2, keepdim=True) if centre else None  # (..., 1, m)
+    if products == "float16":
+        stored, scale = half_maps(maps)
+
+        def multiply(matrix: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+            return _half_product(matrix, right, scale)
+    else:
+        stored, multiply = maps, torch.matmul
 
     def times(right: torch.Tensor) -> torch.Tensor:  # A_c @ right
-        product = maps @ right
+        product = multiply(stored, right)
         return product if mean is None else product - mean @ right
 
     def transposed_times(left: torch.Tensor) -> torch.Tensor:  # A_c^T @ left
-        product = maps.transpose(-1, -2) @ left
+        product = multiply(stored.transpose(-1, -2), left)
         return product if mean is None else product - mean.transpose(-1, -2) * left.sum(dim=-2, keepdim=True)
 
-    with tensor_core_products(tf32 and maps.is_cuda):
+    with tensor_core_products(products == "tf32" and maps.is_cuda):
         basis = orthonormalize(times(probe), passes=1)
         for _ in range(iterations):
             basis = orthonormalize(times(orthonormalize(transposed_times(basis), passes=1)), passes=1)
@@ -196,10 +243,10 @@ def scores_from_gram(
 
 
 def _subspace_scores(
-    maps: torch.Tensor, probe: torch.Tensor, k: int, iterations: int, centre: bool, tf32: bool = False
+    maps: torch.Tensor, probe: torch.Tensor, k: int, iterations: int, centre: bool, products: str = "native"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`_subspace_factors` finished by `small_eigh` and `scores_from_gram`."""
-    basis, gram = _subspace_factors(maps, probe, iterations, centre, tf32)
+    basis, gram = _subspace_factors(maps, probe, iterations, centre, products)
     return scores_from_gram(basis, *small_eigh(gram), k)
 
 
