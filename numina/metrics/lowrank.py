@@ -127,11 +127,6 @@ def top_components(
     Returns:
         (scores, singular_values): (..., n, k) and (..., k), in the dtype of `maps` (float32 or wider).
     """
-    if maps.dtype not in (torch.float32, torch.float64):
-        maps = maps.float()
-    n, m = maps.shape[-2:]
-    if k > min(n, m):
-        raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
     basis, gram = top_component_factors(maps, k, oversample, iterations, seed, centre, products)
     return scores_from_gram(basis, *small_eigh(gram), k)
 
@@ -175,7 +170,8 @@ def half_maps(maps: torch.Tensor) -> tuple[torch.Tensor, float]:
     float64 SVD as with TF32 products (benchmarks/RESULTS.md), for half the bytes read.
     """
     scale = float(maps.shape[-1])
-    return maps.mul(scale).to(torch.float16), scale
+    stored = torch.empty_like(maps, dtype=torch.float16)
+    return torch.mul(maps, scale, out=stored), scale  # scaled in float32, rounded once, no float32 copy
 
 
 def _half_product(stored: torch.Tensor, right: torch.Tensor, scale: float) -> torch.Tensor:
