@@ -336,12 +336,12 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
     def self_maps():
         return reductions.frame_local_attention(q, q, geometry.frames)
 
-    def self_all(**changes):
+    def self_all(products: str | None = None, **changes):
         """What the hook runs (maps and components a chunk of heads at a time), with `changes` to the
-        capture's self-attention settings."""
+        capture's self-attention settings (and the maps multiplied as `products` says, if given)."""
         changed = dataclasses.replace(part, **changes)
         return lambda: reductions.self_attention_reductions(
-            q, q, geometry.frames, geometry.height, geometry.width, changed
+            q, q, geometry.frames, geometry.height, geometry.width, changed, products=products
         )
 
     maps_once = self_maps()
@@ -369,6 +369,7 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
         ("self_components", self_components()),
         ("self_components_float16", self_components("float16")),
         ("self_total", self_all()),
+        ("self_total_float16", self_all("float16")),
         ("self_total_release", self_all(**RELEASE)),
         ("release_components", release_components),
         ("release_scores", release_scores),
