@@ -252,10 +252,9 @@ def test_the_capture_multiplies_maps_as_map_products_says(monkeypatch: pytest.Mo
             torch.testing.assert_close(reduced["components"].flatten(-3, -2), expected[products])
 
 
-def test_one_eigen_decomposition_for_all_chunks_gives_each_chunks_own_numbers() -> None:
-    """The converged estimator finishes every chunk with one joint eigen-decomposition (one host sync):
-    each chunk's components, singular values and scores are those of `top_components` on that chunk
-    alone, to the bit."""
+def test_each_chunk_of_heads_is_reduced_as_it_would_be_alone() -> None:
+    """Each chunk's components, singular values and scores are those of `reduce_self_attention` on
+    that chunk's maps alone, to the bit, in every chunking."""
     frames, height, width, heads = 3, 4, 5, 5
     generator = torch.Generator().manual_seed(6)
     query, key = torch.randn(2, frames * height * width, heads, 16, generator=generator)
@@ -439,6 +438,19 @@ def test_a_sink_that_cannot_start_leaves_the_model_without_hooks(tiny_pipe, geom
 
     with pytest.raises(OSError, match="No space left"):
         AttentionCapture(tiny_pipe.transformer, _spec(geometry), geometry, FullDisk()).install()
+    assert not HookRegistry.check_if_exists_or_initialize(tiny_pipe.transformer).hooks
+
+
+def test_a_misspelt_map_products_is_refused_at_install(
+    tiny_pipe, geometry: Geometry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong `reductions.MAP_PRODUCTS` is an error before the model runs, not at its captured step,
+    and leaves no hook behind."""
+    monkeypatch.setattr(reductions, "MAP_PRODUCTS", "fp16")
+    with pytest.raises(ValueError, match="MAP_PRODUCTS is 'fp16'; set it to one of"):
+        AttentionCapture(
+            tiny_pipe.transformer, _spec(geometry), geometry, MemoryStore(_spec(geometry), geometry)
+        ).install()
     assert not HookRegistry.check_if_exists_or_initialize(tiny_pipe.transformer).hooks
 
 

@@ -6,9 +6,8 @@ after RoPE), in float32, and reduces them on the device before anything leaves i
 pure (tensors in, tensors out), with no Python loop over frames and no host sync but the error check
 of a small batched eigen-decomposition (`top_components`), so the capture hooks stay thin and the
 numbers can be checked against a float64 reference. Self-attention maps are formed a few heads at a
-time (`MAP_CHUNK_BYTES`), one loop step per chunk and one such sync for all of them (their small
-matrices are decomposed together): all 40 heads of the Wan2.1-14B shape at once are 8 GiB of maps,
-and twice that during the softmax.
+time (`MAP_CHUNK_BYTES`), one loop step and one such sync per chunk: all 40 heads of the Wan2.1-14B
+shape at once are 8 GiB of maps, and twice that during the softmax.
 May import torch, numina.compat and numina.metrics (and numina.capture.spec for type hints).
 """
 
@@ -21,14 +20,7 @@ import torch
 
 from numina.compat import flash_log_normaliser
 from numina.metrics.concentration import concentration_stats
-from numina.metrics.lowrank import (
-    randomized_svd_components,
-    release_score_components,
-    scores_from_gram,
-    small_eigh_of_each,
-    top_component_factors,
-    top_components,
-)
+from numina.metrics.lowrank import randomized_svd_components, release_score_components, top_components
 from numina.metrics.separability import separability
 
 if TYPE_CHECKING:
@@ -80,28 +72,25 @@ def frame_local_attention(query: torch.Tensor, key: torch.Tensor, frames: int) -
 
 
 def reduce_self_attention(
-    maps: torch.Tensor, height: int, width: int, part: SelfAttentionCapture
+    maps: torch.Tensor, height: int, width: int, part: SelfAttentionCapture, products: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Top components (h, F, y, x, k), singular values (h, F, k) and, if asked, scores (h, F, 4), by
-    the part's estimator; the release's also gives the components that scored (h, F, y, x, 3)."""
+    the part's estimator; the release's also gives the components that scored (h, F, y, x, 3).
+    `products`: how the converged estimator multiplies the maps (`MAP_PRODUCTS` by default)."""
     if part.estimator == "release":
         components, singular = randomized_svd_components(maps, part.components, part.oversample, part.seed)
+        components, singular = components.float(), singular.float()
         scored = release_score_components(maps, part.score_seed) if part.scores else None
-        return self_attention_outputs(components.float(), singular.float(), scored, height, width, part)
-    components, singular = top_components(maps, part.components, part.oversample, part.iterations, part.seed)
-    return self_attention_outputs(components, singular, components, height, width, part)
-
-
-def self_attention_outputs(
-    components: torch.Tensor,
-    singular: torch.Tensor,
-    scored: torch.Tensor | None,
-    height: int,
-    width: int,
-    part: SelfAttentionCapture,
-) -> dict[str, torch.Tensor]:
-    """What `reduce_self_attention` returns, from (h, F, tpf, k) components, their singular values and
-    the components the scores are computed from."""
+    else:
+        components, singular = top_components(
+            maps,
+            part.components,
+            part.oversample,
+            part.iterations,
+            part.seed,
+            products=products or MAP_PRODUCTS,
+        )
+        scored = components
     out = {"components": components.unflatten(-2, (height, width)), "singular_values": singular}
     if part.scores:
         out["scores"] = separability(scored, height, width, part.score_variant)
@@ -151,7 +140,7 @@ def self_attention_reductions(
     at a time (`chunk_bytes` of maps, `MAP_CHUNK_BYTES` by default); adds the maps themselves
     (h, F, tpf, tpf, float16) when `part.maps` asks for them. With `rotary` (see `apply_rotary`), the
     queries and keys are rotated a chunk at a time too, so no float32 copy of all heads is made.
-    `products`: how the converged estimator multiplies the maps (`MAP_PRODUCTS` by default).
+    `products` as `reduce_self_attention` takes it.
 
     Every head's computation is that of all heads at once: RoPE acts on each head alone and the
     components' random probe is shared by the whole batch. On a CPU chunking moves no number by more
@@ -160,36 +149,18 @@ def self_attention_reductions(
     components by up to 1.3e-4 and the scores by 7.5e-4 (an H100; benchmarks/RESULTS.md).
     """
     per_chunk = heads_per_chunk(frames, height * width, chunk_bytes or MAP_CHUNK_BYTES)
-    chunks, factors = [], []
+    chunks = []
     for heads in head_chunks(query.shape[1], per_chunk):
         q, k = query[:, heads], key[:, heads]
         if rotary is not None:
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         maps = frame_local_attention(q, k, frames)
         del q, k
-        if part.estimator == "release":
-            reduced = reduce_self_attention(maps, height, width, part)
-        else:  # finished after the loop: one eigen-decomposition (one host sync) for every chunk
-            factors.append(
-                top_component_factors(
-                    maps,
-                    part.components,
-                    part.oversample,
-                    part.iterations,
-                    part.seed,
-                    products=products or MAP_PRODUCTS,
-                )
-            )
-            reduced = {}
+        reduced = reduce_self_attention(maps, height, width, part, products)
         if part.maps:
             reduced["maps"] = maps.to(torch.float16)
         chunks.append(reduced)
         del maps  # before the next chunk's maps are formed
-    if factors:
-        eigen = small_eigh_of_each([gram for _, gram in factors])
-        for reduced, (basis, _), (values, vectors) in zip(chunks, factors, eigen, strict=True):
-            components, singular = scores_from_gram(basis, values, vectors, part.components)
-            reduced.update(self_attention_outputs(components, singular, components, height, width, part))
     return {name: torch.cat([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 

@@ -83,23 +83,6 @@ def small_eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return eigenvalues.to(gram.dtype), eigenvectors.to(gram.dtype)
 
 
-def small_eigh_of_each(grams: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`small_eigh` of each batch of Gram matrices (same trailing shape), as separate calls give it,
-    with one host sync: the batches are solved together (each matrix on its own) and split again.
-    Where that fails anywhere (see `small_eigh`), each batch is solved on its own instead, so the
-    float64 fallback covers the failing batch only, as before."""
-    joint = torch.cat(grams)
-    try:
-        eigenvalues, eigenvectors = torch.linalg.eigh(joint)
-        solved = joint.dtype == torch.float64 or bool(torch.isfinite(eigenvectors).all())
-    except torch.linalg.LinAlgError:
-        solved = False
-    if not solved:
-        return [small_eigh(gram) for gram in grams]
-    sizes = [gram.shape[0] for gram in grams]
-    return list(zip(eigenvalues.split(sizes), eigenvectors.split(sizes), strict=True))
-
-
 def top_components(
     maps: torch.Tensor,
     k: int = 3,
@@ -121,29 +104,12 @@ def top_components(
         centre: subtract each column's mean first (NUMINA centres A by its column mean).
         products: how the maps are multiplied (`PRODUCTS`): "tf32" runs the float32 products on TF32
             tensor cores on CUDA (see `tensor_core_products`) and natively elsewhere; "float16"
-            stores the maps in float16 (see `half_maps`), half the bytes the iterations read;
-            "native" multiplies in the maps' dtype.
+            stores attention maps (entries in [0, 1]) in float16 (see `half_maps`), half the bytes
+            the iterations read; "native" multiplies in the maps' dtype.
 
     Returns:
         (scores, singular_values): (..., n, k) and (..., k), in the dtype of `maps` (float32 or wider).
     """
-    basis, gram = top_component_factors(maps, k, oversample, iterations, seed, centre, products)
-    return scores_from_gram(basis, *small_eigh(gram), k)
-
-
-def top_component_factors(
-    maps: torch.Tensor,
-    k: int = 3,
-    oversample: int = 10,
-    iterations: int = 7,
-    seed: int = 0,
-    centre: bool = True,
-    products: str = "tf32",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`top_components` up to its eigen-decomposition, with no host sync: the orthonormal basis Q
-    (..., n, width) of the maps' range and the Gram matrix (Q^T A_c)(Q^T A_c)^T (..., width, width).
-    `scores_from_gram(basis, *small_eigh(gram), k)` finishes it; several batches' Gram matrices can
-    share one `small_eigh` (one host sync for all)."""
     if maps.dtype not in (torch.float32, torch.float64):
         maps = maps.float()
     n, m = maps.shape[-2:]
@@ -153,15 +119,17 @@ def top_component_factors(
         raise ValueError(f"products={products!r} is not one of {list(PRODUCTS)}.")
     if products == "float16" and maps.dtype != torch.float32:
         raise ValueError(f"products='float16' stores float32 maps in float16; these are {maps.dtype}.")
+    if products == "float16" and m > torch.finfo(torch.float16).max:
+        raise ValueError(f"products='float16' scales the maps by their width {m}, past float16's range.")
     width = min(-(-(k + oversample) // 8) * 8, n, m)
     generator = torch.Generator(device=maps.device).manual_seed(seed)
     probe = torch.randn(m, width, generator=generator, device=maps.device, dtype=maps.dtype)
-    return _subspace_factors(maps, probe, iterations, centre, products)
+    return _subspace_scores(maps, probe, k, iterations, centre, products)
 
 
 def half_maps(maps: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Float32 maps (..., n, m) stored in float16 for the power iterations' products, and the scale
-    they were multiplied by first.
+    """Float32 attention maps (..., n, m), entries in [0, 1], stored in float16 for the power
+    iterations' products, and the scale they were multiplied by first (at most m, so m <= 65504).
 
     A softmax row of m entries averages 1/m, so the maps are scaled by m before rounding: they sit
     in float16's normal range (entries below 6e-5 / m, which carry no weight, become subnormal), and
@@ -175,12 +143,13 @@ def half_maps(maps: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def _half_product(stored: torch.Tensor, right: torch.Tensor, scale: float) -> torch.Tensor:
-    """stored (..., n, m) float16 @ right (..., m, w) float32, divided by `scale`, in float32: the
+    """stored (..., n, m) @ right (..., m, w) float32, divided by `scale`, in float32: the
     products of the float16-rounded operands accumulated in float32. CUDA multiplies float16 with a
-    float32 result; elsewhere the rounded operands are multiplied in float32 (the same products)."""
+    float32 result; elsewhere `stored` comes as the rounded maps in float32, and the products are the
+    same."""
     rounded = right.to(torch.float16)
-    if not stored.is_cuda:
-        return (stored.float() @ rounded.float()).div_(scale)
+    if stored.dtype != torch.float16:
+        return (stored @ rounded.float()).div_(scale)
     batch = stored.shape[:-2]
     left = stored.reshape(-1, *stored.shape[-2:])
     right_batch = rounded.expand(*batch, *rounded.shape[-2:]).reshape(-1, *rounded.shape[-2:])
@@ -188,17 +157,19 @@ def _half_product(stored: torch.Tensor, right: torch.Tensor, scale: float) -> to
     return product.reshape(*batch, *product.shape[-2:]).div_(scale)
 
 
-def _subspace_factors(
-    maps: torch.Tensor, probe: torch.Tensor, iterations: int, centre: bool, products: str = "native"
+def _subspace_scores(
+    maps: torch.Tensor, probe: torch.Tensor, k: int, iterations: int, centre: bool, products: str = "native"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The basis Q of the range of A_c (A_c^T A_c)^iterations probe (scikit-learn's `randomized_svd`
-    with any basis normaliser: each spans the same subspace) and the Gram matrix of Q^T A_c, with
-    the maps multiplied as `products` says (`PRODUCTS`)."""
+    """Scores U[:, :k] S[:k] and singular values of the (optionally column-centred) maps from the range
+    of A_c (A_c^T A_c)^iterations probe, scikit-learn's `randomized_svd` with any basis normaliser (each
+    spans the same subspace), the maps multiplied as `products` says (`PRODUCTS`)."""
     # Centring stays implicit (A_c = A - 1 mean^T enters each product as a rank-1 correction), so the
     # maps are never copied (but for `half_maps`): at full size they are gigabytes.
     mean = maps.mean(dim=-2, keepdim=True) if centre else None  # (..., 1, m)
     if products == "float16":
         stored, scale = half_maps(maps)
+        if not stored.is_cuda:  # multiplied in float32 from the rounded values: converted once
+            stored = stored.float()
 
         def multiply(matrix: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
             return _half_product(matrix, right, scale)
@@ -219,9 +190,9 @@ def _subspace_factors(
             basis = orthonormalize(times(orthonormalize(transposed_times(basis), passes=1)), passes=1)
         basis = orthonormalize(basis)
         small = transposed_times(basis).transpose(-1, -2)  # Q^T A_c: (..., width, m)
-    # The SVD of the small factor goes through the eigen-decomposition of its width x width Gram
-    # matrix (batched eigh of tiny matrices is fast on GPUs; a batched SVD of width x m is not).
-    return basis, small @ small.transpose(-1, -2)
+    # SVD of the small factor through the eigen-decomposition of its width x width Gram matrix
+    # (batched eigh of tiny matrices is fast on GPUs; a batched SVD of width x m is not).
+    return scores_from_gram(basis, *small_eigh(small @ small.transpose(-1, -2)), k)
 
 
 def scores_from_gram(
@@ -236,14 +207,6 @@ def scores_from_gram(
     signs = torch.sign(torch.gather(left, -2, largest))
     left = left * torch.where(signs == 0, torch.ones_like(signs), signs)
     return left * singular.unsqueeze(-2), singular
-
-
-def _subspace_scores(
-    maps: torch.Tensor, probe: torch.Tensor, k: int, iterations: int, centre: bool, products: str = "native"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_subspace_factors` finished by `small_eigh` and `scores_from_gram`."""
-    basis, gram = _subspace_factors(maps, probe, iterations, centre, products)
-    return scores_from_gram(basis, *small_eigh(gram), k)
 
 
 def scikit_learn_iterations(k: int, n: int, m: int) -> int:
