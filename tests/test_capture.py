@@ -252,25 +252,6 @@ def test_the_capture_multiplies_maps_as_map_products_says(monkeypatch: pytest.Mo
             torch.testing.assert_close(reduced["components"].flatten(-3, -2), expected[products])
 
 
-def test_each_chunk_of_heads_is_reduced_as_it_would_be_alone() -> None:
-    """Each chunk's components, singular values and scores are those of `reduce_self_attention` on
-    that chunk's maps alone, to the bit, in every chunking."""
-    frames, height, width, heads = 3, 4, 5, 5
-    generator = torch.Generator().manual_seed(6)
-    query, key = torch.randn(2, frames * height * width, heads, 16, generator=generator)
-    part = SelfAttentionCapture(layers=(0,))
-    head_bytes = frames * (height * width) ** 2 * 4
-    for per_chunk in (1, 2, heads):
-        reduced = reductions.self_attention_reductions(
-            query, key, frames, height, width, part, per_chunk * head_bytes
-        )
-        for chunk in reductions.head_chunks(heads, per_chunk):
-            maps = reductions.frame_local_attention(query[:, chunk], key[:, chunk], frames)
-            alone = reductions.reduce_self_attention(maps, height, width, part)
-            for name, values in alone.items():
-                torch.testing.assert_close(reduced[name][chunk], values, rtol=0, atol=0, msg=name)
-
-
 def test_heads_per_chunk_at_full_size() -> None:
     # 21 frames of 30 x 52 tokens: one head's float32 maps are 21 * 1560^2 * 4 = 204,422,400 bytes.
     assert reductions.heads_per_chunk(21, 1560) == 5  # 2**30 / 204,422,400 = 5.25
