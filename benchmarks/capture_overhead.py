@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("tf32", "float16"),
         default=None,
         help="how the capture's power iterations multiply the maps: TF32 products of float32 maps, or "
-        "the maps stored in float16 (default: numina.capture.reductions.MAP_PRODUCTS)",
+        "the maps stored in float16 (default: SelfAttentionCapture's `products`)",
     )
     parser.add_argument(
         "--rest", type=real(0), default=0.25, help="seconds the GPU idles before each timed variant"
@@ -336,12 +336,12 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
     def self_maps():
         return reductions.frame_local_attention(q, q, geometry.frames)
 
-    def self_all(products: str | None = None, **changes):
+    def self_all(**changes):
         """What the hook runs (maps and components a chunk of heads at a time), with `changes` to the
-        capture's self-attention settings (and the maps multiplied as `products` says, if given)."""
+        capture's self-attention settings."""
         changed = dataclasses.replace(part, **changes)
         return lambda: reductions.self_attention_reductions(
-            q, q, geometry.frames, geometry.height, geometry.width, changed, products=products
+            q, q, geometry.frames, geometry.height, geometry.width, changed
         )
 
     maps_once = self_maps()
@@ -369,7 +369,7 @@ def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, flo
         ("self_components", self_components()),
         ("self_components_float16", self_components("float16")),
         ("self_total", self_all()),
-        ("self_total_float16", self_all("float16")),
+        ("self_total_float16", self_all(products="float16")),
         ("self_total_release", self_all(**RELEASE)),
         ("release_components", release_components),
         ("release_scores", release_scores),
@@ -441,8 +441,6 @@ def main() -> None:
     args = parse_args()
     if args.map_chunk_bytes is not None:
         reductions.MAP_CHUNK_BYTES = args.map_chunk_bytes  # read by the hooks at every capture
-    if args.map_products is not None:
-        reductions.MAP_PRODUCTS = args.map_products
 
     model = build_model(args.variant)
     variant = get_variant(args.variant)
@@ -450,6 +448,9 @@ def main() -> None:
         model.config, 4, variant.vae["scale_factor_spatial"], args.frames, args.height, args.width
     )
     spec = numina_spec(geometry, TOKENS, PROMPT_LENGTH, NUM_STEPS).resolved(geometry, NUM_STEPS)
+    if args.map_products is not None:
+        products = dataclasses.replace(spec.self_attention, products=args.map_products)
+        spec = dataclasses.replace(spec, self_attention=products)
     step = spec.steps[0]
     inputs = make_inputs(geometry, model.config.in_channels, model.config.text_dim)
     tmp = Path(tempfile.mkdtemp())
@@ -581,7 +582,7 @@ def main() -> None:
         "repeats": args.repeats,
         "rest_seconds": args.rest,
         "map_chunk_bytes": args.map_chunk_bytes,
-        "map_products": reductions.MAP_PRODUCTS,
+        "map_products": spec.self_attention.products,
         "identical_output": identical,
         "background_capture_identical": background_identical,
         "median_ms": median,

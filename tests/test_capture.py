@@ -233,23 +233,27 @@ def test_self_attention_chunks_change_no_number() -> None:
             torch.testing.assert_close(chunked[name], whole[name], rtol=1e-4, atol=1e-5)
 
 
-def test_the_capture_multiplies_maps_as_map_products_says(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`self_attention_reductions(products=...)`, and `MAP_PRODUCTS` when it is not given, reach the
-    components: each head's are those of `top_components` with the same products on its own maps."""
+def test_the_capture_multiplies_maps_as_its_spec_says() -> None:
+    """`SelfAttentionCapture(products=...)` reaches the components: each head's are those of
+    `top_components` with the same products on its own maps."""
     frames, height, width, heads = 2, 4, 6, 3
     generator = torch.Generator().manual_seed(5)
     query, key = torch.randn(2, frames * height * width, heads, 16, generator=generator)
-    part = SelfAttentionCapture(layers=(0,))
     maps = reductions.frame_local_attention(query, key, frames)
     expected = {products: top_components(maps, products=products)[0] for products in ("tf32", "float16")}
     assert not torch.equal(expected["tf32"], expected["float16"])
     for products in ("tf32", "float16"):
-        arguments = (query, key, frames, height, width, part)
-        given = reductions.self_attention_reductions(*arguments, products=products)
-        monkeypatch.setattr(reductions, "MAP_PRODUCTS", products)
-        default = reductions.self_attention_reductions(*arguments)
-        for reduced in (given, default):
-            torch.testing.assert_close(reduced["components"].flatten(-3, -2), expected[products])
+        part = SelfAttentionCapture(layers=(0,), products=products)
+        reduced = reductions.self_attention_reductions(query, key, frames, height, width, part)
+        torch.testing.assert_close(reduced["components"].flatten(-3, -2), expected[products])
+
+
+def test_an_unknown_products_is_refused_when_the_spec_is_made() -> None:
+    """A misspelt `products` is an error when the capture is asked for, before any model runs."""
+    with pytest.raises(ValueError, match="products 'fp16' is not one of"):
+        SelfAttentionCapture(layers=(0,), products="fp16")
+    with pytest.raises(ValueError, match="products 'fp16' is not one of"):
+        CaptureSpec.requesting(["blocks.0.attn1.scores"], products="fp16")
 
 
 def test_heads_per_chunk_at_full_size() -> None:
@@ -419,19 +423,6 @@ def test_a_sink_that_cannot_start_leaves_the_model_without_hooks(tiny_pipe, geom
 
     with pytest.raises(OSError, match="No space left"):
         AttentionCapture(tiny_pipe.transformer, _spec(geometry), geometry, FullDisk()).install()
-    assert not HookRegistry.check_if_exists_or_initialize(tiny_pipe.transformer).hooks
-
-
-def test_a_misspelt_map_products_is_refused_at_install(
-    tiny_pipe, geometry: Geometry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A wrong `reductions.MAP_PRODUCTS` is an error before the model runs, not at its captured step,
-    and leaves no hook behind."""
-    monkeypatch.setattr(reductions, "MAP_PRODUCTS", "fp16")
-    with pytest.raises(ValueError, match="MAP_PRODUCTS is 'fp16'; set it to one of"):
-        AttentionCapture(
-            tiny_pipe.transformer, _spec(geometry), geometry, MemoryStore(_spec(geometry), geometry)
-        ).install()
     assert not HookRegistry.check_if_exists_or_initialize(tiny_pipe.transformer).hooks
 
 

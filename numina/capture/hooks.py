@@ -45,7 +45,6 @@ from numina.capture.names import (
 from numina.capture.sinks import Sink, start_sink
 from numina.capture.spec import CaptureSpec, cross_attention_point, self_attention_point
 from numina.compat import DenoisingContext, check_transformer
-from numina.metrics.lowrank import PRODUCTS
 from numina.models.geometry import Geometry
 
 HOOK_PREFIX = "numina.capture"
@@ -285,11 +284,6 @@ class AttentionCapture:
             for name, kind, layer in points
         }
         check_transformer(self.transformer, "Attention capture", list(attentions.items()))
-        if self.spec.self_attention and reductions.MAP_PRODUCTS not in PRODUCTS:  # else the first step fails
-            raise ValueError(
-                f"numina.capture.reductions.MAP_PRODUCTS is {reductions.MAP_PRODUCTS!r}; set it to one of "
-                f"{list(PRODUCTS)}."
-            )
         start_sink(self.sink)  # before any hook: a sink that cannot start leaves the model untouched
         context = self._hooks.context(self.transformer)
         self._hooks.register(self.transformer, "step", _StepContextHook(self, context))

@@ -72,11 +72,10 @@ def frame_local_attention(query: torch.Tensor, key: torch.Tensor, frames: int) -
 
 
 def reduce_self_attention(
-    maps: torch.Tensor, height: int, width: int, part: SelfAttentionCapture, products: str | None = None
+    maps: torch.Tensor, height: int, width: int, part: SelfAttentionCapture
 ) -> dict[str, torch.Tensor]:
     """Top components (h, F, y, x, k), singular values (h, F, k) and, if asked, scores (h, F, 4), by
-    the part's estimator; the release's also gives the components that scored (h, F, y, x, 3).
-    `products`: how the converged estimator multiplies the maps (`MAP_PRODUCTS` by default)."""
+    the part's estimator; the release's also gives the components that scored (h, F, y, x, 3)."""
     if part.estimator == "release":
         components, singular = randomized_svd_components(maps, part.components, part.oversample, part.seed)
         components, singular = components.float(), singular.float()
@@ -88,7 +87,7 @@ def reduce_self_attention(
             part.oversample,
             part.iterations,
             part.seed,
-            products=products or MAP_PRODUCTS,
+            products=part.products,
         )
         scored = components
     out = {"components": components.unflatten(-2, (height, width)), "singular_values": singular}
@@ -103,10 +102,6 @@ def reduce_self_attention(
 # activations. 1 GiB keeps 5 heads x 21 frames x 1560^2 per product at the 14B shape (fast batched
 # products) and all 12 heads of the 1.3B shape in 3 chunks (4 + 4 + 4, `head_chunks`).
 MAP_CHUNK_BYTES = 2**30
-# How the power iterations multiply the maps (numina.metrics.lowrank.PRODUCTS): TF32 products of the
-# float32 maps on CUDA; "float16" stores them in float16 (half the bytes read, as close to a float64
-# SVD on planted maps; not yet timed on a GPU).
-MAP_PRODUCTS = "tf32"
 
 
 def heads_per_chunk(frames: int, tokens_per_frame: int, chunk_bytes: int = MAP_CHUNK_BYTES) -> int:
@@ -134,13 +129,11 @@ def self_attention_reductions(
     part: SelfAttentionCapture,
     chunk_bytes: int | None = None,
     rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
-    products: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """`reduce_self_attention` of the frame-local maps of (L, h, d) queries and keys, a chunk of heads
     at a time (`chunk_bytes` of maps, `MAP_CHUNK_BYTES` by default); adds the maps themselves
     (h, F, tpf, tpf, float16) when `part.maps` asks for them. With `rotary` (see `apply_rotary`), the
     queries and keys are rotated a chunk at a time too, so no float32 copy of all heads is made.
-    `products` as `reduce_self_attention` takes it.
 
     Every head's computation is that of all heads at once: RoPE acts on each head alone and the
     components' random probe is shared by the whole batch. On a CPU chunking moves no number by more
@@ -156,7 +149,7 @@ def self_attention_reductions(
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         maps = frame_local_attention(q, k, frames)
         del q, k
-        reduced = reduce_self_attention(maps, height, width, part, products)
+        reduced = reduce_self_attention(maps, height, width, part)
         if part.maps:
             reduced["maps"] = maps.to(torch.float16)
         chunks.append(reduced)

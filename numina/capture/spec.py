@@ -26,6 +26,7 @@ from numina.capture.names import (
     parse_quantity,
 )
 from numina.metrics.concentration import STATS
+from numina.metrics.lowrank import PRODUCTS
 from numina.metrics.separability import TERMS
 from numina.models.geometry import Geometry
 
@@ -52,7 +53,8 @@ class SelfAttentionCapture:
     values, and S1/S2/S3/S (`score_variant`). `maps=True` also keeps every full tpf x tpf map (small
     models only). The `estimator` of the components (numina.metrics.lowrank):
     - "converged": this project's seeded randomised subspace iteration (`iterations`, `oversample`,
-      `seed`), whose components serve both the scores and the layout;
+      `seed`, the maps multiplied as `products` says: numina.metrics.lowrank.PRODUCTS), whose
+      components serve both the scores and the layout;
     - "release": the release's two estimators: the layout's components as scikit-learn's
       `randomized_svd(random_state=seed)`, the scores from `torch.svd_lowrank(q=3)` seeded with
       `score_seed` (kept as `score_components`, since the layout's components did not make them).
@@ -62,6 +64,7 @@ class SelfAttentionCapture:
     components: int = 3
     iterations: int = 7
     oversample: int = 10
+    products: str = "tf32"
     seed: int = 0
     scores: bool = True
     score_variant: str = "official"
@@ -72,6 +75,8 @@ class SelfAttentionCapture:
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator {self.estimator!r} is not one of {list(ESTIMATORS)}")
+        if self.products not in PRODUCTS:
+            raise ValueError(f"products {self.products!r} is not one of {list(PRODUCTS)}")
 
     @property
     def keeps_score_components(self) -> bool:
