@@ -4,7 +4,7 @@ A `CaptureSpec` is plain data (it round-trips through a dict into the run's conf
 it names every capture point the way the model names its modules (`blocks.15.attn1` for the
 self-attention of block 15, `blocks.15.attn2` for its cross-attention). It also declares the store
 datasets a capture fills, with their named dimensions. May import numina.capture.names,
-numina.models.geometry and numina.metrics (for the names of statistics and score terms).
+numina.models.geometry and numina.metrics (for the names of statistics, score terms and products).
 """
 
 from __future__ import annotations
