@@ -28,6 +28,7 @@ from numina.capture import (
     read,
     reductions,
 )
+from numina.capture.background import SideStreamWorker
 from numina.metrics import separability, top_components
 from numina.metrics.lowrank import randomized_svd_components, release_score_components
 from numina.models import Geometry
@@ -579,8 +580,6 @@ def test_a_background_capture_holds_only_the_self_attention_blocks_tensors(
     """The worker is handed the query, key and RoPE angles of the self-attention blocks only: the
     cross-attention is reduced in the hook, so no cross block's query waits (in memory, on CUDA) for a
     side stream that lags behind the model. Every block's writes still go through the worker."""
-    from numina.capture.background import SideStreamWorker
-
     handed: dict[str, list[int]] = {}  # tensors handed over with each job, by what the job does
     submit = SideStreamWorker.submit
 
@@ -683,8 +682,6 @@ def test_the_capture_runs_in_the_background_on_cuda_unless_asked_and_at_the_high
 
 
 def test_the_side_stream_worker_runs_jobs_in_order_and_skips_those_after_an_error() -> None:
-    from numina.capture.background import SideStreamWorker
-
     worker, ran = SideStreamWorker(torch.device("cpu")), []
     for index in range(5):
         worker.submit(lambda index=index: ran.append(index))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from experiment_scripts import load_benchmark
 from sklearn.utils.extmath import randomized_svd
 
 from numina.evaluation.planted import CaseSpec, generate_case
@@ -144,8 +145,6 @@ def test_the_products_option_is_checked() -> None:
 def test_the_accuracy_benchmark_emulates_the_estimators_own_iterations() -> None:
     """benchmarks/map_products_accuracy.py rounds the products of its own copy of the iterations:
     unrounded, and with float16 maps, it gives `top_components`' numbers; TF32 rounding moves them."""
-    from experiment_scripts import load_benchmark
-
     benchmark = load_benchmark("map_products_accuracy")
     maps = _planted_maps()
     for mode, products in (("float32", "native"), ("float16 maps", "float16")):
