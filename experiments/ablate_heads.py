@@ -41,7 +41,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +152,7 @@ FIXED_SETTINGS = (
     "prompt_set",
     "prompts",
     "preset",
-    "estimator",
-    "layout",
+    "options",
     "frames",
     "height",
     "width",
@@ -302,8 +301,9 @@ def main(argv: list[str] | None = None) -> Path:
         "grid": args.grid_values,
         "heads": args.heads,
         "preset": args.preset,
-        "estimator": base.estimator,  # the walk-throughs' capture (official's changed on 2026-12-06)
-        "layout": asdict(base.layout),
+        # every option of the preset as this code defines it (official's estimator changed on
+        # 2026-12-06): the walk-throughs' capture and every setting's layout start from them
+        "options": base.to_dict(),
         "prompts": [p.index for p in prompts],
         "frames": args.frames,
         "height": args.height,

@@ -127,6 +127,7 @@ from numina.run_folder import (
     check_resumable,
     device_type,
     disk_full_ends_cleanly,
+    recorded_config,
     save_video,
     slug,
     write_config,
@@ -144,6 +145,7 @@ FIXED_SETTINGS = (
     "flow_shift",
     "negative_prompt",
     "options",
+    "method_options",
     "counter",
     "counter_model",
     "palette",
@@ -152,6 +154,8 @@ FIXED_SETTINGS = (
     "device",
     "attention_backend",
 )
+# One entry per method: a resume may add a method, and must keep the options of those it had.
+PER_METHOD = ("method_options",)
 # Where the numbers are computed: a resumed run must keep them; --merge computes nothing.
 RUN_SETTINGS = ("dtype", "device", "attention_backend")
 
@@ -292,7 +296,8 @@ def main(argv: list[str] | None = None) -> Path:
     out = args.out
     config = _config(args, model, argv)
     fixed = [key for key in FIXED_SETTINGS if not (args.merge and key in RUN_SETTINGS)]
-    check_resumable(out, config, fixed, "countbench.py")
+    check_resumable(out, config, fixed, "countbench.py", per_entry=PER_METHOD)
+    config["method_options"] = {**recorded_config(out).get("method_options", {}), **config["method_options"]}
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = [
         (item, args.seed + k, method)
@@ -372,6 +377,12 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "prompt_set": args.prompt_set,
         "methods": args.methods,
         "options": args.options,
+        # every option of each method as this code defines its preset (a preset's defaults can change)
+        "method_options": {
+            method: None if options is None else options.to_dict()
+            for method in args.methods
+            for options in [method_options(method, args.options)]
+        },
         "seeds": args.seeds,
         "first_seed": args.seed,
         "counter": args.counter,

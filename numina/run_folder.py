@@ -58,21 +58,34 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def check_resumable(folder: str | Path, config: Mapping[str, Any], keys: Sequence[str], script: str) -> None:
+def check_resumable(
+    folder: str | Path,
+    config: Mapping[str, Any],
+    keys: Sequence[str],
+    script: str,
+    per_entry: Sequence[str] = (),
+) -> None:
     """Refuse to add results to `folder` when its `config.json` was written with other values of `keys`
     (compared as JSON): the folder's results would silently mix two experiments. The refusal names
-    every changed setting with its old and new value; a setting the folder does not record counts as
-    changed, since its results cannot be shown to match."""
-    previous = Path(folder) / "config.json"
-    if not previous.exists():
+    every changed setting with its old and new value (a field of a mapping by its dotted name); a
+    setting the folder does not record counts as changed, since its results cannot be shown to match.
+
+    The mappings under `per_entry` hold one entry per independent part of the results (a method's
+    options, say): only entries recorded both before and now must agree, so a resume may add one.
+    """
+    old = recorded_config(folder)
+    if not old:
         return
-    old = json.loads(previous.read_text())
-    changed = [
-        f"{key}: {json.dumps(old[key], default=str) if key in old else '(not recorded)'} before, "
-        f"{json.dumps(config.get(key), default=str)} now"
-        for key in keys
-        if key not in old or json.dumps(old[key]) != json.dumps(config.get(key), default=str)
-    ]
+    changed = []
+    for key in keys:
+        now = json.loads(json.dumps(config.get(key), default=str))
+        if key not in old:
+            changed.append(f"{key}: (not recorded) before, {json.dumps(now)} now")
+            continue
+        before = old[key]
+        if key in per_entry and isinstance(before, dict) and isinstance(now, dict):
+            before, now = ({k: v for k, v in d.items() if k in before and k in now} for d in (before, now))
+        changed += _differences(key, before, now)
     if changed:
         raise SystemExit(
             f"{script}: {folder} holds results made with other settings ({'; '.join(changed)}); "
@@ -80,13 +93,41 @@ def check_resumable(folder: str | Path, config: Mapping[str, Any], keys: Sequenc
         )
 
 
+def _differences(name: str, before: Any, now: Any) -> list[str]:
+    """'name: <before> before, <now> now' for each JSON value that differs, by dotted field name."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        missing = "(not recorded)"
+        return [
+            difference
+            for field in sorted(before.keys() | now.keys())
+            for difference in (
+                _differences(f"{name}.{field}", before[field], now[field])
+                if field in before and field in now
+                else [
+                    f"{name}.{field}: "
+                    f"{json.dumps(before[field]) if field in before else missing} before, "
+                    f"{json.dumps(now[field]) if field in now else missing} now"
+                ]
+            )
+        ]
+    if json.dumps(before) == json.dumps(now):
+        return []
+    return [f"{name}: {json.dumps(before)} before, {json.dumps(now)} now"]
+
+
+def recorded_config(folder: str | Path) -> dict[str, Any]:
+    """The settings `folder/config.json` records; {} for a folder without one (a new run)."""
+    path = Path(folder) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_config(folder: str | Path, config: Mapping[str, Any]) -> Path:
     """Write `folder/config.json`, keeping the first run's `command` and `code_version`: a resumed
     run's command (and code version) is appended to `resumed`, unless it repeats the last one."""
     path = Path(folder) / "config.json"
     record = dict(config)
-    if path.exists():
-        old = json.loads(path.read_text())
+    old = recorded_config(folder)
+    if old:
         first = {key: old[key] for key in ("command", "code_version") if key in old}
         entry = {key: config[key] for key in first if key in config}
         resumed = list(old.get("resumed", []))

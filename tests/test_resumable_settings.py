@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from experiment_scripts import load_experiment
 
+from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.run_folder import check_resumable, device_type, write_config
 
 
@@ -78,6 +80,58 @@ def test_a_setting_the_folder_does_not_record_counts_as_changed(tmp_path: Path) 
     with pytest.raises(SystemExit, match=r"dtype: \(not recorded\) before, \"float32\" now"):
         check_resumable(tmp_path, {"model": "tiny", "dtype": "float32"}, ("model", "dtype"), "x.py")
     check_resumable(tmp_path, {"model": "tiny"}, ("model",), "x.py")
+
+
+def test_a_changed_field_of_a_mapping_is_named_by_its_dotted_name(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"options": {"layout": {"contrast": 3.0, "bins": 8}}}))
+    with pytest.raises(SystemExit, match=r"\(options.layout.contrast: 3.0 before, 4.0 now\); resume"):
+        check_resumable(tmp_path, {"options": {"layout": {"contrast": 4.0, "bins": 8}}}, ("options",), "x.py")
+    with pytest.raises(SystemExit, match=r"options.layout.bins: 8 before, \(not recorded\) now"):
+        check_resumable(tmp_path, {"options": {"layout": {"contrast": 3.0}}}, ("options",), "x.py")
+    check_resumable(tmp_path, {"options": {"layout": {"bins": 8, "contrast": 3.0}}}, ("options",), "x.py")
+
+
+def test_per_entry_settings_may_gain_an_entry_but_not_change_one(tmp_path: Path) -> None:
+    """One entry per method: a resume may add a method; a method it had keeps its options."""
+    (tmp_path / "config.json").write_text(
+        json.dumps({"methods": {"official": {"scale": 1.0}, "baseline": None}})
+    )
+    check_resumable(
+        tmp_path, {"methods": {"official": {"scale": 1.0}, "new": {}}}, ("methods",), "x.py", ("methods",)
+    )
+    with pytest.raises(SystemExit, match=r"methods.official.scale: 1.0 before, 2.0 now"):
+        check_resumable(
+            tmp_path, {"methods": {"official": {"scale": 2.0}}}, ("methods",), "x.py", ("methods",)
+        )
+    with pytest.raises(SystemExit, match=r"methods.new: \(not recorded\) before"):  # not per entry: all of it
+        check_resumable(tmp_path, {"methods": {"official": {"scale": 1.0}, "new": {}}}, ("methods",), "x.py")
+
+
+def test_countbench_keeps_the_options_each_preset_had(
+    tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preset whose defaults changed since a folder's first run is refused there, by field; a resume
+    that adds a method keeps the options recorded for the others."""
+    module = load_experiment("countbench")
+
+    def loaded(*args: object, **kwargs: object) -> None:
+        raise Loaded
+
+    monkeypatch.setattr(module, "pipeline_from_args", loaded)
+    first = [*_common(tiny_folder, tmp_path / "run"), "--countbench", str(countbench_dir)]
+    first += [*SCRIPT_ARGS["countbench"], "--methods", "official"]
+    with pytest.raises(Loaded):
+        module.main(first)
+    with pytest.raises(Loaded):  # adding a method resumes
+        module.main([*first[:-1], "official,improved"])
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["method_options"]
+    assert NuminaOptions.from_dict(recorded["official"]) == preset("official") and "improved" in recorded
+    with pytest.raises(Loaded):  # and the record keeps official's options without it
+        module.main([*first[:-1], "improved"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["method_options"] == recorded
+    monkeypatch.setitem(PRESETS, "official", replace(PRESETS["official"], modulation_scale=2.0))
+    with pytest.raises(SystemExit, match=r"method_options.official.modulation_scale: 1.0 before, 2.0 now"):
+        module.main(first)
 
 
 def test_config_keeps_the_first_command_and_appends_resumed_ones(tmp_path: Path) -> None:
