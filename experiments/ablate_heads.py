@@ -106,6 +106,7 @@ from analysis.sweeps import (
     summarise,
 )
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
+from numina.capture.spec import self_attention_defaults
 from numina.cli import (
     check_output,
     generation_settings,
@@ -167,6 +168,7 @@ FIXED_SETTINGS = (
     "dtype",
     "device",
     "attention_backend",
+    "self_attention_defaults",
 )
 
 
@@ -319,6 +321,7 @@ def main(argv: list[str] | None = None) -> Path:
         "dtype": args.dtype,
         "device": device_type(args.device),
         "attention_backend": args.attention_backend,
+        "self_attention_defaults": self_attention_defaults(),  # what the walk-throughs' capture computes with
         "command": ["experiments/ablate_heads.py", *(sys.argv[1:] if argv is None else argv)],
         "code_version": code_version(),
     }

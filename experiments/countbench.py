@@ -98,6 +98,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from analysis.figures import STYLE, save_figure
+from numina.capture.spec import self_attention_defaults
 from numina.cli import (
     check_output,
     generation_settings,
@@ -153,6 +154,7 @@ FIXED_SETTINGS = (
     "dtype",
     "device",
     "attention_backend",
+    "self_attention_defaults",
 )
 # One entry per method: a resume may add a method, and must keep the options of those it had.
 PER_METHOD = ("method_options",)
@@ -396,6 +398,7 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "dtype": args.dtype,
         "device": device_type(args.device),
         "attention_backend": args.attention_backend,
+        "self_attention_defaults": self_attention_defaults(),  # what the walk-throughs' capture computes with
         "code_version": code_version(),
         "command": ["experiments/countbench.py", *(sys.argv[1:] if argv is None else argv)],
     }

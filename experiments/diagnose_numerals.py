@@ -87,7 +87,7 @@ from analysis.figures import (
 from analysis.separability import choose_heads, separability_table
 from analysis.statistics import compare_types, prompt_tokens_of, summarise, token_table
 from numina.capture import CaptureSpec, CrossAttentionCapture, SelfAttentionCapture
-from numina.capture.spec import release_reference_layer, release_reference_step
+from numina.capture.spec import release_reference_layer, release_reference_step, self_attention_defaults
 from numina.cli import (
     check_output,
     generation_settings,
@@ -125,6 +125,7 @@ FIXED_SETTINGS = (
     "dtype",
     "device",
     "attention_backend",
+    "self_attention_defaults",
 )
 
 
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> Path:
         "layers": args.layers,
         "self_attention_layers": args.self_attention_layers,
         "stats_only": args.stats_only,
+        "self_attention_defaults": self_attention_defaults(),
         "prompt_set": args.prompt_set,
         "countbench": str(args.countbench or "default"),
         "prompts": [item.index for item in prompts],

@@ -60,7 +60,7 @@ from analysis.instance_heads import (
 )
 from numina.capture import CaptureSpec, SelfAttentionCapture
 from numina.capture.names import SELF_MAPS, SELF_SCORES
-from numina.capture.spec import release_reference_layer
+from numina.capture.spec import release_reference_layer, self_attention_defaults
 from numina.cli import (
     check_output,
     generation_settings,
@@ -82,7 +82,7 @@ GATE_NATS = 2.0
 # Settings that change a prompt's rows: a resumed --out must have been made with the same ones.
 FIXED_SETTINGS = ("model", "frames", "height", "width", "steps", "guidance", "flow_shift", "seed", "layers",
                   "reference_step", "negative_prompt", "dtype", "device", "attention_backend",
-                  "prompt_set")  # fmt: skip
+                  "prompt_set", "self_attention_defaults")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = {key: getattr(args, key) for key in FIXED_SETTINGS if hasattr(args, key)}
     command = ["experiments/instance_heads.py", *(sys.argv[1:] if argv is None else argv)]
     config |= {"layers": layers, "reference_step": step, "prompt_set": args.prompt_set, "command": command,
-               "device": device_type(args.device)}  # fmt: skip
+               "device": device_type(args.device),
+               "self_attention_defaults": self_attention_defaults()}  # fmt: skip
     out = args.out
     check_resumable(out, config, FIXED_SETTINGS, "instance_heads.py")
     (out / "jobs").mkdir(parents=True, exist_ok=True)

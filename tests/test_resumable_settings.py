@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from experiment_scripts import load_experiment
 
+from numina.capture import SelfAttentionCapture
+from numina.capture.spec import self_attention_defaults
 from numina.method.presets import PRESETS, NuminaOptions, preset
 from numina.run_folder import check_resumable, device_type, write_config
 
@@ -73,6 +75,36 @@ def test_a_resume_with_another_setting_is_refused_before_any_model_work(
         module.main([*first, option, value])
     assert named in str(refused.value)
     assert (tmp_path / "run" / "config.json").read_text() == config
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_ARGS))
+def test_a_capture_default_changed_since_the_first_run_is_refused(
+    script: str, tiny_folder: Path, countbench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new version whose self-attention capture computes otherwise by default (float16 map products
+    instead of TF32, say) changes every captured number: its folder is not resumed by it."""
+    module = load_experiment(script)
+
+    def loaded(*args: object, **kwargs: object) -> None:
+        raise Loaded
+
+    monkeypatch.setattr(module, "pipeline_from_args", loaded)
+    first = [
+        *_common(tiny_folder, tmp_path / "run"),
+        "--countbench",
+        str(countbench_dir),
+        *SCRIPT_ARGS[script],
+    ]
+    with pytest.raises(Loaded):
+        module.main(first)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["self_attention_defaults"][
+        "products"
+    ] == (SelfAttentionCapture(layers=()).products)
+    monkeypatch.setattr(
+        module, "self_attention_defaults", lambda: {**self_attention_defaults(), "products": "x"}
+    )
+    with pytest.raises(SystemExit, match=r'self_attention_defaults.products: "[a-z0-9]+" before, "x" now'):
+        module.main(first)
 
 
 def test_a_setting_the_folder_does_not_record_counts_as_changed(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ numina.models.geometry and numina.metrics (for the names of statistics, score te
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from numina.capture.names import (
@@ -82,6 +82,12 @@ class SelfAttentionCapture:
     def keeps_score_components(self) -> bool:
         """Whether the scores came from components other than the stored ones (kept beside them)."""
         return self.scores and self.estimator == "release"
+
+
+def self_attention_defaults() -> dict[str, Any]:
+    """Every default of `SelfAttentionCapture` (its estimator's iterations, oversampling, products...):
+    what a resumable folder records, since a default changed between versions changes its numbers."""
+    return {f.name: f.default for f in fields(SelfAttentionCapture) if f.default is not MISSING}
 
 
 @dataclass(frozen=True)
