@@ -25,7 +25,8 @@ Only the forward is timed: hooks go on and off outside the timing (their CPU cos
 generation, is reported as `install_remove_ms`), and each store is closed before the next variant.
 It also checks that the outputs are bit-identical (and the background capture's numbers the inline
 one's), times each reduction on its own, reports peak GPU memory and the HDF5 write throughput.
-Results go to a JSON file and a printed table. `--memory-trace` adds, last, what holds GPU memory at
+Results go to a JSON file and a printed table, each ratio to plain with its 95% bootstrap interval
+(`ratio_interval`). `--memory-trace` adds, last, what holds GPU memory at
 the peak of a captured step (in line and in the background), replayed from the caching allocator's
 trace; `--profile` adds torch.profiler tables and, per profiled step, what the device did: each
 stream's busy time, the model's stream's idle gaps and how long two streams ran at once.
@@ -142,6 +143,7 @@ if __name__ == "__main__":  # --help and argument errors answer before the impor
 
 
 import numpy as np
+import scipy.stats
 import torch
 from diffusers import WanTransformer3DModel
 
@@ -322,6 +324,25 @@ def time_call(fn, repeats: int) -> list[float]:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
     return times
+
+
+def ratio_interval(
+    row: list[float], plain: list[float], confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of median(row) / median(plain), each row's repeats resampled on
+    their own: how far the ratio a few repeats give can be trusted (is a step within x1.05?)."""
+    result = scipy.stats.bootstrap(
+        (np.asarray(row), np.asarray(plain)),
+        lambda a, b, axis: np.median(a, axis=axis) / np.median(b, axis=axis),
+        vectorized=True,
+        paired=False,
+        confidence_level=confidence,
+        n_resamples=10_000,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return float(low), float(high)
 
 
 def reduction_breakdown(geometry: Geometry, spec, repeats: int) -> dict[str, float]:
@@ -587,6 +608,7 @@ def main() -> None:
         "background_capture_identical": background_identical,
         "median_ms": median,
         "ratio_to_plain": {name: value / median["plain"] for name, value in median.items()},
+        "ratio_interval_95": {name: ratio_interval(values, times["plain"]) for name, values in times.items()},
         "all_ms": times,
         "peak_memory_gib": peak,
         "reduction_ms": reduction_breakdown(geometry, spec, args.repeats),
@@ -600,9 +622,13 @@ def main() -> None:
         "hdf5_write_throughput": measure_write_throughput(tmp / "throughput.h5"),
     }
     print(json.dumps(result, indent=1))
-    print(f"\n{'variant':<28}{'median ms':>12}{'x plain':>10}{'peak GiB':>10}")
+    print(f"\n{'variant':<28}{'median ms':>12}{'x plain':>10}{'95% interval':>18}{'peak GiB':>10}")
     for name in variants:
-        print(f"{name:<28}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{peak[name]:>10.1f}")
+        low, high = result["ratio_interval_95"][name]
+        interval = f"[{low:.3f}, {high:.3f}]"
+        print(
+            f"{name:<28}{median[name]:>12.1f}{result['ratio_to_plain'][name]:>10.3f}{interval:>18}{peak[name]:>10.1f}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

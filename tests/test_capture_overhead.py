@@ -125,3 +125,17 @@ def test_the_gpu_timeline_reads_a_real_profiler_trace(script, tmp_path: Path) ->
     timeline = script.gpu_timeline(json.loads((tmp_path / "trace.json").read_text())["traceEvents"])
     main = timeline["streams"][timeline["main_stream"]]
     assert main["events"] >= 3 and 0 < main["busy_ms"] <= timeline["window_ms"]
+
+
+def test_the_ratio_interval_holds_a_planted_ratio_and_excludes_no_change(script) -> None:
+    """Six repeats of a step 10% slower than plain (its own noise on top): the interval holds 1.10 and
+    not 1.0; plain against another draw of itself holds 1.0."""
+    noise = torch.Generator().manual_seed(0)
+    plain = (600 + 4 * torch.randn(6, generator=noise)).tolist()
+    slower = (660 + 4 * torch.randn(6, generator=noise)).tolist()
+    again = (600 + 4 * torch.randn(6, generator=noise)).tolist()
+    low, high = script.ratio_interval(slower, plain)
+    assert 1.0 < low < 1.10 < high < 1.2
+    low, high = script.ratio_interval(again, plain)
+    assert low < 1.0 < high
+    assert script.ratio_interval(slower, plain) == script.ratio_interval(slower, plain)  # seeded
