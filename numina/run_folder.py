@@ -84,7 +84,8 @@ def check_resumable(
             continue
         before = old[key]
         if key in per_entry and isinstance(before, dict) and isinstance(now, dict):
-            before, now = ({k: v for k, v in d.items() if k in before and k in now} for d in (before, now))
+            common = before.keys() & now.keys()
+            before, now = {k: before[k] for k in common}, {k: now[k] for k in common}
         changed += _differences(key, before, now)
     if changed:
         raise SystemExit(
@@ -95,24 +96,17 @@ def check_resumable(
 
 def _differences(name: str, before: Any, now: Any) -> list[str]:
     """'name: <before> before, <now> now' for each JSON value that differs, by dotted field name."""
-    if isinstance(before, dict) and isinstance(now, dict):
-        missing = "(not recorded)"
-        return [
-            difference
-            for field in sorted(before.keys() | now.keys())
-            for difference in (
-                _differences(f"{name}.{field}", before[field], now[field])
-                if field in before and field in now
-                else [
-                    f"{name}.{field}: "
-                    f"{json.dumps(before[field]) if field in before else missing} before, "
-                    f"{json.dumps(now[field]) if field in now else missing} now"
-                ]
-            )
-        ]
-    if json.dumps(before) == json.dumps(now):
-        return []
-    return [f"{name}: {json.dumps(before)} before, {json.dumps(now)} now"]
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        same = json.dumps(before) == json.dumps(now)
+        return [] if same else [f"{name}: {json.dumps(before)} before, {json.dumps(now)} now"]
+    differences = []
+    for field in sorted(before.keys() | now.keys()):
+        if field in before and field in now:
+            differences += _differences(f"{name}.{field}", before[field], now[field])
+        else:
+            old, new = (json.dumps(d[field]) if field in d else "(not recorded)" for d in (before, now))
+            differences.append(f"{name}.{field}: {old} before, {new} now")
+    return differences
 
 
 def recorded_config(folder: str | Path) -> dict[str, Any]:
