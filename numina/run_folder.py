@@ -73,7 +73,10 @@ def check_resumable(
     The mappings under `per_entry` hold one entry per independent part of the results (a method's
     options, say): only entries recorded both before and now must agree, so a resume may add one.
     """
-    old = recorded_config(folder)
+    try:
+        old = recorded_config(folder)
+    except ValueError as error:
+        raise SystemExit(f"{script}: {error}") from None
     if not old:
         return
     changed = []
@@ -110,9 +113,22 @@ def _differences(name: str, before: Any, now: Any) -> list[str]:
 
 
 def recorded_config(folder: str | Path) -> dict[str, Any]:
-    """The settings `folder/config.json` records; {} for a folder without one (a new run)."""
+    """The settings `folder/config.json` records; {} for a folder without one (a new run). A file that
+    is not a JSON object raises a ValueError that says so: its results' settings are unknown."""
     path = Path(folder) / "config.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        reason = "" if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        reason = f"not JSON: {error}"
+    if reason:
+        raise ValueError(
+            f"{path} is damaged ({reason}), so the settings of the results beside it are unknown; "
+            "restore it, or pass another --out."
+        )
+    return record
 
 
 def write_config(folder: str | Path, config: Mapping[str, Any]) -> Path:

@@ -166,6 +166,15 @@ def test_countbench_keeps_the_options_each_preset_had(
         module.main(first)
 
 
+@pytest.mark.parametrize("damage", ['{"model": "tiny", "dty', "[1, 2]", "\udcff"])
+def test_a_damaged_config_is_refused_with_a_clear_message(tmp_path: Path, damage: str) -> None:
+    (tmp_path / "config.json").write_text(damage, errors="surrogateescape")
+    with pytest.raises(
+        SystemExit, match=r"^x.py: .*config.json is damaged .*restore it, or pass another --out"
+    ):
+        check_resumable(tmp_path, {"model": "tiny"}, ("model",), "x.py")
+
+
 def test_config_keeps_the_first_command_and_appends_resumed_ones(tmp_path: Path) -> None:
     write_config(tmp_path, {"seeds": 1, "code_version": "a", "command": ["x.py", "--seeds", "1"]})
     write_config(tmp_path, {"seeds": 1, "code_version": "a", "command": ["x.py", "--seeds", "1"]})
