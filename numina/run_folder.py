@@ -93,8 +93,21 @@ def check_resumable(
     if changed:
         raise SystemExit(
             f"{script}: {folder} holds results made with other settings ({'; '.join(changed)}); "
-            "resume it with the same settings or pass another --out."
+            f"resume it with the same settings or pass another --out.{_version_hint(old, config)}"
         )
+
+
+def _version_hint(old: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """A sentence naming the code versions that made a folder's results when this run's differs: a
+    setting that is the code's own default (a preset's options, the capture's) changes only with it."""
+    made_by = [entry["code_version"] for entry in (old, *old.get("resumed", [])) if "code_version" in entry]
+    now = config.get("code_version")
+    if not made_by or now is None or now in made_by:
+        return ""
+    return (
+        f" Its results were made by code version {', '.join(dict.fromkeys(made_by))}, this is {now}: "
+        "defaults that changed with the code (a preset's options, the capture's) come back with that version."
+    )
 
 
 def _differences(name: str, before: Any, now: Any) -> list[str]:

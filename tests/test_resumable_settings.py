@@ -123,6 +123,27 @@ def test_a_changed_field_of_a_mapping_is_named_by_its_dotted_name(tmp_path: Path
     check_resumable(tmp_path, {"options": {"layout": {"bins": 8, "contrast": 3.0}}}, ("options",), "x.py")
 
 
+def test_a_refusal_names_the_code_versions_that_made_the_results_when_this_one_differs(
+    tmp_path: Path,
+) -> None:
+    """A default that changed with the code cannot be passed back as an option: the refusal says which
+    version made the folder's results."""
+    record = {
+        "defaults": {"products": "tf32"},
+        "code_version": "0.1.0+ga",
+        "resumed": [{"code_version": "0.1.0+gb"}],
+    }
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    new = {"defaults": {"products": "float16"}}
+    with pytest.raises(
+        SystemExit,
+        match=r"--out\. Its results were made by code version 0.1.0\+ga, 0.1.0\+gb, this is 0.1.0\+gc",
+    ):
+        check_resumable(tmp_path, {**new, "code_version": "0.1.0+gc"}, ("defaults",), "x.py")
+    with pytest.raises(SystemExit, match=r"another --out\.$"):  # the same version: nothing to add
+        check_resumable(tmp_path, {**new, "code_version": "0.1.0+gb"}, ("defaults",), "x.py")
+
+
 def test_per_entry_settings_may_gain_an_entry_but_not_change_one(tmp_path: Path) -> None:
     """One entry per method: a resume may add a method; a method it had keeps its options."""
     (tmp_path / "config.json").write_text(
