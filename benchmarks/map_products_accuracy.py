@@ -40,7 +40,7 @@ if __name__ == "__main__":  # --help and argument errors answer before the impor
 import torch
 
 from numina.evaluation.planted import CaseSpec, generate_case
-from numina.metrics.lowrank import orthonormalize, scores_from_gram, small_eigh
+from numina.metrics.lowrank import exact_components, orthonormalize, scores_from_gram, small_eigh
 from numina.metrics.separability import separability
 
 HEIGHT, WIDTH = 30, 52
@@ -91,13 +91,6 @@ def emulated_components(maps: torch.Tensor, mode: str, k: int = 3, iterations: i
     basis = orthonormalize(basis)
     small = transposed_times(basis).transpose(-1, -2)
     return scores_from_gram(basis, *small_eigh(small @ small.transpose(-1, -2)), k)
-
-
-def exact_components(maps: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    centred = maps.double() - maps.double().mean(dim=-2, keepdim=True)
-    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
-    scores = u[..., :k] * s[..., None, :k]
-    return scores * torch.sign(torch.gather(scores, -2, scores.abs().argmax(-2, keepdim=True))), s[..., :k]
 
 
 def main() -> None:

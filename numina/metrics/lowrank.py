@@ -9,7 +9,8 @@ over all leading dimensions, with matrix products only. Three estimators:
   CUDA, or with the maps stored in float16, `products`);
 - `randomized_svd_components`: scikit-learn's `randomized_svd` number for number (its start matrix,
   width, iteration count and sign rule), in float64 on every device: the release's layout components;
-- `release_score_components`: the release's head-score estimator, `torch.svd_lowrank(q=3)`, seeded.
+- `release_score_components`: the release's head-score estimator, `torch.svd_lowrank(q=3)`, seeded;
+and `exact_components`, the float64 SVD they are all measured against.
 May import torch and numpy only.
 """
 
@@ -202,11 +203,24 @@ def scores_from_gram(
     decomposition, with scikit-learn's sign rule (largest-magnitude entry of each left vector positive)."""
     top = eigenvectors.flip(-1)[..., :k]
     singular = eigenvalues.flip(-1)[..., :k].clamp_min(0).sqrt()
-    left = basis @ top
-    largest = left.abs().argmax(dim=-2, keepdim=True)
-    signs = torch.sign(torch.gather(left, -2, largest))
-    left = left * torch.where(signs == 0, torch.ones_like(signs), signs)
-    return left * singular.unsqueeze(-2), singular
+    return with_sign_rule(basis @ top) * singular.unsqueeze(-2), singular
+
+
+def with_sign_rule(vectors: torch.Tensor) -> torch.Tensor:
+    """Each column (..., n, k) flipped so that its largest-magnitude entry is positive (scikit-learn's
+    rule; an all-zero column is kept): the sign an SVD leaves free, fixed."""
+    largest = vectors.abs().argmax(dim=-2, keepdim=True)
+    signs = torch.sign(torch.gather(vectors, -2, largest))
+    return vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def exact_components(maps: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """The truth the estimators approximate: scores U[:, :k] S[:k] (sign rule as `with_sign_rule`) and
+    singular values of each column-centred map from a full SVD in float64. Far too slow at full size
+    (one 1560 x 1560 SVD per head and frame): for tests and accuracy benchmarks."""
+    centred = maps.double() - maps.double().mean(dim=-2, keepdim=True)
+    left, singular, _ = torch.linalg.svd(centred, full_matrices=False)
+    return with_sign_rule(left[..., :k]) * singular[..., None, :k], singular[..., :k]
 
 
 def scikit_learn_iterations(k: int, n: int, m: int) -> int:
