@@ -128,7 +128,6 @@ from numina.run_folder import (
     check_resumable,
     device_type,
     disk_full_ends_cleanly,
-    recorded_config,
     save_video,
     slug,
     write_config,
@@ -299,7 +298,6 @@ def main(argv: list[str] | None = None) -> Path:
     config = _config(args, model, argv)
     fixed = [key for key in FIXED_SETTINGS if not (args.merge and key in RUN_SETTINGS)]
     check_resumable(out, config, fixed, "countbench.py", per_entry=PER_METHOD)
-    config["method_options"] = {**recorded_config(out).get("method_options", {}), **config["method_options"]}
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = [
         (item, args.seed + k, method)
@@ -314,7 +312,7 @@ def main(argv: list[str] | None = None) -> Path:
         if not (out / "videos" / f"{job_name(job[0].index, job[1], job[2])}.json").exists()
     ]
     if not args.merge:
-        write_config(out, config)
+        write_config(out, config, per_entry=PER_METHOD)
         log.info(
             "%s: %d jobs here, %d done before, %d to run", out, len(mine), len(mine) - len(todo), len(todo)
         )

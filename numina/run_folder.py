@@ -81,11 +81,7 @@ def check_resumable(
         return
     changed = []
     for key in keys:
-        now = json.loads(json.dumps(config.get(key), default=str))
-        if key not in old:
-            changed.append(f"{key}: (not recorded) before, {json.dumps(now)} now")
-            continue
-        before = old[key]
+        before, now = old.get(key, _NOT_RECORDED), json.loads(json.dumps(config.get(key), default=str))
         if key in per_entry and isinstance(before, dict) and isinstance(now, dict):
             common = before.keys() & now.keys()
             before, now = {k: before[k] for k in common}, {k: now[k] for k in common}
@@ -110,19 +106,21 @@ def _version_hint(old: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     )
 
 
+_NOT_RECORDED = object()  # what a comparison's side holds for a setting or field it lacks
+
+
 def _differences(name: str, before: Any, now: Any) -> list[str]:
     """'name: <before> before, <now> now' for each JSON value that differs, by dotted field name."""
-    if not (isinstance(before, dict) and isinstance(now, dict)):
-        same = json.dumps(before) == json.dumps(now)
-        return [] if same else [f"{name}: {json.dumps(before)} before, {json.dumps(now)} now"]
-    differences = []
-    for field in sorted(before.keys() | now.keys()):
-        if field in before and field in now:
-            differences += _differences(f"{name}.{field}", before[field], now[field])
-        else:
-            old, new = (json.dumps(d[field]) if field in d else "(not recorded)" for d in (before, now))
-            differences.append(f"{name}.{field}: {old} before, {new} now")
-    return differences
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [
+            difference
+            for field in sorted(before.keys() | now.keys())
+            for difference in _differences(
+                f"{name}.{field}", before.get(field, _NOT_RECORDED), now.get(field, _NOT_RECORDED)
+            )
+        ]
+    shown = ["(not recorded)" if value is _NOT_RECORDED else json.dumps(value) for value in (before, now)]
+    return [] if shown[0] == shown[1] else [f"{name}: {shown[0]} before, {shown[1]} now"]
 
 
 def recorded_config(folder: str | Path) -> dict[str, Any]:
@@ -144,12 +142,16 @@ def recorded_config(folder: str | Path) -> dict[str, Any]:
     return record
 
 
-def write_config(folder: str | Path, config: Mapping[str, Any]) -> Path:
+def write_config(folder: str | Path, config: Mapping[str, Any], per_entry: Sequence[str] = ()) -> Path:
     """Write `folder/config.json`, keeping the first run's `command` and `code_version`: a resumed
-    run's command (and code version) is appended to `resumed`, unless it repeats the last one."""
+    run's command (and code version) is appended to `resumed`, unless it repeats the last one. The
+    mappings under `per_entry` (as `check_resumable` takes them) keep the entries this run left out."""
     path = Path(folder) / "config.json"
     record = dict(config)
     old = recorded_config(folder)
+    for key in per_entry:
+        if isinstance(old.get(key), dict) and isinstance(record.get(key), dict):
+            record[key] = {**old[key], **record[key]}
     if old:
         first = {key: old[key] for key in ("command", "code_version") if key in old}
         entry = {key: config[key] for key in first if key in config}
