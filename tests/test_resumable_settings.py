@@ -20,6 +20,11 @@ class Loaded(Exception):
     """Raised in place of loading the pipeline: the run got past every check."""
 
 
+def _loaded(*args: object, **kwargs: object) -> None:
+    """The scripts' `pipeline_from_args`, stopped where the model would load."""
+    raise Loaded
+
+
 def _common(tiny_folder: Path, out: Path) -> list[str]:
     return [
         "--model", str(tiny_folder), "--out", str(out), "--frames", "9", "--height", "64", "--width", "64",
@@ -61,11 +66,7 @@ def test_a_resume_with_another_setting_is_refused_before_any_model_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module = load_experiment(script)
-
-    def loaded(*args: object, **kwargs: object) -> None:
-        raise Loaded
-
-    monkeypatch.setattr(module, "pipeline_from_args", loaded)
+    monkeypatch.setattr(module, "pipeline_from_args", _loaded)
     first = [*_common(tiny_folder, tmp_path / "run"), "--countbench", str(countbench_dir)]
     first += SCRIPT_ARGS[script]
     with pytest.raises(Loaded):  # the first run gets as far as loading the model
@@ -84,11 +85,7 @@ def test_a_capture_default_changed_since_the_first_run_is_refused(
     """A new version whose self-attention capture computes otherwise by default (float16 map products
     instead of TF32, say) changes every captured number: its folder is not resumed by it."""
     module = load_experiment(script)
-
-    def loaded(*args: object, **kwargs: object) -> None:
-        raise Loaded
-
-    monkeypatch.setattr(module, "pipeline_from_args", loaded)
+    monkeypatch.setattr(module, "pipeline_from_args", _loaded)
     first = [
         *_common(tiny_folder, tmp_path / "run"),
         "--countbench",
@@ -166,11 +163,7 @@ def test_countbench_keeps_the_options_each_preset_had(
     """A preset whose defaults changed since a folder's first run is refused there, by field; a resume
     that adds a method keeps the options recorded for the others."""
     module = load_experiment("countbench")
-
-    def loaded(*args: object, **kwargs: object) -> None:
-        raise Loaded
-
-    monkeypatch.setattr(module, "pipeline_from_args", loaded)
+    monkeypatch.setattr(module, "pipeline_from_args", _loaded)
     first = [*_common(tiny_folder, tmp_path / "run"), "--countbench", str(countbench_dir)]
     first += [*SCRIPT_ARGS["countbench"], "--methods", "official"]
     with pytest.raises(Loaded):
