@@ -303,6 +303,31 @@ def test_rope_applied_a_chunk_at_a_time_changes_no_number() -> None:
     assert not torch.equal(unrotated["maps"], chunked["maps"])  # the rotation did act
 
 
+def test_zero_padded_prompts_give_the_full_softmaxs_probabilities() -> None:
+    """The shortcut's one softmax over the prompt keys and one padding key weighted by its count gives
+    every probability (a padding position's too) and the prompt's mass of a float64 softmax over all
+    512 keys, as the full path does; both to float32 rounding."""
+    generator = torch.Generator().manual_seed(5)
+    query = torch.randn(300, 3, 16, generator=generator) * 2
+    key = torch.randn(512, 3, 16, generator=generator) * 2
+    key[7:] = key[7]  # a 7-token prompt padded to 512 positions with one vector
+    tokens = torch.tensor([0, 4, 6, 7, 300])  # two of them padding positions
+    reference = torch.softmax(
+        query.double().transpose(0, 1) @ key.double().permute(1, 2, 0) / 4, dim=-1
+    )  # (h, L, 512)
+    for uniform in (True, False):
+        probs, text_mass = reductions.cross_attention_probabilities(query, key, tokens, 7, uniform)
+        torch.testing.assert_close(
+            probs.double(), reference[..., tokens].transpose(1, 2), rtol=1e-5, atol=1e-9
+        )
+        torch.testing.assert_close(
+            text_mass.double(),
+            torch.stack([reference[..., :7].sum(-1), reference[..., 7:].sum(-1)], -1),
+            rtol=0,
+            atol=2e-6,  # the full path's log-sum-exp over 512 keys on a CPU: 1.3e-6
+        )
+
+
 def test_non_uniform_padding_takes_the_full_softmax(tiny_pipe, geometry: Geometry, monkeypatch) -> None:
     """Prompt embeddings whose padding differs per position: the exact shortcut must not be used."""
     full_softmax_calls = _count_full_softmax(monkeypatch)

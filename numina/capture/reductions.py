@@ -191,7 +191,9 @@ def cross_attention_probabilities(
 
     With `uniform_padding` (all keys from `prompt_length` on are equal, see `padding_is_uniform`) the
     softmax needs only the prompt's keys and one padding key counted T - prompt_length times:
-    exactly the same probabilities, without the h x L x T logits.
+    exactly the same probabilities, without the h x L x T logits, in one softmax kernel (a third
+    faster than a log-sum-exp and exponentials apart: 0.37-0.39 against 0.55 ms per block at the
+    1.3B shape, H100; benchmarks/RESULTS.md).
 
     Args:
         query: (L, h, d) video queries; key: (T, h, d) text keys (all T positions, padding included).
@@ -205,18 +207,19 @@ def cross_attention_probabilities(
     # Logits are laid out text-major, (h, keys, L): few rows of length L keep the products aligned
     # and fast on GPUs, where (h, L, few) would have an odd leading dimension.
     if uniform_padding and prompt_length < text_length:
-        distinct = scores_f32(k[:, : prompt_length + 1], q)  # prompt keys and the one padding key
-        multiplicity = torch.zeros(prompt_length + 1, 1, device=q.device)
-        multiplicity[-1] = math.log(text_length - prompt_length)
-        normaliser = torch.logsumexp(distinct + multiplicity, dim=1, keepdim=True)
-        token_logits = distinct.index_select(1, tokens.clamp_max(prompt_length))
-        prompt_logits = distinct[:, :prompt_length]
+        # One softmax over the prompt keys and the one padding key, whose logit carries the log of its
+        # multiplicity: the padding's whole share in one entry, which each padding position splits.
+        padding = text_length - prompt_length
+        logits = scores_f32(k[:, : prompt_length + 1], q)
+        logits[:, -1].add_(math.log(padding))
+        distinct = torch.softmax(logits, dim=1)
+        share = torch.where(tokens < prompt_length, 1.0, 1.0 / padding)
+        probs = distinct.index_select(1, tokens.clamp_max(prompt_length)).mul_(share[:, None])
+        prompt_mass = distinct[:, :prompt_length].sum(dim=1)
     else:
         normaliser = log_normaliser(q, k).unsqueeze(1)
-        token_logits = scores_f32(k.index_select(1, tokens), q)
-        prompt_logits = scores_f32(k[:, :prompt_length], q)
-    probs = torch.exp(token_logits - normaliser)
-    prompt_mass = torch.exp(prompt_logits - normaliser).sum(dim=1)
+        probs = torch.exp(scores_f32(k.index_select(1, tokens), q) - normaliser)
+        prompt_mass = torch.exp(scores_f32(k[:, :prompt_length], q) - normaliser).sum(dim=1)
     text_mass = torch.stack([prompt_mass, 1.0 - prompt_mass], dim=-1)
     return probs, text_mass
 
