@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("tf32", "float16"),
         default=None,
         help="how the capture's power iterations multiply the maps: TF32 products of float32 maps, or "
-        "the maps stored in float16 (default: SelfAttentionCapture's `products`)",
+        "the maps stored in float16 (default: SelfAttentionCapture's `products` on CUDA, float16)",
     )
     parser.add_argument(
         "--rest", type=real(0), default=0.25, help="seconds the GPU idles before each timed variant"
@@ -466,7 +466,7 @@ def main() -> None:
     geometry = Geometry.from_configs(
         model.config, 4, variant.vae["scale_factor_spatial"], args.frames, args.height, args.width
     )
-    spec = numina_spec(geometry, TOKENS, PROMPT_LENGTH, NUM_STEPS).resolved(geometry, NUM_STEPS)
+    spec = numina_spec(geometry, TOKENS, PROMPT_LENGTH, NUM_STEPS).resolved(geometry, NUM_STEPS, "cuda")
     if args.map_products is not None:
         products = dataclasses.replace(spec.self_attention, products=args.map_products)
         spec = dataclasses.replace(spec, self_attention=products)

@@ -1,7 +1,8 @@
 """How close are the capture's components to a float64 SVD with the maps stored in float16, against
-the TF32 products the capture uses on CUDA today? A CPU emulation on planted self-attention maps.
+TF32 products? A CPU emulation on planted self-attention maps.
 
-    python benchmarks/map_products_accuracy.py --out benchmarks/results/map_products_accuracy_cpu.json
+    python benchmarks/map_products_accuracy.py --out benchmarks/results/map_products_accuracy_cpu.json \
+        --layouts benchmarks/results/map_products_layouts_cpu.json
 
 The converged estimator's power iterations read every map ~17 times (`numina.metrics.lowrank`); on a
 GPU those reads are its cost, and float16 maps halve them (`products="float16"`). TF32 tensor cores
@@ -12,6 +13,8 @@ tensor cores read float32 inputs, and by rounding to nearest; float16 to nearest
 their width first as `half_maps` does), and compared per component (relative error of U S, signs
 aligned), in S (the head score) and in the singular values with a float64 SVD of the same maps.
 Scenes: `numina.evaluation.planted` at 30 x 52 (Wan2.1 480p), 3 levels x 3 counts, 3 frames each.
+`--layouts` asks what the roundings change downstream: the layout's labels and exact rate on the
+planted suite (`layout_decisions`, about a minute).
 """
 
 from __future__ import annotations
@@ -28,9 +31,17 @@ from numina.arguments import check_output
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the per-case errors")
+    parser.add_argument(
+        "--layouts",
+        type=Path,
+        default=None,
+        help="JSON file: does each rounding change the layout's decisions? `improved`'s layout from each "
+        "mode's components on the planted suite (16x16, 32x32, 30x52; k = 0-8; 3 levels; 3 cases a cell)",
+    )
     args = parser.parse_args()
-    if args.out is not None:
-        check_output(parser, args.out.parent, "--out")
+    for option, path in (("--out", args.out), ("--layouts", args.layouts)):
+        if path is not None:
+            check_output(parser, path.parent, option)
     return args
 
 
@@ -39,7 +50,9 @@ if __name__ == "__main__":  # --help and argument errors answer before the impor
 
 import torch
 
-from numina.evaluation.planted import CaseSpec, generate_case
+from numina.evaluation.planted import CaseSpec, benchmark_suite, generate_case, match_frame
+from numina.method.layout import build_layout
+from numina.method.presets import preset
 from numina.metrics.lowrank import exact_components, orthonormalize, scores_from_gram, small_eigh
 from numina.metrics.separability import separability
 
@@ -93,8 +106,50 @@ def emulated_components(maps: torch.Tensor, mode: str, k: int = 3, iterations: i
     return scores_from_gram(basis, *small_eigh(small @ small.transpose(-1, -2)), k)
 
 
+def layout_decisions(grids: list[tuple[int, int]], cases_per_cell: int) -> dict:
+    """Per mode, over the planted suite's frames: how many get `improved`'s layout labels equal to
+    those from float32 products, how many are exact against the truth (`match_frame`), and the largest
+    change of S from float32's."""
+    specs, _ = benchmark_suite(grids, range(9), ("easy", "medium", "weak"), cases_per_cell)
+    options = preset("improved").layout
+    equal, exact, score_change = dict.fromkeys(MODES, 0), dict.fromkeys(MODES, 0), dict.fromkeys(MODES, 0.0)
+    frames = 0
+    for spec in specs:
+        case = generate_case(spec)
+        labels, scores = {}, {}
+        for mode in MODES:
+            components, _ = emulated_components(torch.from_numpy(case.self_maps), mode)
+            scores[mode] = separability(components, spec.height, spec.width)
+            score_change[mode] = max(
+                score_change[mode], (scores[mode] - scores["float32"]).abs().max().item()
+            )
+            maps = {"noun": case.noun_maps}
+            labels[mode] = build_layout(components.numpy(), maps, spec.height, spec.width, options)["noun"]
+        frames += spec.frames
+        for mode, frame in itertools.product(MODES, range(spec.frames)):
+            equal[mode] += bool((labels[mode][frame] == labels["float32"][frame]).all())
+            exact[mode] += match_frame(case.truth[frame], labels[mode][frame]).exact
+    return {
+        "cases": len(specs),
+        "frames": frames,
+        "labels_equal_to_float32": equal,
+        "exact": exact,
+        "largest_S_change_from_float32": score_change,
+    }
+
+
 def main() -> None:
     args = parse_args()
+    if args.layouts is not None:
+        decisions = layout_decisions([(16, 16), (32, 32), (30, 52)], cases_per_cell=3)
+        header = f"{'products':<18}{'labels as float32':>20}{'exact':>8}{'largest S change':>18}"
+        print(f"{header}  (of {decisions['frames']} frames)")
+        for mode in MODES:
+            print(
+                f"{mode:<18}{decisions['labels_equal_to_float32'][mode]:>20}{decisions['exact'][mode]:>8}"
+                f"{decisions['largest_S_change_from_float32'][mode]:>18.1e}"
+            )
+        args.layouts.write_text(json.dumps(decisions, indent=1) + "\n")
     rows = []
     for level, count in itertools.product(LEVELS, COUNTS):
         spec = CaseSpec(HEIGHT, WIDTH, count, others=1, difficulty=level, frames=3, seed=11 * count)

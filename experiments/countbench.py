@@ -396,7 +396,9 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "dtype": args.dtype,
         "device": device_type(args.device),
         "attention_backend": args.attention_backend,
-        "self_attention_defaults": self_attention_defaults(),  # what the walk-throughs' capture computes with
+        "self_attention_defaults": self_attention_defaults(
+            args.device
+        ),  # what the walk-throughs' capture computes with
         "code_version": code_version(),
         "command": ["experiments/countbench.py", *(sys.argv[1:] if argv is None else argv)],
     }

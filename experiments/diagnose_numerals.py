@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> Path:
         "layers": args.layers,
         "self_attention_layers": args.self_attention_layers,
         "stats_only": args.stats_only,
-        "self_attention_defaults": self_attention_defaults(),
+        "self_attention_defaults": self_attention_defaults(args.device),
         "prompt_set": args.prompt_set,
         "countbench": str(args.countbench or "default"),
         "prompts": [item.index for item in prompts],

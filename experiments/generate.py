@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> Path:
                 " ".join(vocabulary()),
             )
         # The walk-through's capture, the same with or without the rest of the method.
-        spec, _, _ = method_spec(geometry, tokens, settings, args.options)
+        spec, _, _ = method_spec(geometry, tokens, settings, args.options, args.device)
     except (ValueError, OSError) as error:
         raise SystemExit(f"generate.py: error: {error}") from None
 

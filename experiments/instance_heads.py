@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = ["experiments/instance_heads.py", *(sys.argv[1:] if argv is None else argv)]
     config |= {"layers": layers, "reference_step": step, "prompt_set": args.prompt_set, "command": command,
                "device": device_type(args.device),
-               "self_attention_defaults": self_attention_defaults()}  # fmt: skip
+               "self_attention_defaults": self_attention_defaults(args.device)}  # fmt: skip
     out = args.out
     check_resumable(out, config, FIXED_SETTINGS, "instance_heads.py")
     (out / "jobs").mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,7 @@ def run_with_capture(
 
     The video is the plain generation's, to the bit (capturing changes nothing)."""
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
-    spec = spec.resolved(geometry, settings.steps)
+    spec = spec.resolved(geometry, settings.steps, pipeline.transformer.device)
     capture = MemoryStore(spec, geometry, {"prompt": prompt, "settings": settings.to_dict()})
     with AttentionCapture(pipeline.transformer, spec, geometry, capture):
         video = plain_generation(pipeline, prompt, settings, output_type)
@@ -149,7 +149,7 @@ def capture_generation(
     store is replaced (once the new one is complete) only with `overwrite`.
     """
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
-    spec = spec.resolved(geometry, settings.steps)
+    spec = spec.resolved(geometry, settings.steps, pipeline.transformer.device)
     root = run_attributes(tokens, settings, attrs)
     with open_capture_store(store_path, spec, geometry, root, overwrite=overwrite) as writer:
         with AttentionCapture(pipeline.transformer, spec, geometry, writer):

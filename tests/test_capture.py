@@ -30,7 +30,7 @@ from numina.capture import (
 )
 from numina.capture.background import SideStreamWorker
 from numina.metrics import separability, top_components
-from numina.metrics.lowrank import randomized_svd_components, release_score_components
+from numina.metrics.lowrank import products_for, randomized_svd_components, release_score_components
 from numina.models import Geometry
 from numina.prompts import parse_prompt
 from numina.sampling import GenerationSettings, capture_generation, plain_generation, run_with_capture
@@ -247,6 +247,32 @@ def test_the_capture_multiplies_maps_as_its_spec_says() -> None:
         part = SelfAttentionCapture(layers=(0,), products=products)
         reduced = reductions.self_attention_reductions(query, key, frames, height, width, part)
         torch.testing.assert_close(reduced["components"].flatten(-3, -2), expected[products])
+
+
+def test_auto_products_are_made_explicit_for_the_device_and_recorded(tiny_pipe, geometry: Geometry) -> None:
+    """The default "auto" products are float16 maps on CUDA and TF32's (float32 natively) elsewhere;
+    resolving a spec for the model's device writes that into the spec, so a store records what ran,
+    and a CPU's numbers are those of TF32 products to the bit."""
+    assert SelfAttentionCapture(layers=(0,)).products == "auto"
+    assert [products_for(device) for device in ("cuda", "cuda:1", torch.device("cpu"), "mps")] == [
+        "float16",
+        "float16",
+        "tf32",
+        "tf32",
+    ]
+    spec = numina_spec(geometry, tokens=(1, 2), prompt_length=7, num_steps=4)
+    resolved = {
+        device: spec.resolved(geometry, 4, device).self_attention.products for device in ("cuda", "cpu")
+    }
+    assert resolved == {"cuda": "float16", "cpu": "tf32"}
+    assert spec.resolved(geometry, 4).self_attention.products == "auto"  # resolved where the maps are
+    maps = reductions.frame_local_attention(*torch.randn(2, 2 * 12, 3, 8), frames=2)
+    assert torch.equal(top_components(maps, products="auto")[0], top_components(maps, products="tf32")[0])
+    _, capture = run_with_capture(tiny_pipe, "three cats", spec, GenerationSettings(5, 32, 32, 4))
+    assert capture.attrs["capture_spec"]["self_attention"]["products"] == "tf32"
+    before_products = spec.to_dict()  # a store written before `products` was recorded
+    del before_products["self_attention"]["products"]
+    assert CaptureSpec.from_dict(before_products).self_attention.products == "tf32"
 
 
 def test_an_unknown_products_is_refused_when_the_spec_is_made() -> None:

@@ -26,7 +26,7 @@ from numina.capture.names import (
     parse_quantity,
 )
 from numina.metrics.concentration import STATS
-from numina.metrics.lowrank import PRODUCTS
+from numina.metrics.lowrank import AUTO_PRODUCTS, PRODUCTS, products_for
 from numina.metrics.separability import TERMS
 from numina.models.geometry import Geometry
 
@@ -53,7 +53,9 @@ class SelfAttentionCapture:
     values, and S1/S2/S3/S (`score_variant`). `maps=True` also keeps every full tpf x tpf map (small
     models only). The `estimator` of the components (numina.metrics.lowrank):
     - "converged": this project's seeded randomised subspace iteration (`iterations`, `oversample`,
-      `seed`, the maps multiplied as `products` says: numina.metrics.lowrank.PRODUCTS), whose
+      `seed`, the maps multiplied as `products` says: numina.metrics.lowrank.PRODUCTS; "auto", the
+      default, is float16 maps on CUDA and float32 products elsewhere, made explicit by
+      `CaptureSpec.resolved` for the capture's device, see numina.metrics.lowrank.products_for), whose
       components serve both the scores and the layout;
     - "release": the release's two estimators: the layout's components as scikit-learn's
       `randomized_svd(random_state=seed)`, the scores from `torch.svd_lowrank(q=3)` seeded with
@@ -64,7 +66,7 @@ class SelfAttentionCapture:
     components: int = 3
     iterations: int = 7
     oversample: int = 10
-    products: str = "tf32"
+    products: str = AUTO_PRODUCTS
     seed: int = 0
     scores: bool = True
     score_variant: str = "official"
@@ -75,8 +77,8 @@ class SelfAttentionCapture:
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator {self.estimator!r} is not one of {list(ESTIMATORS)}")
-        if self.products not in PRODUCTS:
-            raise ValueError(f"products {self.products!r} is not one of {list(PRODUCTS)}")
+        if self.products not in (*PRODUCTS, AUTO_PRODUCTS):
+            raise ValueError(f"products {self.products!r} is not one of {[*PRODUCTS, AUTO_PRODUCTS]}")
 
     @property
     def keeps_score_components(self) -> bool:
@@ -84,10 +86,12 @@ class SelfAttentionCapture:
         return self.scores and self.estimator == "release"
 
 
-def self_attention_defaults() -> dict[str, Any]:
-    """Every default of `SelfAttentionCapture` (its estimator's iterations, oversampling, products...):
-    what a resumable folder records, since a default changed between versions changes its numbers."""
-    return {f.name: f.default for f in fields(SelfAttentionCapture) if f.default is not MISSING}
+def self_attention_defaults(device: Any) -> dict[str, Any]:
+    """Every default of `SelfAttentionCapture` (its estimator's iterations, oversampling, products...)
+    as it acts on `device` ("auto" products made explicit): what a resumable folder records, since a
+    default changed between versions changes its numbers."""
+    defaults = {f.name: f.default for f in fields(SelfAttentionCapture) if f.default is not MISSING}
+    return {**defaults, "products": products_for(device)}
 
 
 @dataclass(frozen=True)
@@ -179,18 +183,25 @@ class CaptureSpec:
     def from_dict(cls, values: dict[str, Any]) -> CaptureSpec:
         values = dict(values)
         if values.get("self_attention"):
-            values["self_attention"] = SelfAttentionCapture(**_tuples(values["self_attention"]))
+            # Stores from before `products` was recorded multiplied the maps as "tf32".
+            self_attention = {"products": "tf32", **values["self_attention"]}
+            values["self_attention"] = SelfAttentionCapture(**_tuples(self_attention))
         if values.get("cross_attention"):
             values["cross_attention"] = CrossAttentionCapture(**_tuples(values["cross_attention"]))
         return cls(**_tuples(values))
 
-    def resolved(self, geometry: Geometry, num_steps: int) -> CaptureSpec:
-        """This spec with `steps` and `heads` made explicit, after checking it fits the model and run."""
+    def resolved(self, geometry: Geometry, num_steps: int, device: Any = None) -> CaptureSpec:
+        """This spec with `steps` and `heads` made explicit, after checking it fits the model and run;
+        with the model's `device` also its "auto" products, so that a store records what ran."""
         self.validate(geometry, num_steps)
+        part = self.self_attention
+        if part is not None and part.products == AUTO_PRODUCTS and device is not None:
+            part = replace(part, products=products_for(device))
         return replace(
             self,
             steps=tuple(range(num_steps)) if self.steps is None else tuple(sorted(set(self.steps))),
             heads=tuple(range(geometry.heads)) if self.heads is None else tuple(self.heads),
+            self_attention=part,
         )
 
     def validate(self, geometry: Geometry, num_steps: int) -> None:

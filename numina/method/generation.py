@@ -275,7 +275,9 @@ def run_numina(
         raise ValueError(f"no targets for {tokens.prompt!r}: NUMINA needs {{noun: count}} to correct.")
     check_correction(tokens.targets, stride=options.stride, disc_radius=options.disc_radius)
     geometry = Geometry.from_pipeline(pipeline, settings.num_frames, settings.height, settings.width)
-    spec, step, reference_layer = method_spec(geometry, tokens, settings, options)
+    spec, step, reference_layer = method_spec(
+        geometry, tokens, settings, options, pipeline.transformer.device
+    )
     schedule = options_schedule(settings, options)
     check_same_noise_level(pipeline.scheduler, schedule, settings)
     # Only a walk-through that is the final run's own beginning can go on to be the video.

@@ -15,6 +15,7 @@ numina.sampling.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from numina.capture import numina_spec
 from numina.capture.spec import CaptureSpec, release_reference_layer
@@ -73,7 +74,11 @@ def reference_of(options: NuminaOptions, geometry: Geometry, num_steps: int) -> 
 
 
 def method_spec(
-    geometry: Geometry, tokens: PromptTokens, settings: GenerationSettings, options: NuminaOptions
+    geometry: Geometry,
+    tokens: PromptTokens,
+    settings: GenerationSettings,
+    options: NuminaOptions,
+    device: Any = None,
 ) -> tuple[CaptureSpec, int, int]:
     """The walk-through's capture (resolved), its reference step (a step of the walk-through's own
     schedule, `options_schedule`) and reference block.
@@ -97,7 +102,7 @@ def method_spec(
         score_seed=settings.seed,
     )
     spec = replace(spec, self_attention=self_attention)
-    return spec.resolved(geometry, num_steps), step, layer
+    return spec.resolved(geometry, num_steps, device), step, layer
 
 
 def identify_and_layout(

@@ -6,7 +6,7 @@ Wan2.1-1.3B), so this module runs randomised subspace iterations (the algorithm 
 `randomized_svd`: Gaussian range, power iterations with re-orthonormalisation, small exact SVD) batched
 over all leading dimensions, with matrix products only. Three estimators:
 - `top_components`: this project's converged one (seeded; its big products on TF32 tensor cores on
-  CUDA, or with the maps stored in float16, `products`);
+  CUDA, or with the maps stored in float16, `products`; the capture's default picks by device);
 - `randomized_svd_components`: scikit-learn's `randomized_svd` number for number (its start matrix,
   width, iteration count and sign rule), in float64 on every device: the release's layout components;
 - `release_score_components`: the release's head-score estimator, `torch.svd_lowrank(q=3)`, seeded;
@@ -24,8 +24,21 @@ import torch
 
 _SHIFT = {torch.float32: 1e-6, torch.float64: 1e-13}
 # How the power iterations multiply the maps: in the maps' own dtype ("native"); on TF32 tensor cores on
-# CUDA, natively elsewhere ("tf32"); or with the maps stored in float16 (`half_maps`).
+# CUDA, natively elsewhere ("tf32"); or with the maps stored in float16 (`half_maps`). "auto" (the
+# capture's default) is one of them, picked by the maps' device (`products_for`).
 PRODUCTS = ("native", "tf32", "float16")
+AUTO_PRODUCTS = "auto"
+
+
+def products_for(device: torch.device | str) -> str:
+    """What `products="auto"` is on `device`: "float16" on CUDA, "tf32" (float32 natively) elsewhere.
+
+    On an H100 float16 maps took the capture step at the Wan2.1-1.3B shape to x1.036-1.045 of a plain
+    step, from TF32's x1.048-1.053, for components within 1.4e-3 of a float64 SVD on planted maps
+    (TF32: 8e-4; benchmarks/RESULTS.md). On a CPU they would save no time and only round, so a CPU's
+    numbers are those of float32 products, as before "auto" existed.
+    """
+    return "float16" if torch.device(device).type == "cuda" else "tf32"
 
 
 def orthonormalize(matrix: torch.Tensor, passes: int = 2) -> torch.Tensor:
@@ -106,7 +119,8 @@ def top_components(
         products: how the maps are multiplied (`PRODUCTS`): "tf32" runs the float32 products on TF32
             tensor cores on CUDA (see `tensor_core_products`) and natively elsewhere; "float16"
             stores attention maps (entries in [0, 1]) in float16 (see `half_maps`), half the bytes
-            the iterations read; "native" multiplies in the maps' dtype.
+            the iterations read; "native" multiplies in the maps' dtype; "auto" is `products_for` the
+            maps' device.
 
     Returns:
         (scores, singular_values): (..., n, k) and (..., k), in the dtype of `maps` (float32 or wider).
@@ -116,8 +130,10 @@ def top_components(
     n, m = maps.shape[-2:]
     if k > min(n, m):
         raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
+    if products == AUTO_PRODUCTS:
+        products = products_for(maps.device)
     if products not in PRODUCTS:
-        raise ValueError(f"products={products!r} is not one of {list(PRODUCTS)}.")
+        raise ValueError(f"products={products!r} is not one of {[*PRODUCTS, AUTO_PRODUCTS]}.")
     if products == "float16" and maps.dtype != torch.float32:
         raise ValueError(f"products='float16' stores float32 maps in float16; these are {maps.dtype}.")
     if products == "float16" and m > torch.finfo(torch.float16).max:
@@ -136,7 +152,8 @@ def half_maps(maps: torch.Tensor) -> tuple[torch.Tensor, float]:
     in float16's normal range (entries below 6e-5 / m, which carry no weight, become subnormal), and
     each entry keeps float16's 11 significant bits, as many as TF32 keeps of a float32 product's
     inputs. On planted maps at 30 x 52 (CPU emulation) the components came out as close to a
-    float64 SVD as with TF32 products (benchmarks/RESULTS.md), for half the bytes read.
+    float64 SVD as with TF32 products, for half the bytes read; on an H100 they were about twice as
+    far as TF32's (1.4e-3 against 8e-4, benchmarks/RESULTS.md).
     """
     scale = float(maps.shape[-1])
     stored = torch.empty_like(maps, dtype=torch.float16)
