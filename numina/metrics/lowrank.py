@@ -33,8 +33,8 @@ AUTO_PRODUCTS = "auto"
 def products_for(device: torch.device | str) -> str:
     """What `products="auto"` is on `device`: "float16" on CUDA, "tf32" (float32 natively) elsewhere.
 
-    On an H100 float16 maps took the capture step at the Wan2.1-1.3B shape to x1.036-1.045 of a plain
-    step, from TF32's x1.048-1.053, for components within 1.4e-3 of a float64 SVD on planted maps
+    On an H100 float16 maps took the capture step at the Wan2.1-1.3B shape to x1.033-1.045 of a plain
+    step, from TF32's x1.045-1.054, for components within 1.4e-3 of a float64 SVD on planted maps
     (TF32: 8e-4; benchmarks/RESULTS.md). On a CPU they would save no time and only round, so a CPU's
     numbers are those of float32 products, as before "auto" existed.
     """
