@@ -321,9 +321,8 @@ def main(argv: list[str] | None = None) -> Path:
         "dtype": args.dtype,
         "device": device_type(args.device),
         "attention_backend": args.attention_backend,
-        "self_attention_defaults": self_attention_defaults(
-            args.device
-        ),  # what the walk-throughs' capture computes with
+        # what the walk-throughs' capture computes with on this device
+        "self_attention_defaults": self_attention_defaults(args.device),
         "command": ["experiments/ablate_heads.py", *(sys.argv[1:] if argv is None else argv)],
         "code_version": code_version(),
     }

@@ -396,9 +396,8 @@ def _config(args: argparse.Namespace, model: str, argv: list[str] | None) -> dic
         "dtype": args.dtype,
         "device": device_type(args.device),
         "attention_backend": args.attention_backend,
-        "self_attention_defaults": self_attention_defaults(
-            args.device
-        ),  # what the walk-throughs' capture computes with
+        # what the walk-throughs' capture computes with on this device
+        "self_attention_defaults": self_attention_defaults(args.device),
         "code_version": code_version(),
         "command": ["experiments/countbench.py", *(sys.argv[1:] if argv is None else argv)],
     }
