@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.self_attention_layers = args.self_attention_layers or [release_reference_layer(geometry)]
     try:  # checks steps, layers and tokens against the model before any work
         specs = {
-            item.index: capture_spec(parsed[item.index], args).resolved(geometry, settings.steps)
+            item.index: capture_spec(parsed[item.index], args).resolved(geometry, settings.steps, args.device)
             for item in prompts
         }
     except ValueError as error:
