@@ -58,8 +58,20 @@ def resolve_model_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(parser, args.device)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     resolve_wandb(parser, args)
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """A --device torch does not know, or a CUDA device on a machine without one, is an argument error
+    here: otherwise it ends the run later, as torch's own error, after the model has loaded."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        parser.error(f"--device {device!r} is not a device; give cpu, cuda or cuda:N (mps on a Mac)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {device}: this machine has no CUDA GPU that torch can use; give cpu")
 
 
 def generation_settings(args: argparse.Namespace, seed: int | None = None) -> GenerationSettings:

@@ -96,7 +96,8 @@ def test_torchrun_ranks_beyond_the_gpus_share_them(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("LOCAL_RANK", "2")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # a machine with 2 GPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     args = countbench.parse_args(["--device", "cuda", "--prompt-set", "countworld", "--wandb", "disabled"])
     assert args.shard == (2, 3) and args.device == "cuda:0"
     monkeypatch.setenv("LOCAL_RANK", "1")

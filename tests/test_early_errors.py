@@ -17,6 +17,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+import torch
 from experiment_scripts import load_experiment
 
 from numina.models import resolve_model
@@ -45,6 +46,24 @@ def test_an_out_that_cannot_be_a_folder_is_an_argument_error(
         module.parse_args(["--out", str(out), "--wandb", "disabled", *SCRIPT_ARGS.get(script, [])])
     assert exited.value.code == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda"])
+def test_a_device_torch_cannot_use_is_an_argument_error(
+    script: str, device: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before, a misspelt --device ended the run as torch's own error, after the model had loaded."""
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    module = load_experiment(script)
+    with pytest.raises(SystemExit) as exited:
+        module.parse_args(
+            ["--out", str(tmp_path / "run"), "--wandb", "disabled", "--device", device]
+            + SCRIPT_ARGS.get(script, [])
+        )
+    assert exited.value.code == 2
+    assert f"--device {device}" in capsys.readouterr().err.replace("'", "")
 
 
 def test_a_folder_that_refuses_files_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
