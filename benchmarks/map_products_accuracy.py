@@ -116,15 +116,13 @@ def layout_decisions(grids: list[tuple[int, int]], cases_per_cell: int) -> dict:
     frames = 0
     for spec in specs:
         case = generate_case(spec)
-        labels, scores = {}, {}
-        for mode in MODES:
+        nouns, labels, scores = {"noun": case.noun_maps}, {}, {}
+        for mode in MODES:  # float32 first: the others are compared with it
             components, _ = emulated_components(torch.from_numpy(case.self_maps), mode)
             scores[mode] = separability(components, spec.height, spec.width)
-            score_change[mode] = max(
-                score_change[mode], (scores[mode] - scores["float32"]).abs().max().item()
-            )
-            maps = {"noun": case.noun_maps}
-            labels[mode] = build_layout(components.numpy(), maps, spec.height, spec.width, options)["noun"]
+            change = (scores[mode] - scores["float32"]).abs().max().item()
+            score_change[mode] = max(score_change[mode], change)
+            labels[mode] = build_layout(components.numpy(), nouns, spec.height, spec.width, options)["noun"]
         frames += spec.frames
         for mode, frame in itertools.product(MODES, range(spec.frames)):
             equal[mode] += bool((labels[mode][frame] == labels["float32"][frame]).all())

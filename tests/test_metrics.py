@@ -173,7 +173,6 @@ def test_the_accuracy_benchmarks_layouts_are_the_methods_own() -> None:
         exact += sum(match_frame(case.truth[f], labels[f]).exact for f in range(spec.frames))
     assert decisions["frames"] == sum(spec.frames for spec in specs)
     assert decisions["exact"]["float32"] == exact
-    assert decisions["labels_equal_to_float32"]["float32"] == decisions["frames"]
     assert decisions["labels_equal_to_float32"]["float16 maps"] < decisions["frames"]
 
 

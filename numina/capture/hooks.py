@@ -242,7 +242,8 @@ class AttentionCapture:
         (+1.0-2.0 GiB, below the generation's own peak; benchmarks/RESULTS.md)."""
         if spec.steps is None or spec.heads is None:
             raise ValueError(
-                "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps)."
+                "AttentionCapture needs a resolved spec: call spec.resolved(geometry, num_steps, device) "
+                "(the model's device makes the default products explicit in what the sink records)."
             )
         self.transformer, self.spec, self.geometry, self.sink = transformer, spec, geometry, sink
         self.state = _CaptureCall()

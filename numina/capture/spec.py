@@ -26,7 +26,7 @@ from numina.capture.names import (
     parse_quantity,
 )
 from numina.metrics.concentration import STATS
-from numina.metrics.lowrank import AUTO_PRODUCTS, PRODUCTS, products_for
+from numina.metrics.lowrank import AUTO_PRODUCTS, PRODUCT_CHOICES, products_for
 from numina.metrics.separability import TERMS
 from numina.models.geometry import Geometry
 
@@ -77,8 +77,8 @@ class SelfAttentionCapture:
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator {self.estimator!r} is not one of {list(ESTIMATORS)}")
-        if self.products not in (*PRODUCTS, AUTO_PRODUCTS):
-            raise ValueError(f"products {self.products!r} is not one of {[*PRODUCTS, AUTO_PRODUCTS]}")
+        if self.products not in PRODUCT_CHOICES:
+            raise ValueError(f"products {self.products!r} is not one of {list(PRODUCT_CHOICES)}")
 
     @property
     def keeps_score_components(self) -> bool:

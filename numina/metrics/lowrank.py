@@ -28,6 +28,7 @@ _SHIFT = {torch.float32: 1e-6, torch.float64: 1e-13}
 # capture's default) is one of them, picked by the maps' device (`products_for`).
 PRODUCTS = ("native", "tf32", "float16")
 AUTO_PRODUCTS = "auto"
+PRODUCT_CHOICES = (*PRODUCTS, AUTO_PRODUCTS)  # what a caller may ask for
 
 
 def products_for(device: torch.device | str) -> str:
@@ -130,10 +131,10 @@ def top_components(
     n, m = maps.shape[-2:]
     if k > min(n, m):
         raise ValueError(f"Cannot take {k} components of {n} x {m} maps.")
+    if products not in PRODUCT_CHOICES:
+        raise ValueError(f"products={products!r} is not one of {list(PRODUCT_CHOICES)}.")
     if products == AUTO_PRODUCTS:
         products = products_for(maps.device)
-    if products not in PRODUCTS:
-        raise ValueError(f"products={products!r} is not one of {[*PRODUCTS, AUTO_PRODUCTS]}.")
     if products == "float16" and maps.dtype != torch.float32:
         raise ValueError(f"products='float16' stores float32 maps in float16; these are {maps.dtype}.")
     if products == "float16" and m > torch.finfo(torch.float16).max:
